@@ -1,0 +1,38 @@
+"""The shard as a Ray actor: a thin shell over ``shard.LocalShard``.
+
+The actor holds no logic of its own: every call is delegated to the plain
+``LocalShard`` (Ray Serve's ``ReplicaActor`` over ``UserCallableWrapper`` is
+the model). The actor is threaded so that a long read does not queue the others
+behind it; ``LocalShard`` does its own locking.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shard.local_shard import LocalShard
+from shard.types import ShardConfig
+
+
+class ShardActor:
+    """Made a Ray actor by ``cluster.runtime``; plain here so it can be tested without Ray."""
+
+    def __init__(self, path: str, config: dict[str, Any], options: dict[str, Any]):
+        logging.basicConfig(level=options.get("log_level", "INFO"))
+        self.shard = LocalShard(
+            path,
+            ShardConfig.from_json(config),
+            indexing_threads=options.get("indexing_threads", 0),
+            wal_capacity_bytes=options.get("wal_capacity_bytes", 32 * 1024 * 1024),
+        )
+
+    def ready(self) -> bool:
+        return True
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run one LocalShard method; the only entry point the gateway uses."""
+        return getattr(self.shard, method)(*args, **kwargs)
+
+    def close(self, take_snapshot: bool = True) -> None:
+        self.shard.close(take_snapshot=take_snapshot)

@@ -1,0 +1,376 @@
+"""The vocabulary of collection metadata, and the one function that applies it.
+
+Every change to which collections and aliases exist is one of the operations below,
+turned into plain JSON before it is proposed to Raft and parsed back on every node,
+then applied by :func:`apply`. Whatever needs a clock, a UUID or a random choice
+(shard placement, creation time) is decided by the proposer and carried in the op:
+``apply`` is a pure, deterministic function of (state, op), so every replica that
+applies the same log reaches the same state. (Qdrant's ``CollectionMetaOperations``,
+applied by every peer from its consensus log, follow the same rule.)
+
+The state is plain JSON too::
+
+    {"collections": {name: {"config": {...}, "placement": <JSON>}},
+     "aliases": {alias: collection_name},
+     "version": n}      # bumped by every operation that changed something
+
+``apply`` never raises for a well-formed op on any state and never mutates its
+inputs: a rejected op returns the unchanged state and an error :class:`OpResult`
+whose texts are Qdrant's (``toc/collection_meta_ops.rs``, ``alias_mapping.rs``,
+``collections_ops.rs``, ``toc/create_collection.rs``).
+
+Versioning: every op carries ``"v": OP_VERSION``. A node refuses (as an error result,
+identically on every node of that version) an op of a version it does not know. An
+op shape that older nodes cannot apply must only be proposed once every node runs
+the new code (PySyncObj's ``setCodeVersion`` is the switch for that).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from shard.types import BadInput, Conflict, NotFound, ShoalError
+
+OP_VERSION = 1
+
+JSON = Any
+
+
+def empty_state() -> dict[str, Any]:
+    return {"collections": {}, "aliases": {}, "version": 0}
+
+
+# ---------------------------------------------------------------------------
+# Results.
+# ---------------------------------------------------------------------------
+
+_ERRORS: dict[str, type[ShoalError]] = {"bad_input": BadInput, "not_found": NotFound, "conflict": Conflict}
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """What applying an op gave: ``ok`` with a JSON ``value`` (Qdrant's ``result``,
+    e.g. False for deleting a missing collection), or an error kind with Qdrant's text.
+    Travels as JSON so that it can be compared across replicas."""
+
+    ok: bool
+    value: JSON = True
+    error: str | None = None  # "bad_input" | "not_found" | "conflict"
+    message: str = ""
+
+    @staticmethod
+    def success(value: JSON = True) -> OpResult:
+        return OpResult(True, value)
+
+    @staticmethod
+    def failure(kind: str, message: str) -> OpResult:
+        if kind not in _ERRORS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        return OpResult(False, None, kind, message)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.ok:
+            return {"ok": True, "value": self.value}
+        return {"ok": False, "error": self.error, "message": self.message}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> OpResult:
+        if data.get("ok"):
+            return OpResult.success(data.get("value", True))
+        return OpResult.failure(data["error"], data["message"])
+
+    def unwrap(self) -> JSON:
+        """The value, or the matching ``shard.types`` error raised (the gateway maps
+        BadInput to 400, NotFound to 404, Conflict to 409)."""
+        if self.ok:
+            return self.value
+        raise _ERRORS[self.error](self.message)
+
+
+# ---------------------------------------------------------------------------
+# Operations.
+# ---------------------------------------------------------------------------
+
+
+class MetaOp:
+    """Base of the operations. ``to_json`` gives the dict that is proposed."""
+
+    kind: ClassVar[str]
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": OP_VERSION, "type": self.kind, **self.body()}
+
+
+@dataclass(frozen=True)
+class CreateCollection(MetaOp):
+    """``config`` is the collection's config as the gateway stores it; ``placement``
+    says where its shards live (chosen by the proposer). Both are opaque JSON here."""
+
+    kind: ClassVar[str] = "create_collection"
+    name: str
+    config: dict[str, Any]
+    placement: JSON = None
+
+    def body(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config, "placement": self.placement}
+
+
+@dataclass(frozen=True)
+class DeleteCollection(MetaOp):
+    kind: ClassVar[str] = "delete_collection"
+    name: str
+
+    def body(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@dataclass(frozen=True)
+class UpdateCollection(MetaOp):
+    """Qdrant's config diffs: ``diff`` is merged into the config recursively, a null
+    value meaning "unchanged"; ``replace`` sets top-level keys wholesale (null removes
+    the key), for settings whose diff replaces rather than merges (quantization)."""
+
+    kind: ClassVar[str] = "update_collection"
+    name: str
+    diff: dict[str, Any] = field(default_factory=dict)
+    replace: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"name": self.name, "diff": self.diff, "replace": self.replace}
+
+
+@dataclass(frozen=True)
+class CreateAlias(MetaOp):
+    kind: ClassVar[str] = "create_alias"
+    alias: str
+    collection: str
+
+    def body(self) -> dict[str, Any]:
+        return {"alias": self.alias, "collection": self.collection}
+
+
+@dataclass(frozen=True)
+class DeleteAlias(MetaOp):
+    kind: ClassVar[str] = "delete_alias"
+    alias: str
+
+    def body(self) -> dict[str, Any]:
+        return {"alias": self.alias}
+
+
+@dataclass(frozen=True)
+class RenameAlias(MetaOp):
+    kind: ClassVar[str] = "rename_alias"
+    old: str
+    new: str
+
+    def body(self) -> dict[str, Any]:
+        return {"old": self.old, "new": self.new}
+
+
+AliasAction = Union[CreateAlias, DeleteAlias, RenameAlias]
+
+
+@dataclass(frozen=True)
+class ChangeAliases(MetaOp):
+    """POST /collections/aliases: its actions in order, as one log entry."""
+
+    kind: ClassVar[str] = "change_aliases"
+    actions: tuple[AliasAction, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"actions": [a.to_json() for a in self.actions]}
+
+
+_OPS: dict[str, type[MetaOp]] = {
+    cls.kind: cls
+    for cls in (CreateCollection, DeleteCollection, UpdateCollection, CreateAlias, DeleteAlias,
+                RenameAlias, ChangeAliases)
+}
+
+
+class MalformedOp(ValueError):
+    """The JSON is not an operation of this vocabulary and version."""
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise MalformedOp(f"field `{key}` must be a string")
+    return value
+
+
+def _obj(data: dict[str, Any], key: str, default: Any = None) -> dict[str, Any]:
+    value = data.get(key, default)
+    if value is None and default is not None:
+        value = default
+    if not isinstance(value, dict):
+        raise MalformedOp(f"field `{key}` must be an object")
+    return value
+
+
+def op_from_json(data: Any) -> MetaOp:
+    """Parses an op's JSON dict. MalformedOp for anything else."""
+    if not isinstance(data, dict):
+        raise MalformedOp("an operation must be a JSON object")
+    if data.get("v") != OP_VERSION:
+        raise MalformedOp(f"unsupported operation version {data.get('v')!r}")
+    kind = data.get("type")
+    if kind == "create_collection":
+        return CreateCollection(_str(data, "name"), _obj(data, "config"), data.get("placement"))
+    if kind == "delete_collection":
+        return DeleteCollection(_str(data, "name"))
+    if kind == "update_collection":
+        return UpdateCollection(_str(data, "name"), _obj(data, "diff", {}), _obj(data, "replace", {}))
+    if kind == "create_alias":
+        return CreateAlias(_str(data, "alias"), _str(data, "collection"))
+    if kind == "delete_alias":
+        return DeleteAlias(_str(data, "alias"))
+    if kind == "rename_alias":
+        return RenameAlias(_str(data, "old"), _str(data, "new"))
+    if kind == "change_aliases":
+        actions = data.get("actions")
+        if not isinstance(actions, list):
+            raise MalformedOp("field `actions` must be a list")
+        parsed = tuple(op_from_json(a) for a in actions)
+        if not all(isinstance(a, (CreateAlias, DeleteAlias, RenameAlias)) for a in parsed):
+            raise MalformedOp("`actions` may hold only alias operations")
+        return ChangeAliases(parsed)
+    raise MalformedOp(f"unknown operation type {kind!r}")
+
+
+# ---------------------------------------------------------------------------
+# apply.
+# ---------------------------------------------------------------------------
+
+
+def resolve(state: dict[str, Any], name: str) -> str | None:
+    """The collection ``name`` refers to: an alias first, then a collection name, as
+    Qdrant's ``resolve_name`` does. None if neither exists."""
+    target = state["aliases"].get(name, name)
+    return target if target in state["collections"] else None
+
+
+def apply(state: dict[str, Any], op: MetaOp | dict[str, Any]) -> tuple[dict[str, Any], OpResult]:
+    """(new state, result) of applying ``op`` (an op or its JSON) to ``state``.
+
+    Deterministic and pure: same inputs, same outputs, on every node; inputs are not
+    modified (the new state shares untouched parts with the old, which callers must
+    treat as immutable)."""
+    if isinstance(op, dict):
+        try:
+            op = op_from_json(op)
+        except MalformedOp as e:
+            return state, OpResult.failure("bad_input", str(e))
+    new = {"collections": dict(state["collections"]), "aliases": dict(state["aliases"]),
+           "version": state["version"]}
+    result, changed = _apply(new, op)
+    if not result.ok and not isinstance(op, ChangeAliases):
+        return state, result
+    if changed:
+        new["version"] += 1
+        return new, result
+    return state, result
+
+
+def _apply(s: dict[str, Any], op: MetaOp) -> tuple[OpResult, bool]:
+    """Applies ``op`` to ``s`` (a fresh top level the caller owns): (result, changed)."""
+    collections, aliases = s["collections"], s["aliases"]
+    if isinstance(op, CreateCollection):
+        if op.name in collections:
+            return OpResult.failure("conflict", f"Collection `{op.name}` already exists!"), False
+        if op.name in aliases:
+            return OpResult.failure(
+                "bad_input",
+                f"Can't create collection with name {op.name}. Alias with the same name already exists"), False
+        collections[op.name] = {"config": copy.deepcopy(op.config), "placement": copy.deepcopy(op.placement)}
+        return OpResult.success(True), True
+    if isinstance(op, DeleteCollection):
+        # Qdrant answers `false` for a collection that does not exist, and drops the
+        # collection's aliases first either way.
+        dropped = [a for a, c in aliases.items() if c == op.name]
+        for a in dropped:
+            del aliases[a]
+        existed = collections.pop(op.name, None) is not None
+        return OpResult.success(existed), existed or bool(dropped)
+    if isinstance(op, UpdateCollection):
+        return _update(collections, aliases, op)
+    if isinstance(op, ChangeAliases):
+        # Qdrant's update_aliases applies the actions one by one and stops at the
+        # first error, keeping the ones before it.
+        changed = False
+        for action in op.actions:
+            result, did = _alias(collections, aliases, action)
+            changed |= did
+            if not result.ok:
+                return result, changed
+        return OpResult.success(True), changed
+    return _alias(collections, aliases, op)
+
+
+def _alias(collections: dict, aliases: dict, op: MetaOp) -> tuple[OpResult, bool]:
+    if isinstance(op, CreateAlias):
+        if op.collection not in collections:
+            return OpResult.failure("not_found", f"Collection `{op.collection}` doesn't exist!"), False
+        if op.alias in collections:
+            return OpResult.failure("conflict", f"Collection `{op.alias}` already exists!"), False
+        changed = aliases.get(op.alias) != op.collection
+        aliases[op.alias] = op.collection  # an existing alias is re-pointed, as in Qdrant
+        return OpResult.success(True), changed
+    if isinstance(op, DeleteAlias):
+        # Deleting a missing alias is not an error in Qdrant.
+        return OpResult.success(True), aliases.pop(op.alias, None) is not None
+    if isinstance(op, RenameAlias):
+        if op.old not in aliases:
+            return OpResult.failure("not_found", f"Alias {op.old} does not exists!"), False
+        if op.new in collections:
+            # Qdrant does not check this on rename; Shoal keeps "no name is both an
+            # alias and a collection" true, with create_alias's error.
+            return OpResult.failure("conflict", f"Collection `{op.new}` already exists!"), False
+        target = aliases.pop(op.old)
+        aliases[op.new] = target
+        return OpResult.success(True), op.old != op.new
+    return OpResult.failure("bad_input", f"unsupported operation {type(op).__name__}"), False
+
+
+def _update(collections: dict, aliases: dict, op: UpdateCollection) -> tuple[OpResult, bool]:
+    name = aliases.get(op.name, op.name)  # Qdrant resolves aliases for updates
+    if name not in collections:
+        return OpResult.failure("not_found", f"Collection `{op.name}` doesn't exist!"), False
+    record = collections[name]
+    config = record["config"]
+    vectors_diff = op.diff.get("vectors")
+    if isinstance(vectors_diff, dict) and isinstance(config.get("vectors"), dict):
+        for vector_name in vectors_diff:
+            if vector_name not in config["vectors"]:
+                # Qdrant's VectorsConfigDiff::check_vector_names
+                return OpResult.failure("bad_input", f"Not existing vector name error: {vector_name}"), False
+    new_config = merge_diff(config, op.diff)
+    for key, value in op.replace.items():
+        if value is None:
+            new_config.pop(key, None)
+        else:
+            new_config[key] = copy.deepcopy(value)
+    if new_config == config:
+        return OpResult.success(True), False
+    collections[name] = {**record, "config": new_config}
+    return OpResult.success(True), True
+
+
+def merge_diff(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``diff`` merged in: objects recursively, null = keep,
+    anything else replaces (Qdrant's ``DiffConfig::update``)."""
+    out = copy.deepcopy(base)
+    for key, value in diff.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_diff(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

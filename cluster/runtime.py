@@ -1,0 +1,86 @@
+"""Every ``ray.*`` call Shoal makes lives here, so the rest can be read (and
+tested) without Ray.
+
+Ray is started on loopback unless an address is given: by default Ray picks
+the machine's external address, and a single-machine server has no business
+listening there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from cluster.actor import ShardActor
+
+log = logging.getLogger(__name__)
+
+RemoteShardActor = ray.remote(ShardActor)
+
+
+def start(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address``, or start a local one on 127.0.0.1."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level="WARNING", namespace="shoal")
+        return
+    # On Linux Ray binds its GCS to the external address unless told this is a
+    # single-machine cluster; this flag (meant for Windows/macOS) does exactly that.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        num_cpus=num_cpus,
+        logging_level="WARNING",
+        namespace="shoal",
+    )
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str, Any]):
+    """Start (or, after a restart, recover) one shard actor.
+
+    num_cpus=0: a shard is mostly idle memory; reserving a CPU each would cap a
+    2-core machine at two shards. max_restarts: a crashed actor comes back and
+    recovers from its snapshot and log.
+    """
+    return RemoteShardActor.options(
+        name=name,
+        num_cpus=0,
+        max_concurrency=16,
+        max_restarts=3,
+        lifetime=None,
+    ).remote(path, config, options)
+
+
+async def call(actor, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Await one ShardActor.call; a shard's own exception is re-raised as itself."""
+    try:
+        return await actor.call.remote(method, *args, **kwargs)
+    except RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+async def ready(actor) -> None:
+    await actor.ready.remote()
+
+
+async def stop(actor, take_snapshot: bool = True) -> None:
+    """Close the shard cleanly (snapshot, log closed), then end the actor."""
+    try:
+        await actor.close.remote(take_snapshot)
+    except RayActorError:
+        log.warning("shard actor died before it could close")
+    ray.kill(actor, no_restart=True)

@@ -1,0 +1,75 @@
+"""``shoal``: the command line.
+
+    shoal serve [--host 0.0.0.0] [--port 6333] [--storage ./shoal_storage] [--config FILE]
+
+Settings are read here, once, and passed down (see ``gateway.settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import settings as settings_module
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shoal", description="Shoal: Qdrant's REST API over Ray-hosted shards.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the server")
+    serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="REST port (default 6333)")
+    serve.add_argument("--storage", type=Path, help="storage folder (default ./shoal_storage)")
+    serve.add_argument("--config", type=Path, help="YAML settings file")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out: dict = {}
+    if args.host is not None:
+        out.setdefault("service", {})["host"] = args.host
+    if args.port is not None:
+        out.setdefault("service", {})["http_port"] = args.port
+    if args.storage is not None:
+        out.setdefault("storage", {})["storage_path"] = args.storage
+    # Ray's own variable names the cluster to join, as every Ray program honours it.
+    if os.environ.get("RAY_ADDRESS") and not os.environ.get("SHOAL__CLUSTER__RAY_ADDRESS"):
+        out.setdefault("cluster", {})["ray_address"] = os.environ["RAY_ADDRESS"]
+    return out
+
+
+def serve(args: argparse.Namespace) -> None:
+    from gateway.app import create_app
+
+    settings = settings_module.load(args.config, _overrides(args))
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    app = create_app(settings)
+    logging.getLogger("shoal").info(
+        "Shoal listening on %s:%d, storage %s", settings.service.host, settings.service.http_port, settings.storage.storage_path
+    )
+    web.run_app(
+        app,
+        host=settings.service.host,
+        port=settings.service.http_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+
+
+if __name__ == "__main__":
+    main()

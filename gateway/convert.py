@@ -1,0 +1,231 @@
+"""REST request bodies → the engine's types (``shard.types``), in one place.
+
+Every function here takes a validated request body as a JSON-shaped dict
+(Qdrant's field names) and returns engine values; no engine type leaks the REST
+shape and no route builds engine values by hand.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from cluster.placement import split_by_shard
+from shard.types import (
+    DEFAULT_VECTOR,
+    BadInput,
+    HnswConfig,
+    OptimizersConfig,
+    PayloadSelector,
+    ShardConfig,
+    VectorSelector,
+)
+
+QDRANT_DEFAULT_WAL = {"wal_capacity_mb": 32, "wal_segments_ahead": 0}
+
+
+# ----------------------------------------------------------------- collections
+
+
+def collection_config(body: dict[str, Any]) -> dict[str, Any]:
+    """The full collection config (Qdrant's CollectionConfig JSON) a create request implies."""
+    vectors = body.get("vectors")
+    if vectors is None:
+        raise BadInput("Shoal needs dense vectors: give `vectors` when creating a collection")
+    if body.get("sparse_vectors"):
+        raise BadInput("sparse vectors are not supported by Shoal yet")
+    hnsw = HnswConfig().updated(body.get("hnsw_config")).to_json()
+    optimizers = OptimizersConfig().updated(_non_null(body.get("optimizers_config"))).to_json()
+    shard_number = body.get("shard_number") or 1
+    return {
+        "params": {
+            "vectors": copy.deepcopy(vectors),
+            "shard_number": shard_number,
+            "replication_factor": body.get("replication_factor") or 1,
+            "write_consistency_factor": body.get("write_consistency_factor") or 1,
+            "on_disk_payload": True if body.get("on_disk_payload") is None else body["on_disk_payload"],
+        },
+        "hnsw_config": hnsw,
+        "optimizer_config": optimizers,
+        "wal_config": {**QDRANT_DEFAULT_WAL, **_non_null(body.get("wal_config"))},
+        "quantization_config": body.get("quantization_config"),
+    }
+
+
+def updated_collection_config(config: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Apply a PATCH /collections/{name} body (a diff) to a collection config."""
+    out = copy.deepcopy(config)
+    if body.get("optimizers_config"):
+        out["optimizer_config"].update(_non_null(body["optimizers_config"]))
+    if body.get("hnsw_config"):
+        out["hnsw_config"].update(_non_null(body["hnsw_config"]))
+    params = body.get("params") or {}
+    for key in ("replication_factor", "write_consistency_factor", "on_disk_payload", "read_fan_out_factor"):
+        if params.get(key) is not None:
+            out["params"][key] = params[key]
+    vectors = body.get("vectors") or {}
+    current = out["params"]["vectors"]
+    for name, diff in vectors.items():
+        target = current if "size" in current and name == DEFAULT_VECTOR else current.get(name)
+        if target is None:
+            raise BadInput(f"Not existing vector name error: {name}")
+        if diff.get("hnsw_config"):
+            target["hnsw_config"] = {**(target.get("hnsw_config") or {}), **_non_null(diff["hnsw_config"])}
+        if diff.get("on_disk") is not None:
+            target["on_disk"] = diff["on_disk"]
+    if body.get("quantization_config") is not None:
+        out["quantization_config"] = body["quantization_config"]
+    return out
+
+
+def _non_null(d: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (d or {}).items() if v is not None}
+
+
+# ---------------------------------------------------------------------- points
+
+
+def vector_rows(config: ShardConfig, ids: list, vectors: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-point vectors (a list, or a dict by name, per point) as one float32
+    array per vector name plus a mask of the rows that carry it."""
+    n = len(ids)
+    per_name: dict[str, list] = {name: [None] * n for name in config.vectors}
+    for row, vec in enumerate(vectors):
+        named = vec if isinstance(vec, dict) else {DEFAULT_VECTOR: vec}
+        for name, value in named.items():
+            if name not in per_name:
+                raise BadInput(f"Not existing vector name error: {name}")
+            per_name[name][row] = _dense(value, config.vectors[name].size)
+    arrays: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name, rows in per_name.items():
+        mask = np.fromiter((r is not None for r in rows), dtype=bool, count=n)
+        if not mask.any():
+            continue
+        dim = config.vectors[name].size
+        array = np.zeros((n, dim), dtype=np.float32)
+        if mask.all():
+            array[:] = rows
+        else:
+            array[mask] = [r for r in rows if r is not None]
+        arrays[name] = array
+        if not mask.all():
+            masks[name] = mask
+    return arrays, masks
+
+
+def _dense(value: Any, dim: int) -> list[float]:
+    if isinstance(value, dict):
+        raise BadInput("sparse vectors are not supported by Shoal yet")
+    if value and isinstance(value[0], list):
+        raise BadInput("multivectors are not supported by Shoal yet")
+    if len(value) != dim:
+        raise BadInput(f"Vector dimension error: expected dim: {dim}, got {len(value)}")
+    return value
+
+
+def points_of(body: dict[str, Any]) -> tuple[list, list, list | None]:
+    """(ids, vectors, payloads) of an upsert body, as a list of points or as a batch."""
+    if "batch" in body:
+        batch = body["batch"]
+        ids = batch["ids"]
+        vectors = batch["vectors"]
+        if isinstance(vectors, dict):
+            names = list(vectors)
+            for name in names:
+                if len(vectors[name]) != len(ids):
+                    raise BadInput("number of vectors and ids should be equal")
+            vectors = [{name: vectors[name][i] for name in names} for i in range(len(ids))]
+        elif len(vectors) != len(ids):
+            raise BadInput("number of vectors and ids should be equal")
+        payloads = batch.get("payloads")
+        if payloads is not None and len(payloads) != len(ids):
+            raise BadInput("number of payloads and ids should be equal")
+        return ids, vectors, payloads
+    points = body["points"]
+    return [p["id"] for p in points], [p.get("vector") for p in points], [p.get("payload") for p in points]
+
+
+def upsert_ops(config: ShardConfig, shard_count: int, body: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """One upsert op per shard that receives points. Raises before returning
+    anything if any point is bad, so a rejected batch stores nothing."""
+    ids, vectors, payloads = points_of(body)
+    for vec in vectors:
+        if vec is None:
+            raise BadInput("every point needs a vector")
+    arrays, masks = vector_rows(config, ids, vectors)
+    ops = {}
+    for shard, rows in split_by_shard(ids, shard_count).items():
+        r = np.asarray(rows, dtype=np.int64)
+        ops[shard] = {
+            "type": "upsert",
+            "ids": [ids[i] for i in rows],
+            "vectors": {n: a[r] for n, a in arrays.items()},
+            "vector_mask": {n: m[r] for n, m in masks.items()},
+            "payloads": [payloads[i] for i in rows] if payloads else None,
+        }
+    return ops
+
+
+def update_vectors_ops(config: ShardConfig, shard_count: int, body: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    points = body["points"]
+    ids = [p["id"] for p in points]
+    arrays, masks = vector_rows(config, ids, [p["vector"] for p in points])
+    ops = {}
+    for shard, rows in split_by_shard(ids, shard_count).items():
+        r = np.asarray(rows, dtype=np.int64)
+        ops[shard] = {
+            "type": "update_vectors",
+            "ids": [ids[i] for i in rows],
+            "vectors": {n: a[r] for n, a in arrays.items()},
+            "vector_mask": {n: m[r] for n, m in masks.items()},
+        }
+    return ops
+
+
+def selector(body: dict[str, Any]) -> dict[str, Any]:
+    """Point selection of a delete / payload / vectors request: {"ids": […]} or {"filter": {…}}."""
+    if body.get("points") is not None:
+        return {"ids": list(body["points"])}
+    if body.get("filter") is not None:
+        return {"filter": body["filter"]}
+    raise BadInput("either `points` or `filter` is required")
+
+
+def split_selector(op: dict[str, Any], shard_count: int) -> dict[int, dict[str, Any]]:
+    """An op addressed by ids goes to the shards owning them; by filter, to all."""
+    if "ids" not in op:
+        return {i: op for i in range(shard_count)}
+    ids = op["ids"]
+    return {shard: {**op, "ids": [ids[i] for i in rows]} for shard, rows in split_by_shard(ids, shard_count).items()}
+
+
+# ---------------------------------------------------------------------- reads
+
+
+def payload_selector(value: Any, default: bool) -> PayloadSelector | None:
+    """with_payload: bool | [keys] | {"include": …} | {"exclude": …} → selector or None."""
+    if value is None:
+        value = default
+    if value is True:
+        return PayloadSelector()
+    if value is False:
+        return None
+    if isinstance(value, list):
+        return PayloadSelector(include=tuple(value))
+    if isinstance(value, dict):
+        if "include" in value:
+            return PayloadSelector(include=tuple(value["include"]))
+        if "exclude" in value:
+            return PayloadSelector(exclude=tuple(value["exclude"]))
+    raise BadInput(f"bad with_payload value {value!r}")
+
+
+def vector_selector(value: Any, default: bool = False) -> VectorSelector:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    return tuple(value)

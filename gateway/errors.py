@@ -1,0 +1,325 @@
+"""Errors answered exactly as Qdrant 1.15's REST API answers them.
+
+Qdrant's envelope is ``{"status": {"error": TEXT}, "time": SECONDS}`` (``result``
+is skipped when empty; errors of the body extractor always say ``"time": 0.0``).
+Status codes and text prefixes follow Qdrant:
+
+- body does not deserialize   400 "Format error in JSON body: <serde message>"
+  (src/actix/mod.rs validation_error_handler)
+- body breaks a validate rule 422 "Validation error in JSON body: [path: msg; ...]"
+  (lib/collection operations/validation.rs label_errors)
+- body over the size limit    400 "Payload error: JSON payload (N bytes) is larger
+  than allowed (limit: M bytes)." -- Qdrant's handler answers every non-validation
+  extractor error with 400, so actix's 413 never reaches the client
+- engine BadInput             400 "Wrong input: <text>"  (StorageError::BadInput)
+- engine NotFound             404 "Not found: <text>"    (StorageError::NotFound)
+- engine Conflict             409 "Wrong input: <text>"  (StorageError::AlreadyExists)
+- Qdrant BadRequest           400 "Bad request: <text>"  (StorageError::BadRequest)
+- anything else               500 "Service internal error: <text>"
+- unknown route, wrong method 404 with an EMPTY body: actix puts the method guard
+  on each resource, so a wrong method falls through to the default 404 service.
+
+Prefix rule for engine texts: the engine may raise with or without Qdrant's
+prefix. A text that already starts with a Qdrant prefix (``Wrong input:``,
+``Not found:``, ``Bad request:``, ...) is sent as is; any other text gets its
+class's prefix. So ``BadInput("Wrong input: Vector dimension error: ...")`` and
+``BadInput("Vector dimension error: ...")`` answer the same.
+
+The texts of the errors Shoal raises itself live here as functions, so the
+whole code base words each one the same way (sources named per function).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from shard.types import BadInput, Conflict, NotFound, ShoalError
+
+# ---------------------------------------------------------------------------
+# Exceptions of the REST layer.
+# ---------------------------------------------------------------------------
+
+FORMAT_PREFIX = "Format error in JSON body: "
+VALIDATION_PREFIX = "Validation error in JSON body: "
+WRONG_INPUT = "Wrong input: "
+NOT_FOUND = "Not found: "
+BAD_REQUEST = "Bad request: "
+SERVICE_ERROR = "Service internal error: "
+
+KNOWN_PREFIXES = (
+    WRONG_INPUT,
+    NOT_FOUND,
+    BAD_REQUEST,
+    FORMAT_PREFIX,
+    VALIDATION_PREFIX,
+    SERVICE_ERROR,
+    "Deserialize error in ",
+    "Payload error: ",
+    "Forbidden: ",
+    "Timeout: ",
+    "Storage locked: ",
+    "Rate limiting exceeded: ",
+    "Shard temporarily unavailable: ",
+    "Pre-condition failure: ",
+)
+
+
+class QdrantError(Exception):
+    """An error whose status and full text are already Qdrant's."""
+
+    status = 400
+    # Errors of the body extractor: Qdrant's handler writes ``"time": 0.0``.
+    body_level = False
+
+    def __init__(self, text: str, status: int | None = None):
+        super().__init__(text)
+        self.text = text
+        if status is not None:
+            self.status = status
+
+
+class FormatError(QdrantError):
+    """The body does not deserialize: 400 "Format error in JSON body: ..."."""
+
+    status = 400
+    body_level = True
+
+    def __init__(self, message: str):
+        super().__init__(FORMAT_PREFIX + message)
+        self.message = message
+
+
+class ValidationError(QdrantError):
+    """The body breaks a validate rule: 422 with every (path, message) pair."""
+
+    status = 422
+    body_level = True
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        super().__init__(validation_text(errors))
+        self.errors = list(errors)
+
+
+class BadRequest(QdrantError):
+    """Qdrant's StorageError::BadRequest: 400 "Bad request: ..."."""
+
+    def __init__(self, description: str):
+        super().__init__(BAD_REQUEST + description, 400)
+
+
+class PayloadTooLarge(QdrantError):
+    """The body is over ``max_request_size_mb``."""
+
+    body_level = True
+
+    def __init__(self, length: int | None, limit: int):
+        super().__init__(payload_too_large(length, limit), 400)
+
+
+class RouteNotFound(QdrantError):
+    """No route for this path and method: 404, empty body."""
+
+    def __init__(self):
+        super().__init__("", 404)
+
+
+def validation_text(errors: list[tuple[str, str]]) -> str:
+    """Qdrant's label_errors: "Validation error in JSON body: [a: x; b: y]"."""
+    return VALIDATION_PREFIX + "[" + "; ".join(f"{path}: {msg}" for path, msg in errors) + "]"
+
+
+# ---------------------------------------------------------------------------
+# Texts (one place for each).
+# ---------------------------------------------------------------------------
+
+
+def payload_too_large(length: int | None, limit: int) -> str:
+    """actix JsonPayloadError via actix-web-validator ("Payload error: ")."""
+    if length is None:
+        return f"Payload error: JSON payload has exceeded limit ({limit} bytes)."
+    return f"Payload error: JSON payload ({length} bytes) is larger than allowed (limit: {limit} bytes)."
+
+
+def collection_not_found(name: str) -> str:
+    """404 -- storage collections_ops.rs validate_collection_exists."""
+    return f"Collection `{name}` doesn't exist!"
+
+
+def collection_already_exists(name: str) -> str:
+    """409 (AlreadyExists) -- validate_collection_not_exists; also when an alias
+    would take a collection's name."""
+    return f"Collection `{name}` already exists!"
+
+
+def alias_not_found(alias: str) -> str:
+    """404 -- alias_mapping.rs rename_alias of a missing alias (sic: "exists")."""
+    return f"Alias {alias} does not exists!"
+
+
+def vector_dimension(expected: int, got: int) -> str:
+    """400 BadInput -- segment OperationError::WrongVectorDimension."""
+    return f"Vector dimension error: expected dim: {expected}, got {got}"
+
+
+def vector_name_not_exists(name: str) -> str:
+    """400 BadInput -- segment OperationError::VectorNameNotExists."""
+    return f"Not existing vector name error: {name}"
+
+
+def point_not_found(point_id: Any) -> str:
+    """404 -- CollectionError::PointNotFound ("No point with id 7 found")."""
+    return f"No point with id {point_id} found"
+
+
+def point_does_not_exist(point_id: Any) -> str:
+    """404 -- GET /collections/{name}/points/{id} of a missing point."""
+    return f"Point with id {point_id} does not exists!"
+
+
+def point_id_not_recognized(raw: str) -> str:
+    """400 BadInput -- GET /collections/{name}/points/{id} with an id that is
+    neither a u64 nor a UUID."""
+    return f'Can not recognize "{raw}" as point id'
+
+
+def no_positive_for_average_vector() -> str:
+    """400 BadRequest -- /points/recommend, strategy average_vector, no positive
+    (recommendations.rs)."""
+    return "At least one positive vector ID required with this strategy"
+
+
+def no_examples_for_strategy() -> str:
+    """400 BadRequest -- /points/recommend, best_score/sum_scores, no examples."""
+    return "At least one positive or negative vector ID required with this strategy"
+
+
+def empty_positive_average() -> str:
+    """400 BadInput -- query API recommend, average_vector, no positive vector
+    (avg_vectors of an empty set)."""
+    return "Positive vectors should not be empty with `average` strategy"
+
+
+def missing_order_by_index(key: str) -> str:
+    """400 BadInput -- OperationError::MissingRangeIndexForOrderBy."""
+    return (
+        f"No range index for `order_by` key: `{key}`. Please create one to use `order_by`. "
+        "Check https://qdrant.tech/documentation/concepts/indexing/#payload-index to see which "
+        "payload schemas support Range conditions"
+    )
+
+
+def missing_facet_index(key: str) -> str:
+    """400 BadInput -- OperationError::MissingMapIndexForFacet."""
+    return (
+        f"No appropriate index for faceting: `{key}`. Please create one to facet on this field. "
+        "Check https://qdrant.tech/documentation/concepts/indexing/#payload-index to see which "
+        "payload schemas support Match conditions"
+    )
+
+
+def lookup_collection_not_found(name: str) -> str:
+    """404 -- lookup_from naming a missing collection: CollectionError::NotFound
+    {what: "Collection x"} displays "{what} not found"."""
+    return f"Collection {name} not found"
+
+
+def dense_sparse_name_clash(name: str) -> str:
+    """400 BadInput -- CreateCollectionOperation::new."""
+    return f"Dense and sparse vector names must be unique - duplicate found with '{name}'"
+
+
+def score_threshold_with_order_by() -> str:
+    """400 BadRequest -- query API with order_by and score_threshold."""
+    return "Can't use score_threshold with an order_by query."
+
+
+# ---------------------------------------------------------------------------
+# Envelopes.
+# ---------------------------------------------------------------------------
+
+
+def _elapsed(started: float | None) -> float:
+    return 0.0 if started is None else max(0.0, time.perf_counter() - started)
+
+
+def ok_envelope(result: Any, started: float | None = None) -> dict[str, Any]:
+    """Qdrant's success body. ``started`` is a ``time.perf_counter()`` reading."""
+    return {"result": result, "status": "ok", "time": _elapsed(started)}
+
+
+def error_envelope(text: str, started: float | None = None) -> dict[str, Any]:
+    return {"status": {"error": text}, "time": _elapsed(started)}
+
+
+def _prefixed(text: str, prefix: str) -> str:
+    return text if text.startswith(KNOWN_PREFIXES) else prefix + text
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """An engine error wrapped by a remote call (a Ray task error keeps the
+    original as ``cause``)."""
+    seen = 0
+    while not isinstance(exc, (ShoalError, QdrantError)) and seen < 5:
+        inner = getattr(exc, "cause", None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+        seen += 1
+    return exc
+
+
+def status_and_text(exc: BaseException) -> tuple[int, str]:
+    """Qdrant's status code and error text for an exception."""
+    exc = _cause(exc)
+    if isinstance(exc, QdrantError):
+        return exc.status, exc.text
+    if isinstance(exc, NotFound):
+        return 404, _prefixed(str(exc), NOT_FOUND)
+    if isinstance(exc, Conflict):
+        return 409, _prefixed(str(exc), WRONG_INPUT)
+    if isinstance(exc, (BadInput, ShoalError)):
+        return 400, _prefixed(str(exc), WRONG_INPUT)
+    return 500, SERVICE_ERROR + str(exc)
+
+
+def error_response(exc: BaseException, started: float | None = None) -> tuple[int, dict[str, Any] | None]:
+    """(status, body) for any exception. The body is None when Qdrant sends an
+    empty body (unknown route): send no JSON then."""
+    status, text = status_and_text(exc)
+    if isinstance(exc, RouteNotFound):
+        return status, None
+    if getattr(_cause(exc), "body_level", False):
+        started = None
+    return status, error_envelope(text, started)
+
+
+_TOO_LARGE = re.compile(r"body size (\d+) exceeded(?:, actual body size (\d+))?")
+
+
+def http_error(
+    exc: BaseException, started: float | None = None, content_length: int | None = None
+) -> tuple[int, dict[str, Any] | None]:
+    """(status, body) for an HTTP-level exception of the web framework, read by
+    duck typing (``status``/``status_code``, and for a body too large the limit
+    from ``max_size`` or the text "Maximum request body size N exceeded"):
+
+    - 404 / 405 -> 404, empty body (None), as actix answers;
+    - 413       -> 400 "Payload error: JSON payload (N bytes) is larger than
+                   allowed (limit: M bytes)." as Qdrant answers (N is the
+                   request's Content-Length; pass ``content_length``, else the
+                   length-less form "JSON payload has exceeded limit (M bytes).");
+    - other     -> the same status with its reason as the error text.
+    """
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
+    if status in (404, 405):
+        return 404, None
+    if status == 413:
+        limit = getattr(exc, "max_size", None)
+        found = _TOO_LARGE.search(str(getattr(exc, "text", "") or exc))
+        if limit is None and found:
+            limit = int(found.group(1))
+        return 400, error_envelope(payload_too_large(content_length, limit or 0))
+    reason = getattr(exc, "text", None) or getattr(exc, "reason", None) or str(exc)
+    return int(status), error_envelope(str(reason), started)

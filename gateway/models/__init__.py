@@ -1,0 +1,158 @@
+"""Qdrant 1.15 REST request bodies as pydantic models.
+
+Use ``parse(Model, body_bytes)``: it returns the validated model or raises
+``gateway.errors.FormatError`` (400) / ``ValidationError`` (422) with Qdrant's
+exact texts. Fields carry Qdrant's names; ``dump(model)`` (=
+``model_dump(by_alias=True, exclude_unset=True)``) gives back the request as
+Qdrant-shaped JSON containing only what the client sent, with three
+normalisations Qdrant itself applies: point ids canonical (UUIDs hyphenated
+lower-case), aliases resolved to the canonical field name (``top`` -> ``limit``,
+``with_vectors`` -> ``with_vector``, ``vectors`` -> ``vector``, ...), and
+one-or-many fields (``must``/``should``/``must_not``, ``prefetch``,
+``context``) always lists.
+
+Layout: ``serde`` (leaf types failing with serde's words), ``jsontext`` (serde_json
+syntax errors and positions), ``base`` (validate rules), ``filters``,
+``collections``, ``points``, ``search``, ``query``, ``parse``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.models.base import QModel, qdrant_validate
+from gateway.models.collections import (
+    BinaryQuantization,
+    ChangeAliasesOperation,
+    CollectionParamsDiff,
+    CreateAlias,
+    CreateAliasOperation,
+    CreateCollection,
+    CreateFieldIndex,
+    DeleteAlias,
+    DeleteAliasOperation,
+    HnswConfigDiff,
+    OptimizersConfigDiff,
+    ProductQuantization,
+    RenameAlias,
+    RenameAliasOperation,
+    ScalarQuantization,
+    SparseVectorParams,
+    StrictModeConfig,
+    UpdateCollection,
+    VectorParams,
+    VectorParamsDiff,
+    WalConfigDiff,
+)
+from gateway.models.filters import (
+    DatetimeRange,
+    FieldCondition,
+    Filter,
+    GeoBoundingBox,
+    GeoLineString,
+    GeoPoint,
+    GeoPolygon,
+    GeoRadius,
+    HasIdCondition,
+    HasVectorCondition,
+    IsEmptyCondition,
+    IsNullCondition,
+    MatchAny,
+    MatchExcept,
+    MatchPhrase,
+    MatchText,
+    MatchValue,
+    MinShould,
+    Nested,
+    NestedCondition,
+    PayloadField,
+    Range,
+    ValuesCount,
+)
+from gateway.models.parse import decode, parse, serde_message
+from gateway.models.points import (
+    Batch,
+    CountRequest,
+    DeletePayload,
+    DeleteVectors,
+    FacetRequest,
+    FilterSelector,
+    OrderBy,
+    PayloadSelectorExclude,
+    PayloadSelectorInclude,
+    PointIdsList,
+    PointInsertOperations,
+    PointRequest,
+    PointsBatch,
+    PointsList,
+    PointsSelector,
+    PointStruct,
+    PointVectors,
+    ScrollRequest,
+    SetPayload,
+    SparseVector,
+    UpdateOperations,
+    UpdateVectors,
+)
+from gateway.models.query import (
+    ContextPair,
+    ContextQuery,
+    DiscoverInput,
+    DiscoverQuery,
+    FormulaQuery,
+    FusionQuery,
+    Mmr,
+    NearestQuery,
+    OrderByQuery,
+    Prefetch,
+    QueryGroupsRequest,
+    QueryRequest,
+    QueryRequestBatch,
+    RecommendInput,
+    RecommendQuery,
+    SampleQuery,
+)
+from gateway.models.search import (
+    ContextExamplePair,
+    DiscoverRequest,
+    DiscoverRequestBatch,
+    LookupLocation,
+    NamedSparseVector,
+    NamedVector,
+    QuantizationSearchParams,
+    RecommendGroupsRequest,
+    RecommendRequest,
+    RecommendRequestBatch,
+    SearchGroupsRequest,
+    SearchMatrixRequest,
+    SearchParams,
+    SearchRequest,
+    SearchRequestBatch,
+    WithLookup,
+)
+from gateway.models.serde import MAX_U64, canonical_id, parse_uuid
+from shard.types import BadInput
+
+_U64_TEXT = re.compile(r"\+?[0-9]+")
+
+
+def path_point_id(text: str) -> int | str:
+    """A point id given in a URL path (GET /collections/{c}/points/{id}), read as
+    Qdrant's ``ExtendedPointId::from_str``: a u64 (leading ``+`` and zeros
+    allowed) or a UUID in any form the uuid crate parses. Otherwise BadInput
+    with Qdrant's text ``Can not recognize "abc" as point id``."""
+    if _U64_TEXT.fullmatch(text) and int(text) <= MAX_U64:
+        return int(text)
+    canonical = parse_uuid(text)
+    if canonical is not None:
+        return canonical
+    raise BadInput(f'Can not recognize "{text}" as point id')
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The request as Qdrant-shaped JSON: what the client sent, normalised."""
+    return model.model_dump(by_alias=True, exclude_unset=True)
+

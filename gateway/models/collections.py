@@ -1,0 +1,373 @@
+"""Collection requests: create, update, aliases, payload indexes.
+
+Mirrors Qdrant 1.15's ``CreateCollection``/``UpdateCollection``
+(lib/storage collection_meta_ops.rs) and the config diffs
+(lib/collection config_diff.rs). Every option Qdrant accepts is accepted and
+typed -- quantization, sparse vectors, strict mode -- even where Shoal later
+ignores or refuses it, so that a body Qdrant would take parses here too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from pydantic import AliasChoices, Field
+
+from gateway.models.base import NESTED, QModel, Range, schema_error
+from gateway.models.serde import (
+    F32,
+    F64,
+    U64,
+    Bool,
+    JsonPath,
+    NonZeroU32,
+    NonZeroU64,
+    Payload,
+    Str,
+    U32,
+    USize,
+    Untagged,
+    enum,
+)
+
+Distance = enum("Cosine", "Euclid", "Dot", "Manhattan")
+Datatype = enum("float32", "uint8", "float16")
+
+# ---------------------------------------------------------------------------
+# Config diffs.
+# ---------------------------------------------------------------------------
+
+
+class HnswConfigDiff(QModel):
+    m: Optional[USize] = None
+    ef_construct: Annotated[Optional[USize], Range(min=4)] = None
+    full_scan_threshold: Annotated[Optional[USize], Range(min=10)] = None
+    max_indexing_threads: Optional[USize] = None
+    on_disk: Optional[Bool] = None
+    payload_m: Optional[USize] = None
+
+
+class WalConfigDiff(QModel):
+    wal_capacity_mb: Annotated[Optional[USize], Range(min=1)] = None
+    wal_segments_ahead: Optional[USize] = None
+
+
+MaxOptimizationThreads = Untagged("MaxOptimizationThreads", enum("auto"), USize)
+
+
+class OptimizersConfigDiff(QModel):
+    deleted_threshold: Optional[F64] = None
+    vacuum_min_vector_number: Optional[USize] = None
+    default_segment_number: Optional[USize] = None
+    max_segment_size: Annotated[Optional[USize], Range(min=1)] = None
+    memmap_threshold: Optional[USize] = None
+    indexing_threshold: Optional[USize] = None
+    flush_interval_sec: Optional[U64] = None
+    max_optimization_threads: Optional[MaxOptimizationThreads] = None
+
+
+class CollectionParamsDiff(QModel):
+    replication_factor: Optional[NonZeroU32] = None
+    write_consistency_factor: Optional[NonZeroU32] = None
+    read_fan_out_factor: Optional[U32] = None
+    on_disk_payload: Optional[Bool] = None
+
+
+# ---------------------------------------------------------------------------
+# Quantization.
+# ---------------------------------------------------------------------------
+
+
+class ScalarQuantizationConfig(QModel):
+    type: enum("int8")
+    quantile: Annotated[Optional[F32], Range(min=0.5, max=1.0, f32=True)] = None
+    always_ram: Optional[Bool] = None
+
+
+class ScalarQuantization(QModel):
+    scalar: Annotated[ScalarQuantizationConfig, NESTED]
+
+
+class ProductQuantizationConfig(QModel):
+    compression: enum("x4", "x8", "x16", "x32", "x64")
+    always_ram: Optional[Bool] = None
+
+
+class ProductQuantization(QModel):
+    product: Annotated[ProductQuantizationConfig, NESTED]
+
+
+class BinaryQuantizationConfig(QModel):
+    always_ram: Optional[Bool] = None
+    encoding: Optional[enum("one_bit", "two_bits", "one_and_half_bits")] = None
+    query_encoding: Optional[enum("default", "binary", "scalar4bits", "scalar8bits")] = None
+
+
+class BinaryQuantization(QModel):
+    binary: Annotated[BinaryQuantizationConfig, NESTED]
+
+
+QuantizationConfig = Untagged("QuantizationConfig", ScalarQuantization, ProductQuantization, BinaryQuantization)
+QuantizationConfigDiff = Untagged(
+    "QuantizationConfigDiff", ScalarQuantization, ProductQuantization, BinaryQuantization, enum("Disabled")
+)
+
+# ---------------------------------------------------------------------------
+# Vectors.
+# ---------------------------------------------------------------------------
+
+
+class MultiVectorConfig(QModel):
+    comparator: enum("max_sim")
+
+
+class VectorParams(QModel):
+    # NonZeroU64 (0 is a Format error) plus Qdrant's hand-written 1..=65536 check,
+    # whose message carries no value: "vectors.size: must be from 1 to 65536".
+    size: Annotated[NonZeroU64, Range(min=1, max=65536, show_value=False)]
+    distance: Distance
+    hnsw_config: Annotated[Optional[HnswConfigDiff], NESTED] = None
+    quantization_config: Annotated[
+        Optional[QuantizationConfig], NESTED, Field(validation_alias=AliasChoices("quantization_config", "quantization"))
+    ] = None
+    on_disk: Optional[Bool] = None
+    datatype: Optional[Datatype] = None
+    multivector_config: Optional[MultiVectorConfig] = None
+
+
+VectorsConfig = Untagged("VectorsConfig", VectorParams, dict[str, VectorParams])
+
+
+class VectorParamsDiff(QModel):
+    hnsw_config: Annotated[Optional[HnswConfigDiff], NESTED] = None
+    quantization_config: Annotated[
+        Optional[QuantizationConfigDiff],
+        NESTED,
+        Field(validation_alias=AliasChoices("quantization_config", "quantization")),
+    ] = None
+    on_disk: Optional[Bool] = None
+
+
+class SparseIndexParams(QModel):
+    full_scan_threshold: Optional[USize] = None
+    on_disk: Optional[Bool] = None
+    datatype: Optional[Datatype] = None
+
+
+class SparseVectorParams(QModel):
+    index: Optional[SparseIndexParams] = None
+    modifier: Optional[enum("none", "idf")] = None
+
+
+class StrictModeConfig(QModel):
+    enabled: Optional[Bool] = None
+    max_query_limit: Annotated[Optional[USize], Range(min=1)] = None
+    max_timeout: Annotated[Optional[USize], Range(min=1)] = None
+    unindexed_filtering_retrieve: Optional[Bool] = None
+    unindexed_filtering_update: Optional[Bool] = None
+    search_max_hnsw_ef: Optional[USize] = None
+    search_allow_exact: Optional[Bool] = None
+    search_max_oversampling: Optional[F64] = None
+    upsert_max_batchsize: Optional[USize] = None
+    max_collection_vector_size_bytes: Optional[USize] = None
+    read_rate_limit: Annotated[Optional[USize], Range(min=1)] = None
+    write_rate_limit: Annotated[Optional[USize], Range(min=1)] = None
+    max_collection_payload_size_bytes: Optional[USize] = None
+    max_points_count: Annotated[Optional[USize], Range(min=1)] = None
+    filter_max_conditions: Optional[USize] = None
+    condition_max_size: Optional[USize] = None
+    multivector_config: Optional[dict[str, Payload]] = None
+    sparse_config: Optional[dict[str, Payload]] = None
+
+
+class InitFrom(QModel):
+    collection: Str
+
+
+class CreateCollection(QModel):
+    vectors: Annotated[Optional[VectorsConfig], NESTED] = None
+    shard_number: Annotated[Optional[U32], Range(min=1)] = None
+    sharding_method: Optional[enum("auto", "custom")] = None
+    replication_factor: Annotated[Optional[U32], Range(min=1)] = None
+    write_consistency_factor: Annotated[Optional[U32], Range(min=1)] = None
+    on_disk_payload: Optional[Bool] = None
+    hnsw_config: Annotated[Optional[HnswConfigDiff], NESTED] = None
+    wal_config: Annotated[Optional[WalConfigDiff], NESTED] = None
+    optimizers_config: Annotated[
+        Optional[OptimizersConfigDiff],
+        NESTED,
+        Field(validation_alias=AliasChoices("optimizers_config", "optimizer_config")),
+    ] = None
+    init_from: Optional[InitFrom] = None
+    quantization_config: Annotated[
+        Optional[QuantizationConfig], NESTED, Field(validation_alias=AliasChoices("quantization_config", "quantization"))
+    ] = None
+    sparse_vectors: Annotated[Optional[dict[str, SparseVectorParams]], NESTED] = None
+    strict_mode_config: Annotated[Optional[StrictModeConfig], NESTED] = None
+
+
+class UpdateCollection(QModel):
+    vectors: Annotated[Optional[dict[str, VectorParamsDiff]], NESTED] = None
+    optimizers_config: Annotated[
+        Optional[OptimizersConfigDiff],
+        NESTED,
+        Field(validation_alias=AliasChoices("optimizers_config", "optimizer_config")),
+    ] = None
+    params: Optional[CollectionParamsDiff] = None
+    hnsw_config: Annotated[Optional[HnswConfigDiff], NESTED] = None
+    quantization_config: Annotated[
+        Optional[QuantizationConfigDiff],
+        NESTED,
+        Field(validation_alias=AliasChoices("quantization_config", "quantization")),
+    ] = None
+    sparse_vectors: Annotated[Optional[dict[str, SparseVectorParams]], NESTED] = None
+    strict_mode_config: Annotated[Optional[StrictModeConfig], NESTED] = None
+
+
+# ---------------------------------------------------------------------------
+# Aliases.
+# ---------------------------------------------------------------------------
+
+
+class CreateAlias(QModel):
+    collection_name: Str
+    alias_name: Str
+
+
+class CreateAliasOperation(QModel):
+    create_alias: CreateAlias
+
+
+class DeleteAlias(QModel):
+    alias_name: Str
+
+
+class DeleteAliasOperation(QModel):
+    delete_alias: DeleteAlias
+
+
+class RenameAlias(QModel):
+    old_alias_name: Str
+    new_alias_name: Str
+
+
+class RenameAliasOperation(QModel):
+    rename_alias: RenameAlias
+
+
+AliasOperations = Untagged("AliasOperations", CreateAliasOperation, DeleteAliasOperation, RenameAliasOperation)
+
+
+class ChangeAliasesOperation(QModel):
+    actions: list[AliasOperations]
+
+
+# ---------------------------------------------------------------------------
+# Payload indexes.
+# ---------------------------------------------------------------------------
+
+PayloadSchemaType = enum("keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid")
+
+Language = enum(
+    "arabic", "azerbaijani", "basque", "bengali", "catalan", "chinese", "danish", "dutch", "english",
+    "finnish", "french", "german", "greek", "hebrew", "hinglish", "hungarian", "indonesian", "italian",
+    "japanese", "kazakh", "nepali", "norwegian", "portuguese", "romanian", "russian", "slovene",
+    "spanish", "swedish", "tajik", "turkish",
+)  # fmt: skip
+SnowballLanguage = enum(
+    "arabic", "armenian", "danish", "dutch", "english", "finnish", "french", "german", "greek",
+    "hungarian", "italian", "norwegian", "portuguese", "romanian", "russian", "spanish", "swedish",
+    "tamil", "turkish",
+)  # fmt: skip
+
+
+class KeywordIndexParams(QModel):
+    type: enum("keyword")
+    is_tenant: Optional[Bool] = None
+    on_disk: Optional[Bool] = None
+
+
+class IntegerIndexParams(QModel):
+    type: enum("integer")
+    lookup: Optional[Bool] = None
+    range: Optional[Bool] = None
+    is_principal: Optional[Bool] = None
+    on_disk: Optional[Bool] = None
+
+    def qdrant_checks(self, path: str) -> list[tuple[str, str]]:
+        if self.lookup is False and self.range is False:
+            where = f"{path}.__all__" if path else "__all__"
+            return [(where, schema_error("the 'lookup' and 'range' capabilities can't be both disabled"))]
+        return []
+
+
+class FloatIndexParams(QModel):
+    type: enum("float")
+    is_principal: Optional[Bool] = None
+    on_disk: Optional[Bool] = None
+
+
+class GeoIndexParams(QModel):
+    type: enum("geo")
+    on_disk: Optional[Bool] = None
+
+
+class StopwordsSet(QModel):
+    languages: Optional[list[Language]] = None
+    custom: Optional[list[Str]] = None
+
+
+class SnowballParams(QModel):
+    type: enum("snowball")
+    language: SnowballLanguage
+
+
+class TextIndexParams(QModel):
+    type: enum("text")
+    tokenizer: Optional[enum("prefix", "whitespace", "word", "multilingual")] = None
+    min_token_len: Optional[USize] = None
+    max_token_len: Optional[USize] = None
+    lowercase: Optional[Bool] = None
+    phrase_matching: Optional[Bool] = None
+    stopwords: Optional[Untagged("StopwordsInterface", Language, StopwordsSet)] = None
+    on_disk: Optional[Bool] = None
+    stemmer: Optional[Untagged("StemmingAlgorithm", SnowballParams)] = None
+
+
+class BoolIndexParams(QModel):
+    type: enum("bool")
+    on_disk: Optional[Bool] = None
+
+
+class DatetimeIndexParams(QModel):
+    type: enum("datetime")
+    is_principal: Optional[Bool] = None
+    on_disk: Optional[Bool] = None
+
+
+class UuidIndexParams(QModel):
+    type: enum("uuid")
+    is_tenant: Optional[Bool] = None
+    on_disk: Optional[Bool] = None
+
+
+PayloadSchemaParams = Untagged(
+    "PayloadSchemaParams",
+    KeywordIndexParams,
+    IntegerIndexParams,
+    FloatIndexParams,
+    GeoIndexParams,
+    TextIndexParams,
+    BoolIndexParams,
+    DatetimeIndexParams,
+    UuidIndexParams,
+)
+PayloadFieldSchema = Untagged("PayloadFieldSchema", PayloadSchemaType, PayloadSchemaParams)
+
+
+class CreateFieldIndex(QModel):
+    field_name: JsonPath
+    field_schema: Annotated[
+        Optional[PayloadFieldSchema], NESTED, Field(validation_alias=AliasChoices("field_schema", "field_type"))
+    ] = None
+

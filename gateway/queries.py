@@ -1,0 +1,204 @@
+"""Scored reads across a collection's shards.
+
+A request is turned into one engine ``SearchRequest`` (examples given by id are
+resolved to vectors *before* the fan-out, so every shard scores against the same
+examples), sent to every shard, and the per-shard answers merged once.
+
+Recommend strategies, as Qdrant defines them:
+- average_vector: query = 2·avg(positive) − avg(negative) (avg(positive) without
+  negatives), then a plain nearest search; needs a positive example.
+- best_score / sum_scores: scored by the shards against every example.
+Example ids are excluded from the results unless they were looked up in
+another collection (``lookup_from``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from cluster.collections import Collection, Collections
+from gateway import convert
+from gateway.merge import merge_scored
+from shard import distances
+from shard.types import (
+    DEFAULT_VECTOR,
+    BadInput,
+    ContextPair,
+    ContextQuery,
+    DiscoverQuery,
+    NearestQuery,
+    PointNotFound,
+    RecommendQuery,
+    ScoredPoint,
+    SearchRequest,
+)
+
+NO_POSITIVE = "At least one positive vector ID required with this strategy"
+
+
+def is_vector(value: Any) -> bool:
+    return isinstance(value, list) or (isinstance(value, dict) and "indices" in value)
+
+
+class Examples:
+    """Resolves example point ids to vectors for one request."""
+
+    def __init__(self, collections: Collections, collection: Collection, using: str, lookup_from: dict | None):
+        self.collections = collections
+        self.using = using
+        self.exclude_ids: set = set()
+        if lookup_from:
+            self.source = collections.resolve(lookup_from["collection"])
+            self.source_vector = lookup_from.get("vector") or DEFAULT_VECTOR
+            self.exclude = self.source.name == collection.name
+        else:
+            self.source = collection
+            self.source_vector = using
+            self.exclude = True
+        self.source.shard_config.vector(self.source_vector)
+        self._dim = collection.shard_config.vector(using).size
+        self._ids: list = []
+        self._vectors: dict = {}
+
+    def want(self, value: Any) -> None:
+        if not is_vector(value):
+            self._ids.append(value)
+
+    async def fetch(self) -> None:
+        ids = list(dict.fromkeys(self._ids))
+        if not ids:
+            return
+        groups: dict[int, list] = {}
+        for point_id in ids:
+            groups.setdefault(self.source.shards.index(self.source.shard_for(point_id)), []).append(point_id)
+        found = await asyncio.gather(
+            *(self.source.shards[s].get_vectors(group, self.source_vector) for s, group in groups.items())
+        )
+        for part in found:
+            self._vectors.update(part)
+        if self.exclude:
+            self.exclude_ids.update(ids)
+
+    def vector(self, value: Any) -> np.ndarray:
+        if isinstance(value, dict):
+            raise BadInput("sparse vectors are not supported by Shoal yet")
+        if isinstance(value, list):
+            if len(value) != self._dim:
+                raise BadInput(f"Vector dimension error: expected dim: {self._dim}, got {len(value)}")
+            return np.asarray(value, dtype=np.float32)
+        if value not in self._vectors:
+            raise PointNotFound(value)
+        return self._vectors[value]
+
+
+def nearest_vector(body_vector: Any, config) -> tuple[str, np.ndarray]:
+    """(using, vector) of a legacy search's ``vector``: a list, or {"name", "vector"}."""
+    if isinstance(body_vector, dict):
+        if "indices" in body_vector or "indices" in (body_vector.get("vector") or {}):
+            raise BadInput("sparse vectors are not supported by Shoal yet")
+        name, vector = body_vector["name"], body_vector["vector"]
+    else:
+        name, vector = DEFAULT_VECTOR, body_vector
+    dim = config.vector(name).size
+    if len(vector) != dim:
+        raise BadInput(f"Vector dimension error: expected dim: {dim}, got {len(vector)}")
+    return name, np.asarray(vector, dtype=np.float32)
+
+
+def base_request(body: dict[str, Any], query, using: str, *, default_limit: int = 10) -> SearchRequest:
+    params = body.get("params") or {}
+    return SearchRequest(
+        query=query,
+        using=using,
+        filter=body.get("filter"),
+        limit=body.get("limit", default_limit) if body.get("limit") is not None else default_limit,
+        offset=body.get("offset") or 0,
+        score_threshold=body.get("score_threshold"),
+        with_payload=convert.payload_selector(body.get("with_payload"), default=False),
+        with_vector=convert.vector_selector(body.get("with_vector", body.get("with_vectors"))),
+        hnsw_ef=params.get("hnsw_ef"),
+        exact=bool(params.get("exact")),
+    )
+
+
+def search_request(collection: Collection, body: dict[str, Any]) -> SearchRequest:
+    using, vector = nearest_vector(body["vector"], collection.shard_config)
+    return base_request(body, NearestQuery(vector), using)
+
+
+def recommend_query(examples: Examples, positive: list, negative: list, strategy: str | None):
+    strategy = strategy or "average_vector"
+    pos = [examples.vector(v) for v in positive]
+    neg = [examples.vector(v) for v in negative]
+    if strategy == "average_vector":
+        if not pos:
+            raise BadInput(NO_POSITIVE)
+        avg_pos = np.mean(pos, axis=0, dtype=np.float32)
+        vector = avg_pos if not neg else avg_pos + avg_pos - np.mean(neg, axis=0, dtype=np.float32)
+        return NearestQuery(vector.astype(np.float32))
+    if not pos and not neg:
+        raise BadInput(NO_POSITIVE)
+    return RecommendQuery(tuple(pos), tuple(neg), strategy)
+
+
+async def recommend_request(collections: Collections, collection: Collection, body: dict[str, Any]) -> SearchRequest:
+    using = body.get("using") or DEFAULT_VECTOR
+    examples = Examples(collections, collection, using, body.get("lookup_from"))
+    positive, negative = body.get("positive") or [], body.get("negative") or []
+    for v in positive + negative:
+        examples.want(v)
+    await examples.fetch()
+    query = recommend_query(examples, positive, negative, body.get("strategy"))
+    return replace(base_request(body, query, using), exclude_ids=frozenset(examples.exclude_ids))
+
+
+def context_pairs(examples: Examples, pairs: list[dict]) -> tuple[ContextPair, ...]:
+    return tuple(ContextPair(examples.vector(p["positive"]), examples.vector(p["negative"])) for p in pairs)
+
+
+async def discover_request(collections: Collections, collection: Collection, body: dict[str, Any]) -> SearchRequest:
+    using = body.get("using") or DEFAULT_VECTOR
+    examples = Examples(collections, collection, using, body.get("lookup_from"))
+    target, context = body.get("target"), body.get("context") or []
+    if target is not None:
+        examples.want(target)
+    for pair in context:
+        examples.want(pair["positive"])
+        examples.want(pair["negative"])
+    await examples.fetch()
+    pairs = context_pairs(examples, context)
+    if target is None:
+        query = ContextQuery(pairs)
+    elif not pairs:
+        query = DiscoverQuery(examples.vector(target), ())
+    else:
+        query = DiscoverQuery(examples.vector(target), pairs)
+    return replace(base_request(body, query, using), exclude_ids=frozenset(examples.exclude_ids))
+
+
+def higher_is_better(collection: Collection, req: SearchRequest) -> bool:
+    if isinstance(req.query, NearestQuery):
+        return distances.display_higher_is_better(collection.shard_config.vectors[req.using].distance)
+    return True
+
+
+async def run(collection: Collection, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
+    """Fan a batch out to every shard (one call per shard) and merge each request's answers."""
+    for req in requests:
+        collection.shard_config.vector(req.using)
+        if req.limit < 0 or req.offset < 0:
+            raise BadInput("limit and offset must not be negative")
+    per_shard = await asyncio.gather(*(s.search_batch(requests) for s in collection.shards))
+    return [
+        merge_scored(
+            (answers[i] for answers in per_shard),
+            offset=req.offset,
+            limit=req.limit,
+            higher_is_better=higher_is_better(collection, req),
+        )
+        for i, req in enumerate(requests)
+    ]

@@ -1,0 +1,214 @@
+"""Points: upsert, retrieve, delete, vectors, payloads, batch, scroll, count, facet."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway import convert
+from gateway.merge import merge_by_id, merge_facets, merge_ordered
+from gateway.routes.common import body, check_ids_exist, collection, flag, write
+from shard.types import BadInput, OrderBy, PointNotFound
+
+routes = web.RouteTableDef()
+
+
+def canonical(raw) -> int | str:
+    from gateway.models import canonical_id
+
+    return canonical_id(raw)
+
+
+@routes.put("/collections/{collection_name}/points")
+async def upsert(request: web.Request):
+    data = await body(request, "PointInsertOperations")
+    coll = collection(request)
+    ops = convert.upsert_ops(coll.shard_config, len(coll.shards), data)
+    return await write(coll, ops, flag(request, "wait"))
+
+
+@routes.post("/collections/{collection_name}/points")
+async def retrieve(request: web.Request):
+    data = await body(request, "PointRequest")
+    coll = collection(request)
+    return await _retrieve(coll, data["ids"], data.get("with_payload"), data.get("with_vector", data.get("with_vectors")))
+
+
+async def _retrieve(coll, ids, with_payload, with_vector):
+    from cluster.placement import split_by_shard
+
+    payload = convert.payload_selector(with_payload, default=True)
+    vectors = convert.vector_selector(with_vector)
+    groups = split_by_shard(ids, len(coll.shards))
+    parts = await asyncio.gather(
+        *(coll.shards[s].retrieve([ids[r] for r in rows], payload, vectors) for s, rows in groups.items())
+    )
+    found = {rec.id: rec for part in parts for rec in part}
+    return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+
+@routes.get("/collections/{collection_name}/points/{id}")
+async def get_point(request: web.Request):
+    raw = request.match_info["id"]
+    point_id = canonical(int(raw) if raw.isdigit() else raw)
+    coll = collection(request)
+    records = await _retrieve(coll, [point_id], True, True)
+    if not records:
+        raise PointNotFound(point_id)
+    return records[0]
+
+
+async def _by_selector(request, coll, op: dict, wait: bool, *, must_exist: bool = False):
+    if must_exist and "ids" in op:
+        await check_ids_exist(coll, op["ids"])
+    return await write(coll, convert.split_selector(op, len(coll.shards)), wait)
+
+
+@routes.post("/collections/{collection_name}/points/delete")
+async def delete_points(request: web.Request):
+    data = await body(request, "PointsSelector")
+    coll = collection(request)
+    return await _by_selector(request, coll, {"type": "delete_points", **convert.selector(data)}, flag(request, "wait"))
+
+
+@routes.put("/collections/{collection_name}/points/vectors")
+async def update_vectors(request: web.Request):
+    data = await body(request, "UpdateVectors")
+    coll = collection(request)
+    ops = convert.update_vectors_ops(coll.shard_config, len(coll.shards), data)
+    await check_ids_exist(coll, [p["id"] for p in data["points"]])
+    return await write(coll, ops, flag(request, "wait"))
+
+
+@routes.post("/collections/{collection_name}/points/vectors/delete")
+async def delete_vectors(request: web.Request):
+    data = await body(request, "DeleteVectors")
+    coll = collection(request)
+    for name in data["vector"]:
+        coll.shard_config.vector(name)
+    op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
+    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
+
+
+def _payload_op(kind: str, data: dict) -> dict:
+    op = {"type": kind, **convert.selector(data)}
+    if kind in ("set_payload", "overwrite_payload"):
+        op["payload"] = data["payload"]
+        if kind == "set_payload" and data.get("key") is not None:
+            op["key"] = data["key"]
+    if kind == "delete_payload":
+        op["keys"] = list(data["keys"])
+    return op
+
+
+@routes.post("/collections/{collection_name}/points/payload")
+async def set_payload(request: web.Request):
+    data = await body(request, "SetPayload")
+    coll = collection(request)
+    return await _by_selector(request, coll, _payload_op("set_payload", data), flag(request, "wait"), must_exist=True)
+
+
+@routes.put("/collections/{collection_name}/points/payload")
+async def overwrite_payload(request: web.Request):
+    data = await body(request, "SetPayload")
+    coll = collection(request)
+    op = _payload_op("overwrite_payload", data)
+    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
+
+
+@routes.post("/collections/{collection_name}/points/payload/delete")
+async def delete_payload(request: web.Request):
+    data = await body(request, "DeletePayload")
+    coll = collection(request)
+    op = _payload_op("delete_payload", data)
+    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
+
+
+@routes.post("/collections/{collection_name}/points/payload/clear")
+async def clear_payload(request: web.Request):
+    data = await body(request, "PointsSelector")
+    coll = collection(request)
+    op = _payload_op("clear_payload", data)
+    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
+
+
+@routes.post("/collections/{collection_name}/points/batch")
+async def batch(request: web.Request):
+    """Several update operations in order; each is applied once the previous one is."""
+    data = await body(request, "UpdateOperations")
+    coll = collection(request)
+    wait = flag(request, "wait")
+    results = []
+    for operation in data["operations"]:
+        results.append(await _batch_one(coll, operation, wait))
+    return results
+
+
+async def _batch_one(coll, operation: dict, wait: bool):
+    (kind, data), = operation.items()
+    if kind == "upsert":
+        return await write(coll, convert.upsert_ops(coll.shard_config, len(coll.shards), data), wait)
+    if kind == "delete":
+        return await _by_selector(None, coll, {"type": "delete_points", **convert.selector(data)}, wait)
+    if kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
+        return await _by_selector(None, coll, _payload_op(kind, data), wait, must_exist=True)
+    if kind == "update_vectors":
+        await check_ids_exist(coll, [p["id"] for p in data["points"]])
+        return await write(coll, convert.update_vectors_ops(coll.shard_config, len(coll.shards), data), wait)
+    if kind == "delete_vectors":
+        op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
+        return await _by_selector(None, coll, op, wait, must_exist=True)
+    raise BadInput(f"unknown batch operation {kind}")
+
+
+# ---------------------------------------------------------------------- reads
+
+
+def order_by_of(value) -> OrderBy | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return OrderBy(key=value)
+    start = value.get("start_from")
+    return OrderBy(key=value["key"], direction=value.get("direction") or "asc", start_from=start)
+
+
+@routes.post("/collections/{collection_name}/points/scroll")
+async def scroll(request: web.Request):
+    data = await body(request, "ScrollRequest")
+    coll = collection(request)
+    limit = data.get("limit") or 10
+    order_by = order_by_of(data.get("order_by"))
+    kwargs = dict(
+        filter=data.get("filter"),
+        offset=None if order_by else data.get("offset"),
+        limit=limit + (0 if order_by else 1),
+        order_by=order_by,
+        with_payload=convert.payload_selector(data.get("with_payload"), default=True),
+        with_vector=convert.vector_selector(data.get("with_vector", data.get("with_vectors"))),
+    )
+    parts = await asyncio.gather(*(s.scroll(**kwargs) for s in coll.shards))
+    if order_by is not None:
+        return {"points": merge_ordered(parts, limit, order_by.direction == "desc"), "next_page_offset": None}
+    page, next_offset = merge_by_id(parts, limit)
+    return {"points": page, "next_page_offset": next_offset}
+
+
+@routes.post("/collections/{collection_name}/points/count")
+async def count(request: web.Request):
+    data = await body(request, "CountRequest")
+    coll = collection(request)
+    counts = await asyncio.gather(*(s.count(data.get("filter")) for s in coll.shards))
+    return {"count": sum(counts)}
+
+
+@routes.post("/collections/{collection_name}/facet")
+async def facet(request: web.Request):
+    data = await body(request, "FacetRequest")
+    coll = collection(request)
+    limit = data.get("limit") or 10
+    # Each shard counts every value (no limit): a value's total is only right when
+    # no shard has cut it off its own list.
+    parts = await asyncio.gather(*(s.facet(data["key"], data.get("filter"), None) for s in coll.shards))
+    return {"hits": [{"value": v, "count": c} for v, c in merge_facets(parts, limit)]}

@@ -1,0 +1,114 @@
+"""Scored reads: legacy search / recommend / discover, the universal query, groups
+and the distance matrix."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import groups, matrix, queries, universal
+from gateway.routes.common import body, collection, registry
+
+routes = web.RouteTableDef()
+PREFIX = "/collections/{collection_name}/points"
+
+
+@routes.post(PREFIX + "/search")
+async def search(request: web.Request):
+    data = await body(request, "SearchRequest")
+    coll = collection(request)
+    return (await queries.run(coll, [queries.search_request(coll, data)]))[0]
+
+
+@routes.post(PREFIX + "/search/batch")
+async def search_batch(request: web.Request):
+    data = await body(request, "SearchRequestBatch")
+    coll = collection(request)
+    return await queries.run(coll, [queries.search_request(coll, s) for s in data["searches"]])
+
+
+@routes.post(PREFIX + "/recommend")
+async def recommend(request: web.Request):
+    data = await body(request, "RecommendRequest")
+    coll = collection(request)
+    req = await queries.recommend_request(registry(request), coll, data)
+    return (await queries.run(coll, [req]))[0]
+
+
+@routes.post(PREFIX + "/recommend/batch")
+async def recommend_batch(request: web.Request):
+    data = await body(request, "RecommendRequestBatch")
+    coll = collection(request)
+    reqs = [await queries.recommend_request(registry(request), coll, s) for s in data["searches"]]
+    return await queries.run(coll, reqs)
+
+
+@routes.post(PREFIX + "/discover")
+async def discover(request: web.Request):
+    data = await body(request, "DiscoverRequest")
+    coll = collection(request)
+    req = await queries.discover_request(registry(request), coll, data)
+    return (await queries.run(coll, [req]))[0]
+
+
+@routes.post(PREFIX + "/discover/batch")
+async def discover_batch(request: web.Request):
+    data = await body(request, "DiscoverRequestBatch")
+    coll = collection(request)
+    reqs = [await queries.discover_request(registry(request), coll, s) for s in data["searches"]]
+    return await queries.run(coll, reqs)
+
+
+@routes.post(PREFIX + "/query")
+async def query(request: web.Request):
+    data = await body(request, "QueryRequest")
+    coll = collection(request)
+    return {"points": await universal.query_points(registry(request), coll, data)}
+
+
+@routes.post(PREFIX + "/query/batch")
+async def query_batch(request: web.Request):
+    data = await body(request, "QueryRequestBatch")
+    coll = collection(request)
+    return [{"points": await universal.query_points(registry(request), coll, s)} for s in data["searches"]]
+
+
+@routes.post(PREFIX + "/search/groups")
+async def search_groups(request: web.Request):
+    data = await body(request, "SearchGroupsRequest")
+    coll = collection(request)
+    return await groups.grouped(registry(request), coll, data, queries.search_request(coll, data))
+
+
+@routes.post(PREFIX + "/recommend/groups")
+async def recommend_groups(request: web.Request):
+    data = await body(request, "RecommendGroupsRequest")
+    coll = collection(request)
+    req = await queries.recommend_request(registry(request), coll, data)
+    return await groups.grouped(registry(request), coll, data, req)
+
+
+@routes.post(PREFIX + "/query/groups")
+async def query_groups(request: web.Request):
+    data = await body(request, "QueryGroupsRequest")
+    coll = collection(request)
+    query = data.get("query")
+    if query is None or (isinstance(query, dict) and ({"order_by", "sample", "fusion", "formula"} & query.keys())):
+        raise queries.BadInput("query/groups needs a scored query")
+    req = await universal.scored_request(registry(request), coll, data, query, data.get("using") or "")
+    return await groups.grouped(registry(request), coll, data, req)
+
+
+@routes.post(PREFIX + "/search/matrix/pairs")
+async def matrix_pairs(request: web.Request):
+    data = await body(request, "SearchMatrixRequest")
+    coll = collection(request)
+    ids, neighbours = await matrix.compute(coll, data)
+    return matrix.as_pairs(ids, neighbours)
+
+
+@routes.post(PREFIX + "/search/matrix/offsets")
+async def matrix_offsets(request: web.Request):
+    data = await body(request, "SearchMatrixRequest")
+    coll = collection(request)
+    ids, neighbours = await matrix.compute(coll, data)
+    return matrix.as_offsets(ids, neighbours)

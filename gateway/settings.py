@@ -1,0 +1,81 @@
+"""Shoal's settings: one typed tree, loaded once at the entry point.
+
+Sources, strongest first: command-line flags, environment variables
+(``SHOAL__SERVICE__HTTP_PORT=7000``: prefix ``SHOAL__``, ``__`` between
+levels), the YAML file given with ``--config``, the defaults below. Every
+setting is documented beside its default; ``docs/configuration.md`` is
+generated from these docstrings' content by hand and lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ServiceSettings(BaseModel):
+    host: str = Field("0.0.0.0", description="Address the REST API listens on.")
+    http_port: int = Field(6333, description="Port of the REST API (Qdrant's default).")
+    max_request_size_mb: int = Field(32, description="Largest request body accepted, in MiB (Qdrant's default).")
+
+
+class StorageSettings(BaseModel):
+    storage_path: Path = Field(Path("./shoal_storage"), description="Folder holding every collection, its log and snapshots, and the metadata.")
+    wal_capacity_mb: int = Field(32, description="Log size per shard after which the shard snapshots itself and trims its log.")
+    indexing_threads: int = Field(0, description="Threads each shard uses to build its HNSW graphs; 0 = all cores.")
+
+
+class ClusterSettings(BaseModel):
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (also taken from RAY_ADDRESS). Unset: start a local Ray on 127.0.0.1."
+    )
+    num_cpus: int | None = Field(None, description="CPUs a locally started Ray may use; unset = all.")
+    raft_host: str = Field("127.0.0.1", description="Address this node's metadata Raft listens on.")
+    raft_port: int | None = Field(
+        None, description="Port of this node's metadata Raft; unset = the HTTP port + 2 (6335, Qdrant's p2p port)."
+    )
+    raft_peers: list[str] = Field(default_factory=list, description="Other metadata Raft nodes as host:port; empty = a single-node cluster.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOAL__", env_nested_delimiter="__", extra="forbid")
+
+    service: ServiceSettings = ServiceSettings()
+    storage: StorageSettings = StorageSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    log_level: str = Field("INFO", description="Python logging level of the server.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Values from the YAML file named by ``load(config_file=...)``."""
+
+    data: dict[str, Any] = {}
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def load(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from flags (``overrides``, nested dicts), env, and the YAML file.
+    pydantic-settings deep-merges the sources, so a flag replaces one leaf only."""
+    _YamlSource.data = {}
+    if config_file is not None:
+        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_file}: the configuration must be a mapping")
+        _YamlSource.data = loaded
+    try:
+        return Settings(**(overrides or {}))
+    finally:
+        _YamlSource.data = {}

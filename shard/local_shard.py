@@ -1,0 +1,447 @@
+"""One shard: points, vectors, payloads, graphs, and the log that makes them durable.
+
+Write path (``apply``): validate → append to the write-ahead log (fsync when the
+caller waits) → apply to memory → return the operation's sequence number. A
+rejected operation raises before anything is logged, so it changes nothing.
+
+Graphs are built in the background: a point is searchable the moment its write
+returns (scored exactly until the indexer has put it into the graph), and the
+shard reports itself "yellow" while such points exist, "green" once none do.
+
+Recovery (``open``): load the newest snapshot, replay the log after it. Snapshots
+are taken when the log since the last one exceeds ``wal_capacity_bytes`` and on
+close, then the log before them is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shard import codec, filters, hnsw, search, snapshot
+from shard.payload import PayloadStore
+from shard.points import PointTable
+from shard.types import (
+    OP_TYPES,
+    BadInput,
+    Op,
+    PointId,
+    PointNotFound,
+    ShardConfig,
+    ShardInfo,
+)
+from shard.vectors import VectorStore
+from shard.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+INDEX_CHUNK = 2048  # rows per background add_items call: large enough to use every thread
+
+
+class LocalShard:
+    def __init__(
+        self,
+        path: Path | str,
+        config: ShardConfig,
+        *,
+        indexing_threads: int = 0,
+        wal_capacity_bytes: int = 32 * 1024 * 1024,
+        background_indexing: bool = True,
+    ):
+        self.path = Path(path)
+        self.config = config
+        self.indexing_threads = indexing_threads or (os.cpu_count() or 1)
+        self.wal_capacity_bytes = wal_capacity_bytes
+        self._lock = threading.RLock()
+        self._work = threading.Condition(self._lock)
+        self._closed = False
+        self.points = PointTable()
+        self.payloads = PayloadStore()
+        self.vectors = {n: VectorStore(p.size, p.distance) for n, p in config.vectors.items()}
+        self.graphs: dict[str, hnsw.HnswIndex | None] = {n: None for n in config.vectors}
+        # indexed[name][offset]: the graph holds the offset's current vector.
+        self.indexed = {n: np.zeros(0, dtype=bool) for n in config.vectors}
+        self.seq = 0  # last applied operation
+        self._snapshot_seq = 0
+        self._log_bytes = 0  # logged since the last snapshot
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self.wal = WriteAheadLog(self.path / "wal")
+        if self._snapshot_seq:
+            # New records must number above the snapshot even if the log's unsynced
+            # tail was lost with a power cut (the snapshot may cover such writes).
+            self.wal.truncate_before(self._snapshot_seq)
+        self._replay()
+        self._indexer: threading.Thread | None = None
+        if background_indexing:
+            self._indexer = threading.Thread(target=self._index_loop, name=f"indexer-{self.path.name}", daemon=True)
+            self._indexer.start()
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        state = snapshot.load(self.path / "snapshot", self.config)
+        if state is None:
+            return
+        self.points = state.points
+        self.payloads = state.payloads
+        self.vectors = state.vectors
+        self.graphs = state.graphs
+        self.indexed = state.indexed
+        self.seq = self._snapshot_seq = state.seq
+
+    def _replay(self) -> None:
+        replayed = 0
+        for seq, record in self.wal.replay(after_seq=self._snapshot_seq):
+            self._apply(seq, codec.decode(record))
+            self._log_bytes += len(record)
+            replayed += 1
+        if replayed:
+            log.info("shard %s: replayed %d operations from the log", self.path.name, replayed)
+
+    # --------------------------------------------------------------------- writes
+
+    def apply(self, op: Op, wait: bool = True) -> int:
+        """Validate, log and apply one update operation; return its sequence number.
+
+        With ``wait`` the log is fsynced before returning, so the write survives a
+        power loss; without, it survives the death of every process (the bytes are
+        in the OS's page cache) and is fsynced by the next waiting write or snapshot.
+        """
+        with self._lock:
+            self._check_open()
+            self._validate(op)
+            record = codec.encode(op)
+            seq = self.wal.append(record)
+            if wait:
+                self.wal.flush(fsync=True)
+            self._apply(seq, op)
+            self._log_bytes += len(record)
+            self._work.notify_all()
+            if self._log_bytes > self.wal_capacity_bytes:
+                self._snapshot_locked()
+            return seq
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"shard {self.path.name} is closed")
+
+    def _validate(self, op: Op) -> None:
+        kind = op.get("type")
+        if kind not in OP_TYPES:
+            raise BadInput(f"unknown operation {kind!r}")
+        if "vectors" in op:
+            for name, array in op["vectors"].items():
+                params = self.config.vector(name)
+                if array.ndim != 2 or array.shape[1] != params.size:
+                    got = array.shape[-1] if array.ndim else 0
+                    raise BadInput(f"Vector dimension error: expected dim: {params.size}, got {got}")
+                if array.shape[0] != len(op["ids"]):
+                    raise BadInput("the number of vectors differs from the number of ids")
+                if not np.isfinite(array).all():
+                    raise BadInput("Vector contains NaN or infinite values")
+        if kind == "delete_vectors":
+            for name in op["names"]:
+                self.config.vector(name)
+        if kind in ("update_vectors", "set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
+            for point_id in op.get("ids") or ():
+                if point_id not in self.points.offset_of:
+                    raise PointNotFound(point_id)
+        if kind == "create_index":
+            self.payloads.check_index_schema(op["field"], op["schema"])
+
+    def _selected(self, op: Op) -> np.ndarray:
+        """Offsets an op addresses, by ids or by filter."""
+        if op.get("filter") is not None:
+            return np.flatnonzero(filters.evaluate(op["filter"], self))
+        return self.points.offsets_of(op.get("ids") or ())
+
+    def _apply(self, seq: int, op: Op) -> None:
+        """Apply a validated op. Deterministic: replaying the log rebuilds the state."""
+        kind = op["type"]
+        if kind == "upsert":
+            self._upsert(op, seq)
+        elif kind == "update_vectors":
+            offsets = self.points.offsets_of(op["ids"])
+            self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)
+            self.points.versions[offsets] = seq
+        else:
+            offsets = self._selected(op)
+            if kind == "delete_points":
+                self._delete(offsets)
+            elif kind == "delete_vectors":
+                for name in op["names"]:
+                    self._clear_vector(name, offsets)
+                self.points.versions[offsets] = seq
+            elif kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
+                self._payload_op(kind, op, offsets)
+                self.points.versions[offsets] = seq
+            elif kind == "create_index":
+                self.payloads.create_index(op["field"], op["schema"])
+            elif kind == "delete_index":
+                self.payloads.delete_index(op["field"])
+        self.seq = seq
+
+    def _upsert(self, op: Op, seq: int) -> None:
+        ids: list[PointId] = op["ids"]
+        # Duplicate ids in one batch: the last occurrence wins, as in Qdrant.
+        last = {point_id: row for row, point_id in enumerate(ids)}
+        rows = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+        offsets = np.fromiter((self.points.assign(i)[0] for i in last), dtype=np.int64, count=len(last))
+        vectors = {n: a[rows] for n, a in op["vectors"].items()}
+        masks = {n: m[rows] for n, m in (op.get("vector_mask") or {}).items()}
+        self._set_vectors(offsets, vectors, masks, replace=True)
+        payloads = op.get("payloads")
+        for row, offset in zip(rows.tolist(), offsets.tolist()):
+            self.payloads.set(offset, (payloads[row] if payloads else None) or {})
+        self.points.versions[offsets] = seq
+
+    def _set_vectors(self, offsets, vectors, masks, *, replace: bool) -> None:
+        """Store the given vectors; with ``replace`` (upsert) a point loses the
+        vectors it was not given, as Qdrant replaces the whole point."""
+        for name in self.config.vectors:
+            if name in vectors:
+                mask = (masks or {}).get(name)
+                given = offsets if mask is None else offsets[mask]
+                array = vectors[name] if mask is None else vectors[name][mask]
+                self.vectors[name].set(given, array)
+                self._invalidate(name, given)
+                if mask is not None and replace:
+                    self._clear_vector(name, offsets[~mask])
+            elif replace:
+                self._clear_vector(name, offsets)
+
+    def _clear_vector(self, name: str, offsets: np.ndarray) -> None:
+        self.vectors[name].clear(offsets)
+        self._invalidate(name, offsets)
+
+    def _invalidate(self, name: str, offsets: np.ndarray) -> None:
+        indexed = self.indexed[name]
+        inside = offsets[offsets < indexed.shape[0]]
+        indexed[inside] = False
+
+    def _delete(self, offsets: np.ndarray) -> None:
+        for name in self.config.vectors:
+            self._clear_vector(name, offsets)
+        for offset in offsets.tolist():
+            self.payloads.remove(offset)
+            self.points.release(offset)
+
+    def _payload_op(self, kind: str, op: Op, offsets: np.ndarray) -> None:
+        store = self.payloads
+        for offset in offsets.tolist():
+            if kind == "set_payload":
+                store.merge(offset, op["payload"], op.get("key"))
+            elif kind == "overwrite_payload":
+                store.set(offset, op["payload"])
+            elif kind == "delete_payload":
+                store.delete_keys(offset, op["keys"])
+            else:
+                store.clear(offset)
+
+    # ------------------------------------------------------------ FilterContext
+
+    @property
+    def size(self) -> int:
+        return self.points.size
+
+    @property
+    def live(self) -> np.ndarray:
+        return self.points.live_mask()
+
+    def offsets_of(self, ids) -> np.ndarray:
+        return self.points.offsets_of(ids)
+
+    def has_vector(self, name: str) -> np.ndarray:
+        if name not in self.vectors:
+            return np.zeros(self.size, dtype=bool)
+        return self.vectors[name].mask(self.size)
+
+    # ------------------------------------------------------------------- indexing
+
+    def _graph_wanted(self, name: str) -> bool:
+        """A graph pays off once a vector's data passes the indexing threshold (KB),
+        as Qdrant's optimizer decides; below it search is exact. 0 disables graphs."""
+        params = self.config.vectors[name]
+        if not hnsw.supported(params.distance):
+            return False
+        threshold = self.config.optimizers.indexing_threshold
+        if threshold is None:
+            threshold = 20000
+        if threshold == 0:
+            return False
+        stored = int(self.vectors[name].mask(self.size).sum())
+        return stored * params.size * 4 >= threshold * 1024
+
+    def _pending(self, name: str) -> np.ndarray:
+        """Offsets whose current vector is not yet in the graph."""
+        present = self.vectors[name].mask(self.size)
+        indexed = self.indexed[name]
+        if indexed.shape[0] < self.size:
+            grown = np.zeros(self.size, dtype=bool)
+            grown[: indexed.shape[0]] = indexed
+            self.indexed[name] = indexed = grown
+        return np.flatnonzero(present & ~indexed[: self.size])
+
+    def index_step(self, max_rows: int = INDEX_CHUNK) -> int:
+        """Move up to ``max_rows`` pending vectors into their graph. Returns how many.
+
+        The add itself runs without the shard lock (hnswlib releases the GIL), so
+        reads and writes go on meanwhile; a vector changed during the add stays
+        pending, since its entry was built from the old copy.
+        """
+        for name in self.config.vectors:
+            with self._lock:
+                if self._closed or not self._graph_wanted(name):
+                    continue
+                graph = self.graphs[name]
+                if graph is None:
+                    params = self.config.vectors[name]
+                    graph = self.graphs[name] = hnsw.HnswIndex(
+                        params.size,
+                        params.distance,
+                        self.config.hnsw_for(name),
+                        threads=self.indexing_threads,
+                        capacity=max(self.size, 1024),
+                    )
+                stale = self._stale_labels(name, graph)
+                pending = self._pending(name)[:max_rows]
+                if len(pending) == 0 and len(stale) == 0:
+                    continue
+                vectors = self.vectors[name].data[pending].copy()
+                before = vectors.copy()
+            graph.remove(stale)
+            graph.add(pending, vectors)
+            with self._lock:
+                store = self.vectors[name]
+                unchanged = store.present[pending] & (store.data[pending] == before).all(axis=1)
+                self.indexed[name][pending[unchanged]] = True
+            return len(pending) + len(stale)
+        return 0
+
+    def _stale_labels(self, name: str, graph: hnsw.HnswIndex) -> np.ndarray:
+        """Graph labels whose offset no longer holds a vector (deleted points)."""
+        present = self.vectors[name].mask(self.size)
+        labels = np.fromiter(graph._labels, dtype=np.int64, count=len(graph))
+        if len(labels) == 0:
+            return labels
+        inside = labels < self.size
+        dead = ~inside
+        dead[inside] = ~present[labels[inside]]
+        return labels[dead]
+
+    def _index_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+            try:
+                moved = self.index_step()
+            except Exception:  # keep indexing alive; the points stay searchable exactly
+                log.exception("shard %s: indexing failed", self.path.name)
+                moved = 0
+            if moved == 0:
+                with self._work:
+                    if self._closed:
+                        return
+                    self._work.wait(timeout=1.0)
+
+    def wait_indexed(self, timeout: float = 60.0) -> bool:
+        """Index synchronously until nothing is pending (tests, bulk loads)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.info().pending_index == 0:
+                return True
+            if self._indexer is None:
+                self.index_step()
+            else:
+                time.sleep(0.02)
+        return False
+
+    # ---------------------------------------------------------------------- reads
+
+    def info(self) -> ShardInfo:
+        with self._lock:
+            pending = sum(len(self._pending(n)) for n in self.config.vectors if self._graph_wanted(n))
+            indexed = sum(int(self.indexed[n][: self.size].sum()) for n in self.config.vectors)
+            return ShardInfo(
+                points_count=len(self.points),
+                vectors_count=sum(int(self.vectors[n].mask(self.size).sum()) for n in self.config.vectors),
+                indexed_vectors_count=indexed,
+                pending_index=pending,
+                segments_count=1,
+                payload_schema=self.payloads.payload_schema(),
+            )
+
+    def search_batch(self, requests):
+        with self._lock:
+            return [search.search(self, r) for r in requests]
+
+    def retrieve(self, ids, with_payload, with_vector):
+        with self._lock:
+            return search.retrieve(self, ids, with_payload, with_vector)
+
+    def check_exist(self, ids) -> None:
+        """PointNotFound for the first of ``ids`` this shard does not hold."""
+        with self._lock:
+            for point_id in ids:
+                if point_id not in self.points.offset_of:
+                    raise PointNotFound(point_id)
+
+    def get_vectors(self, ids, using: str) -> dict[PointId, np.ndarray]:
+        with self._lock:
+            return search.get_vectors(self, ids, using)
+
+    def scroll(self, **kwargs):
+        with self._lock:
+            return search.scroll(self, **kwargs)
+
+    def count(self, filter: dict[str, Any] | None) -> int:
+        with self._lock:
+            return int(filters.evaluate(filter, self).sum())
+
+    def facet(self, key: str, filter: dict[str, Any] | None, limit: int):
+        with self._lock:
+            return search.facet(self, key, filter, limit)
+
+    def sample_records(self, filter, n: int, seed: int, with_payload, with_vector):
+        with self._lock:
+            return search.sample_records(self, filter, n, seed, with_payload, with_vector)
+
+    def sample(self, filter, using: str, n: int, seed: int):
+        with self._lock:
+            return search.sample(self, filter, using, n, seed)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def snapshot(self) -> None:
+        with self._lock:
+            self._snapshot_locked()
+
+    def _snapshot_locked(self) -> None:
+        if self.seq == self._snapshot_seq:
+            return
+        self.wal.flush(fsync=True)
+        snapshot.save(self, self.path / "snapshot")
+        self.wal.truncate_before(self.seq)
+        self._snapshot_seq = self.seq
+        self._log_bytes = 0
+
+    def close(self, take_snapshot: bool = True) -> None:
+        with self._work:
+            if self._closed:
+                return
+            if take_snapshot:
+                self._snapshot_locked()
+            self._closed = True
+            self._work.notify_all()
+        if self._indexer is not None:
+            self._indexer.join(timeout=30)
+        self.wal.close()

@@ -1,0 +1,279 @@
+"""Reads of one shard: scored search (with its planner), retrieve, scroll, facet, sample.
+
+The planner picks, per query, between exact numpy scoring of the candidate
+points and the HNSW graph, as Qdrant's query planner does from the filter's
+cardinality:
+
+- exact when asked (``exact``), when the vector has no graph (small data,
+  Manhattan), or when the filtered candidates hold fewer kilobytes of vectors
+  than ``full_scan_threshold``;
+- otherwise the graph, asked for enough neighbours that the filter leaves the
+  wanted number (oversampling by the filter's selectivity), with exact scoring
+  of the points not yet in the graph merged in. If the graph still comes back
+  short, the query falls back to exact scoring, so a filter never loses recall
+  to the graph.
+
+Recommend (best_score, sum_scores), discovery and context queries are scored
+exactly over the candidates: their scores depend on every example, which a
+graph built for plain similarity cannot rank.
+
+Callers hold the shard's lock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shard import distances, filters
+from shard.payload import facet as payload_facet
+from shard.payload import order_values, select_payload
+from shard.points import id_sort_key
+from shard.types import (
+    DEFAULT_VECTOR,
+    ContextQuery,
+    DiscoverQuery,
+    NearestQuery,
+    OrderBy,
+    PayloadSelector,
+    PointId,
+    RecommendQuery,
+    Record,
+    ScoredPoint,
+    SearchRequest,
+    VectorSelector,
+)
+
+if TYPE_CHECKING:
+    from shard.local_shard import LocalShard
+
+OVERSAMPLE = 1.5
+EXTRA = 16
+
+
+def candidates(shard: LocalShard, filter: dict | None, using: str, exclude: frozenset[PointId] = frozenset()) -> np.ndarray:
+    """Bool mask of the points a query may return: live, holding vector ``using``,
+    passing the filter, not excluded."""
+    mask = filters.evaluate(filter, shard) & shard.has_vector(using)
+    if exclude:
+        mask[shard.points.offsets_of(exclude)] = False
+    return mask
+
+
+def search(shard: LocalShard, req: SearchRequest) -> list[ScoredPoint]:
+    params = shard.config.vector(req.using)
+    mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    top = req.offset + req.limit
+    if top <= 0 or not mask.any():
+        return []
+    query = req.query
+    if isinstance(query, NearestQuery):
+        q = distances.preprocess(query.vector, params.distance)
+        offsets, sims = _nearest(shard, req, q, mask, top)
+        threshold = None if req.score_threshold is None else distances.threshold_to_internal(req.score_threshold, params.distance)
+        if threshold is not None:
+            keep = sims > threshold
+            offsets, sims = offsets[keep], sims[keep]
+        scores = distances.to_display(sims, params.distance)
+    else:
+        idx = np.flatnonzero(mask)
+        all_scores = _score_query(shard, req.using, query, idx)
+        if req.score_threshold is not None:
+            keep = all_scores > req.score_threshold
+            idx, all_scores = idx[keep], all_scores[keep]
+        order = _top_order(all_scores, top)
+        offsets, scores = idx[order], all_scores[order]
+    return [_scored_point(shard, int(o), float(s), req.with_payload, req.with_vector) for o, s in zip(offsets, scores)]
+
+
+def _nearest(shard: LocalShard, req: SearchRequest, q: np.ndarray, mask: np.ndarray, top: int):
+    """Offsets and internal similarities of the best ``top`` candidates, best first."""
+    graph = shard.graphs.get(req.using)
+    n_candidates = int(mask.sum())
+    dim = q.shape[0]
+    small = n_candidates * dim * 4 < shard.config.hnsw_for(req.using).full_scan_threshold * 1024
+    if req.exact or graph is None or len(graph) == 0 or (req.filter is not None and small):
+        return _exact(shard, req.using, q, mask, top)
+    indexed = shard.indexed[req.using][: shard.size]
+    in_graph = mask & indexed
+    n_in_graph = int(in_graph.sum())
+    # Oversample by the filter's selectivity within the graph.
+    k = top if n_in_graph >= len(graph) else math.ceil(top * len(graph) / max(n_in_graph, 1) * OVERSAMPLE) + EXTRA
+    k = min(k, len(graph))
+    ef = max(req.hnsw_ef or shard.config.hnsw_for(req.using).ef_construct, k)
+    labels, sims = graph.search(q[None, :], k, ef)
+    labels, sims = labels[0], sims[0]
+    ok = labels >= 0
+    ok[ok] = in_graph[labels[ok]]
+    labels, sims = labels[ok], sims[ok]
+    if len(labels) < min(top, n_in_graph):
+        return _exact(shard, req.using, q, mask, top)
+    pending = mask & ~indexed
+    if pending.any():
+        p_off, p_sims = _exact(shard, req.using, q, pending, top)
+        labels = np.concatenate([labels, p_off])
+        sims = np.concatenate([sims, p_sims])
+    order = _top_order(sims, top)
+    return labels[order], sims[order]
+
+
+def _exact(shard: LocalShard, using: str, q: np.ndarray, mask: np.ndarray, top: int):
+    params = shard.config.vectors[using]
+    data = shard.vectors[using].data
+    idx = np.flatnonzero(mask)
+    if len(idx) > shard.size // 2:
+        # Dense candidates: score the whole block and drop the rest, cheaper than gathering.
+        sims = distances.similarity(q, data[: shard.size], params.distance)[idx]
+    else:
+        sims = distances.similarity(q, data[idx], params.distance)
+    order = _top_order(sims, top)
+    return idx[order], sims[order]
+
+
+def _top_order(scores: np.ndarray, top: int) -> np.ndarray:
+    """Indices of the ``top`` largest scores, best first (ties by position)."""
+    if len(scores) > top:
+        part = np.argpartition(-scores, top - 1)[:top]
+        return part[np.lexsort((part, -scores[part]))]
+    return np.lexsort((np.arange(len(scores)), -scores))
+
+
+def _score_query(shard: LocalShard, using: str, query, idx: np.ndarray) -> np.ndarray:
+    """Scores of a recommend / discover / context query over offsets ``idx``."""
+    params = shard.config.vectors[using]
+    data = shard.vectors[using].data[idx]
+
+    def sim(v: np.ndarray) -> np.ndarray:
+        return distances.similarity(distances.preprocess(v, params.distance), data, params.distance)
+
+    if isinstance(query, RecommendQuery):
+        pos = [sim(v) for v in query.positive]
+        neg = [sim(v) for v in query.negative]
+        if query.strategy == "best_score":
+            return distances.best_score(pos, neg)
+        return distances.sum_scores(pos, neg)
+    if isinstance(query, DiscoverQuery):
+        pairs = [(sim(p.positive), sim(p.negative)) for p in query.context]
+        return distances.discovery_score(sim(query.target), pairs)
+    if isinstance(query, ContextQuery):
+        pairs = [(sim(p.positive), sim(p.negative)) for p in query.context]
+        return distances.context_score(pairs)
+    raise TypeError(f"unknown query {type(query).__name__}")
+
+
+# -------------------------------------------------------------------- records
+
+
+def vector_output(shard: LocalShard, offset: int, selector: VectorSelector):
+    """A point's vectors in Qdrant's JSON shape: a list for a collection with only the
+    unnamed vector, a dict by name otherwise; None when not asked for."""
+    if selector is False:
+        return None
+    names = list(shard.config.vectors) if selector is True else [n for n in selector if n in shard.vectors]
+    if selector is True and list(shard.config.vectors) == [DEFAULT_VECTOR]:
+        store = shard.vectors[DEFAULT_VECTOR]
+        return store.get(offset).tolist() if store.has(offset) else None
+    return {n: shard.vectors[n].get(offset).tolist() for n in names if shard.vectors[n].has(offset)}
+
+
+def _payload(shard: LocalShard, offset: int, selector: PayloadSelector | None):
+    if selector is None:
+        return None
+    return select_payload(shard.payloads.get(offset), selector)
+
+
+def _scored_point(shard, offset: int, score: float, with_payload, with_vector) -> ScoredPoint:
+    return ScoredPoint(
+        id=shard.points.ids[offset],
+        version=int(shard.points.versions[offset]),
+        score=score,
+        payload=_payload(shard, offset, with_payload),
+        vector=vector_output(shard, offset, with_vector),
+    )
+
+
+def retrieve(shard: LocalShard, ids, with_payload: PayloadSelector | None, with_vector: VectorSelector) -> list[Record]:
+    seen: set = set()
+    out = []
+    for point_id in ids:
+        offset = shard.points.offset_of.get(point_id)
+        if offset is None or point_id in seen:
+            continue
+        seen.add(point_id)
+        out.append(Record(point_id, _payload(shard, offset, with_payload), vector_output(shard, offset, with_vector)))
+    return out
+
+
+def get_vectors(shard: LocalShard, ids, using: str) -> dict[PointId, np.ndarray]:
+    """Stored vectors ``using`` of the existing ``ids`` (points without it are left out)."""
+    shard.config.vector(using)
+    store = shard.vectors[using]
+    out = {}
+    for point_id in ids:
+        offset = shard.points.offset_of.get(point_id)
+        if offset is not None and store.has(offset):
+            out[point_id] = store.get(offset).copy()
+    return out
+
+
+def scroll(
+    shard: LocalShard,
+    *,
+    filter: dict | None,
+    offset: PointId | None,
+    limit: int,
+    order_by: OrderBy | None,
+    with_payload: PayloadSelector | None,
+    with_vector: VectorSelector,
+) -> list[Record]:
+    """Up to ``limit`` points passing the filter: by id from ``offset`` (inclusive),
+    or by a payload key's value when ``order_by`` is given."""
+    idx = np.flatnonzero(filters.evaluate(filter, shard))
+    if order_by is None:
+        ids = shard.points.ids
+        keyed = sorted((id_sort_key(ids[o]), o) for o in idx.tolist())
+        if offset is not None:
+            start = id_sort_key(offset)
+            keyed = [(k, o) for k, o in keyed if k >= start]
+        chosen = [(o, None) for _, o in keyed[:limit]]
+    else:
+        chosen = order_values(shard.payloads, idx, order_by, limit)
+    records = []
+    for o, value in chosen:
+        rec = Record(
+            shard.points.ids[o],
+            _payload(shard, o, with_payload),
+            vector_output(shard, o, with_vector),
+            order_value=value,
+        )
+        records.append(rec)
+    return records
+
+
+def facet(shard: LocalShard, key: str, filter: dict | None, limit: int) -> list[tuple[Any, int]]:
+    idx = np.flatnonzero(filters.evaluate(filter, shard))
+    return payload_facet(shard.payloads, idx, key, limit)
+
+
+def sample(shard: LocalShard, filter: dict | None, using: str, n: int, seed: int):
+    """Up to ``n`` random points passing the filter that hold vector ``using``:
+    (ids, (k, dim) vectors). For the distance matrix."""
+    shard.config.vector(using)
+    idx = np.flatnonzero(candidates(shard, filter, using))
+    if len(idx) > n:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=n, replace=False))
+    ids = [shard.points.ids[o] for o in idx.tolist()]
+    return ids, shard.vectors[using].data[idx].copy()
+
+
+def sample_records(shard: LocalShard, filter: dict | None, n: int, seed: int, with_payload, with_vector) -> list[Record]:
+    """Up to ``n`` random points passing the filter, as records (sample query)."""
+    idx = np.flatnonzero(filters.evaluate(filter, shard))
+    if len(idx) > n:
+        idx = np.random.default_rng(seed).choice(idx, size=n, replace=False)
+    return [
+        Record(shard.points.ids[o], _payload(shard, o, with_payload), vector_output(shard, o, with_vector))
+        for o in idx.tolist()
+    ]

@@ -1,0 +1,372 @@
+"""The engine's vocabulary.
+
+Everything a shard is asked to do, and everything it answers, is expressed in the
+types of this module. The gateway converts Qdrant's REST models into these in one
+place, so the engine never sees a REST envelope (Qdrant keeps the same border with
+its `*Internal` types).
+
+Conventions:
+- A point id is an ``int`` (unsigned) or a ``str`` holding a UUID in its canonical
+  hyphenated lower-case form. The gateway canonicalises ids before they reach a shard.
+- The unnamed ("default") vector of a collection is the vector named ``""``.
+- Filters travel as plain JSON-shaped dicts, exactly as Qdrant's REST API spells
+  them, already validated by the gateway; ``shard.filters`` compiles them.
+- Update operations are plain dicts (see ``Op`` below) so that the write-ahead log
+  can encode them without pickling classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal, Union
+
+import numpy as np
+
+PointId = Union[int, str]
+DEFAULT_VECTOR = ""
+
+# ---------------------------------------------------------------------------
+# Errors. The gateway maps each class to Qdrant's status code and text prefix.
+# ---------------------------------------------------------------------------
+
+
+class ShoalError(Exception):
+    """Base class of the errors the engine raises on purpose."""
+
+
+class BadInput(ShoalError):
+    """The request is well-formed but wrong for this data: 400 "Wrong input: …".
+
+    The message carries no "Wrong input: " prefix; the gateway adds it."""
+
+
+class NotFound(ShoalError):
+    """Something named by the request does not exist: 404 "Not found: …"."""
+
+
+class PointNotFound(NotFound):
+    """A point named by id does not exist: 404 "Not found: No point with id 7 found"."""
+
+    def __init__(self, point_id: PointId):
+        self.point_id = point_id
+        super().__init__(f"No point with id {point_id} found")
+
+
+class Conflict(ShoalError):
+    """The thing to create exists already: 409 "Wrong input: …" (no prefix in the message)."""
+
+
+# ---------------------------------------------------------------------------
+# Collection and shard configuration.
+# ---------------------------------------------------------------------------
+
+
+class Distance(str, Enum):
+    COSINE = "Cosine"
+    DOT = "Dot"
+    EUCLID = "Euclid"
+    MANHATTAN = "Manhattan"
+
+
+@dataclass(frozen=True)
+class HnswConfig:
+    """HNSW parameters, with Qdrant's defaults.
+
+    ``full_scan_threshold`` is in kilobytes of vector data, as in Qdrant: a search
+    whose filtered candidate set holds fewer vector-kilobytes than this is scored
+    exactly instead of through the graph.
+    """
+
+    m: int = 16
+    ef_construct: int = 100
+    full_scan_threshold: int = 10000
+    max_indexing_threads: int = 0
+    on_disk: bool = False
+    payload_m: int | None = None
+
+    def updated(self, diff: dict[str, Any] | None) -> HnswConfig:
+        """A copy with the non-null fields of ``diff`` applied (Qdrant's HnswConfigDiff)."""
+        if not diff:
+            return self
+        known = {f.name for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v for k, v in diff.items() if k in known and v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class OptimizersConfig:
+    """Qdrant's optimizer settings. Shoal uses ``indexing_threshold`` (kilobytes of
+    vectors below which a shard is searched exactly and builds no graph) and
+    ``flush_interval_sec`` (how often a shard snapshots and trims its log); the rest
+    are kept and reported so that configs round-trip."""
+
+    deleted_threshold: float = 0.2
+    vacuum_min_vector_number: int = 1000
+    default_segment_number: int = 0
+    max_segment_size: int | None = None
+    memmap_threshold: int | None = None
+    indexing_threshold: int | None = 20000
+    flush_interval_sec: int = 5
+    max_optimization_threads: int | None = None
+
+    def updated(self, diff: dict[str, Any] | None) -> OptimizersConfig:
+        if not diff:
+            return self
+        known = {f.name for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v for k, v in diff.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class VectorParams:
+    """One named vector of a collection. ``hnsw_config`` is a diff over the
+    collection's HNSW config, as in Qdrant."""
+
+    size: int
+    distance: Distance
+    hnsw_config: dict[str, Any] | None = None
+    on_disk: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"size": self.size, "distance": self.distance.value}
+        if self.hnsw_config:
+            out["hnsw_config"] = dict(self.hnsw_config)
+        if self.on_disk is not None:
+            out["on_disk"] = self.on_disk
+        return out
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> VectorParams:
+        return VectorParams(
+            size=int(data["size"]),
+            distance=Distance(data["distance"]),
+            hnsw_config=data.get("hnsw_config") or None,
+            on_disk=data.get("on_disk"),
+        )
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """What one shard needs to know about its collection."""
+
+    vectors: dict[str, VectorParams]
+    hnsw: HnswConfig = HnswConfig()
+    optimizers: OptimizersConfig = OptimizersConfig()
+    on_disk_payload: bool = True
+
+    def vector(self, name: str) -> VectorParams:
+        """The params of vector ``name``; BadInput naming it, as Qdrant does, if unknown."""
+        try:
+            return self.vectors[name]
+        except KeyError:
+            raise BadInput(f"Not existing vector name error: {name}") from None
+
+    def hnsw_for(self, name: str) -> HnswConfig:
+        return self.hnsw.updated(self.vectors[name].hnsw_config)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vectors": {n: p.to_json() for n, p in self.vectors.items()},
+            "hnsw": self.hnsw.to_json(),
+            "optimizers": self.optimizers.to_json(),
+            "on_disk_payload": self.on_disk_payload,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ShardConfig:
+        return ShardConfig(
+            vectors={n: VectorParams.from_json(p) for n, p in data["vectors"].items()},
+            hnsw=HnswConfig(**data.get("hnsw", {})),
+            optimizers=OptimizersConfig(**data.get("optimizers", {})),
+            on_disk_payload=data.get("on_disk_payload", True),
+        )
+
+
+# ---------------------------------------------------------------------------
+# Reads.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayloadSelector:
+    """Which payload keys to return. ``include``/``exclude`` are key paths
+    (``a.b``); both None means the whole payload. A request that wants no payload
+    carries ``None`` instead of a selector."""
+
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+
+# ``True`` = every vector, ``False`` = none, a tuple = those names.
+VectorSelector = Union[bool, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class NearestQuery:
+    """Plain nearest-neighbour search. The vector is float32 and, for Cosine,
+    not yet normalised: the shard normalises (``shard.distances`` owns that)."""
+
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    """best_score or sum_scores recommendation over raw example vectors.
+    (average_vector is a NearestQuery built by the gateway.)"""
+
+    positive: tuple[np.ndarray, ...]
+    negative: tuple[np.ndarray, ...]
+    strategy: Literal["best_score", "sum_scores"]
+
+
+@dataclass(frozen=True)
+class ContextPair:
+    positive: np.ndarray
+    negative: np.ndarray
+
+
+@dataclass(frozen=True)
+class DiscoverQuery:
+    target: np.ndarray
+    context: tuple[ContextPair, ...]
+
+
+@dataclass(frozen=True)
+class ContextQuery:
+    context: tuple[ContextPair, ...]
+
+
+Query = Union[NearestQuery, RecommendQuery, DiscoverQuery, ContextQuery]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One scored search on one shard.
+
+    The shard returns its best ``offset + limit`` points (the gateway applies the
+    offset once, after the merge). ``exclude_ids`` are points never to return:
+    recommend and discover examples given by id, as in Qdrant.
+    """
+
+    query: Query
+    using: str = DEFAULT_VECTOR
+    filter: dict[str, Any] | None = None
+    limit: int = 10
+    offset: int = 0
+    score_threshold: float | None = None
+    with_payload: PayloadSelector | None = None
+    with_vector: VectorSelector = False
+    hnsw_ef: int | None = None
+    exact: bool = False
+    exclude_ids: frozenset[PointId] = frozenset()
+
+
+@dataclass
+class ScoredPoint:
+    """One result of a scored search, in the shape Qdrant's JSON gives it.
+    ``vector`` is a list for a collection's unnamed vector, a dict of lists by
+    name otherwise, or None when not asked for."""
+
+    id: PointId
+    version: int
+    score: float
+    payload: dict[str, Any] | None = None
+    vector: list[float] | dict[str, list[float]] | None = None
+    order_value: int | float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "version": self.version,
+            "score": self.score,
+            "payload": self.payload,
+            "vector": self.vector,
+            "shard_key": None,
+            "order_value": self.order_value,
+        }
+        return out
+
+
+@dataclass
+class Record:
+    """A point as retrieve and scroll return it."""
+
+    id: PointId
+    payload: dict[str, Any] | None = None
+    vector: list[float] | dict[str, list[float]] | None = None
+    order_value: int | float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "payload": self.payload,
+            "vector": self.vector,
+            "shard_key": None,
+            "order_value": self.order_value,
+        }
+        return out
+
+
+@dataclass(frozen=True)
+class OrderBy:
+    """Scroll ordering by a payload key (which must carry a range index)."""
+
+    key: str
+    direction: Literal["asc", "desc"] = "asc"
+    start_from: int | float | None = None
+
+
+@dataclass
+class ShardInfo:
+    """What a shard reports for GET /collections/{name}."""
+
+    points_count: int
+    vectors_count: int
+    indexed_vectors_count: int
+    pending_index: int  # points stored but not yet in their HNSW graph
+    segments_count: int
+    payload_schema: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# Writes.
+# ---------------------------------------------------------------------------
+#
+# An update operation is a dict with a "type" key. Point selection is either
+# "ids": [PointId, ...] or "filter": {...}. Vectors travel as float32 numpy arrays.
+#
+#   {"type": "upsert", "ids": [...], "vectors": {name: (n, dim) array},
+#    "vector_mask": {name: (n,) bool array}   # optional: rows that carry this vector
+#    "payloads": [dict | None, ...]}
+#   {"type": "delete_points", "ids"|"filter": ...}
+#   {"type": "update_vectors", "ids": [...], "vectors": {...}, "vector_mask": {...}}
+#   {"type": "delete_vectors", "ids"|"filter": ..., "names": [name, ...]}
+#   {"type": "set_payload", "ids"|"filter": ..., "payload": {...}, "key": str | None}
+#   {"type": "overwrite_payload", "ids"|"filter": ..., "payload": {...}}
+#   {"type": "delete_payload", "ids"|"filter": ..., "keys": [key, ...]}
+#   {"type": "clear_payload", "ids"|"filter": ...}
+#   {"type": "create_index", "field": key, "schema": str | {...}}
+#   {"type": "delete_index", "field": key}
+
+Op = dict[str, Any]
+
+OP_TYPES = frozenset(
+    {
+        "upsert",
+        "delete_points",
+        "update_vectors",
+        "delete_vectors",
+        "set_payload",
+        "overwrite_payload",
+        "delete_payload",
+        "clear_payload",
+        "create_index",
+        "delete_index",
+    }
+)

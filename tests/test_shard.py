@@ -1,0 +1,210 @@
+"""LocalShard on real files: writes, exact and graph search, recovery."""
+
+import numpy as np
+import pytest
+
+from shard import distances
+from shard.local_shard import LocalShard
+from shard.types import (
+    BadInput,
+    ContextPair,
+    ContextQuery,
+    DiscoverQuery,
+    Distance,
+    NearestQuery,
+    OptimizersConfig,
+    PayloadSelector,
+    PointNotFound,
+    RecommendQuery,
+    SearchRequest,
+    ShardConfig,
+    VectorParams,
+)
+
+DIM = 16
+
+
+def config(distance=Distance.COSINE, indexing_threshold=20000, names=("",)):
+    return ShardConfig(
+        vectors={n: VectorParams(DIM, distance) for n in names},
+        optimizers=OptimizersConfig(indexing_threshold=indexing_threshold),
+    )
+
+
+def upsert(ids, vectors, payloads=None, name=""):
+    return {"type": "upsert", "ids": list(ids), "vectors": {name: np.asarray(vectors, dtype=np.float32)}, "payloads": payloads}
+
+
+def brute_force(data, q, distance, k):
+    v = distances.preprocess(data, distance)
+    sims = distances.similarity(distances.preprocess(q, distance), v, distance)
+    return list(np.argsort(-sims, kind="stable")[:k])
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("distance", list(Distance))
+def test_exact_search_matches_brute_force(tmp_path, rng, distance):
+    shard = LocalShard(tmp_path, config(distance), background_indexing=False)
+    data = rng.normal(size=(300, DIM)).astype(np.float32)
+    shard.apply(upsert(range(300), data))
+    q = rng.normal(size=DIM).astype(np.float32)
+    (hits,) = shard.search_batch([SearchRequest(NearestQuery(q), limit=10)])
+    assert [h.id for h in hits] == brute_force(data, q, distance, 10)
+    if distance is Distance.EUCLID:
+        assert hits[0].score == pytest.approx(float(np.linalg.norm(data[hits[0].id] - q)), rel=1e-4)
+    shard.close()
+
+
+def test_graph_search_recall_and_pending_points(tmp_path, rng):
+    # indexing_threshold 1 KB: the graph is built even for a small shard.
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    data = rng.normal(size=(3000, DIM)).astype(np.float32)
+    shard.apply(upsert(range(3000), data))
+    assert shard.info().pending_index == 3000
+    assert shard.wait_indexed()
+    assert shard.info().indexed_vectors_count == 3000
+    # Points written after the build are searchable before they are indexed.
+    extra = rng.normal(size=(50, DIM)).astype(np.float32)
+    shard.apply(upsert(range(3000, 3050), extra))
+    assert shard.info().pending_index == 50
+    all_data = np.concatenate([data, extra])
+    queries = rng.normal(size=(50, DIM)).astype(np.float32)
+    hit = 0
+    for q in queries:
+        (got,) = shard.search_batch([SearchRequest(NearestQuery(q), limit=10, hnsw_ef=64)])
+        hit += len({h.id for h in got} & set(brute_force(all_data, q, Distance.COSINE, 10)))
+    assert hit / (10 * len(queries)) >= 0.95
+    (own,) = shard.search_batch([SearchRequest(NearestQuery(extra[0]), limit=1)])
+    assert own[0].id == 3000
+    shard.close()
+
+
+def test_filtered_graph_search_keeps_recall(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    data = rng.normal(size=(4000, DIM)).astype(np.float32)
+    payloads = [{"group": int(i % 10)} for i in range(4000)]
+    shard.apply(upsert(range(4000), data, payloads))
+    shard.apply({"type": "create_index", "field": "group", "schema": "integer"})
+    shard.wait_indexed()
+    flt = {"must": [{"key": "group", "match": {"value": 3}}]}
+    allowed = np.array([i % 10 == 3 for i in range(4000)])
+    hit = 0
+    for q in rng.normal(size=(30, DIM)).astype(np.float32):
+        (got,) = shard.search_batch([SearchRequest(NearestQuery(q), filter=flt, limit=10)])
+        assert all(h.id % 10 == 3 for h in got)
+        truth = np.flatnonzero(allowed)[brute_force(data[allowed], q, Distance.COSINE, 10)]
+        hit += len({h.id for h in got} & set(truth.tolist()))
+    assert hit / 300 >= 0.95
+    shard.close()
+
+
+def test_upsert_replaces_delete_removes_and_offsets_are_reused(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(), background_indexing=False)
+    data = rng.normal(size=(10, DIM)).astype(np.float32)
+    shard.apply(upsert(range(10), data, [{"n": i} for i in range(10)]))
+    shard.apply({"type": "delete_points", "ids": [3, 4]})
+    assert shard.count(None) == 8
+    shard.apply(upsert(["6f1b5d1e-5d1a-4c5e-9a5e-0e9c3b1a2b3c"], data[:1], [{"n": "uuid"}]))
+    assert shard.points.size == 10  # the freed offset was reused
+    recs = shard.retrieve([3, 5, "6f1b5d1e-5d1a-4c5e-9a5e-0e9c3b1a2b3c"], PayloadSelector(), False)
+    assert [(r.id, r.payload) for r in recs] == [(5, {"n": 5}), ("6f1b5d1e-5d1a-4c5e-9a5e-0e9c3b1a2b3c", {"n": "uuid"})]
+    shard.apply(upsert([5], data[:1]))  # upsert replaces the payload too
+    assert shard.retrieve([5], PayloadSelector(), False)[0].payload == {}
+    shard.close()
+
+
+def test_rejected_ops_change_nothing(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(), background_indexing=False)
+    shard.apply(upsert([1], rng.normal(size=(1, DIM))))
+    seq = shard.seq
+    with pytest.raises(BadInput, match="Vector dimension error: expected dim: 16, got 3"):
+        shard.apply(upsert([2, 3], np.ones((2, 3))))
+    with pytest.raises(PointNotFound, match="No point with id 9 found"):
+        shard.apply({"type": "set_payload", "ids": [1, 9], "payload": {"a": 1}})
+    with pytest.raises(BadInput, match="Not existing vector name error: image"):
+        shard.apply(upsert([2], rng.normal(size=(1, DIM)), name="image"))
+    assert shard.seq == seq and shard.count(None) == 1
+    assert shard.retrieve([1], PayloadSelector(), False)[0].payload == {}
+    shard.close()
+
+
+def test_recovery_from_log_and_snapshot(tmp_path, rng):
+    data = rng.normal(size=(500, DIM)).astype(np.float32)
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    shard.apply(upsert(range(500), data, [{"i": i} for i in range(500)]))
+    shard.wait_indexed()
+    shard.snapshot()
+    shard.apply({"type": "delete_points", "ids": list(range(100))})
+    shard.apply({"type": "set_payload", "ids": [200], "payload": {"x": "y"}})
+    shard.close(take_snapshot=False)  # as if killed: the last two ops live only in the log
+
+    again = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    assert again.count(None) == 400
+    assert again.retrieve([50], PayloadSelector(), False) == []
+    assert again.retrieve([200], PayloadSelector(), False)[0].payload == {"i": 200, "x": "y"}
+    (hits,) = again.search_batch([SearchRequest(NearestQuery(data[10]), limit=5)])
+    assert 10 not in {h.id for h in hits}  # an acknowledged delete stays deleted
+    (hits,) = again.search_batch([SearchRequest(NearestQuery(data[300]), limit=1)])
+    assert hits[0].id == 300
+    again.close()
+    third = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    assert third.count(None) == 400  # from the snapshot written at close
+    third.close()
+
+
+def test_torn_log_tail_is_not_fatal(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(), background_indexing=False)
+    shard.apply(upsert([1, 2], rng.normal(size=(2, DIM))))
+    shard.apply(upsert([3], rng.normal(size=(1, DIM))))
+    shard.close(take_snapshot=False)
+    segment = max((tmp_path / "wal").iterdir(), key=lambda p: p.stat().st_size)
+    raw = segment.read_bytes()
+    segment.write_bytes(raw[:-7])  # a crash mid-write of the last record
+    again = LocalShard(tmp_path, config(), background_indexing=False)
+    assert again.count(None) == 2
+    again.apply(upsert([4], rng.normal(size=(1, DIM))))
+    assert again.count(None) == 3
+    again.close()
+
+
+def test_recommend_discover_context_scores(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(Distance.DOT), background_indexing=False)
+    data = rng.normal(size=(50, DIM)).astype(np.float32)
+    shard.apply(upsert(range(50), data))
+    pos, neg = data[0], data[1]
+    sim = lambda v: data @ v  # noqa: E731
+    (best,) = shard.search_batch([SearchRequest(RecommendQuery((pos,), (neg,), "best_score"), limit=50, exclude_ids=frozenset({0, 1}))])
+    expected = distances.best_score([sim(pos)], [sim(neg)])
+    assert {h.id for h in best} == set(range(2, 50))
+    for h in best:
+        assert h.score == pytest.approx(float(expected[h.id]), rel=1e-5)
+    (total,) = shard.search_batch([SearchRequest(RecommendQuery((pos,), (neg,), "sum_scores"), limit=3)])
+    assert total[0].score == pytest.approx(float(np.max(sim(pos) - sim(neg))), rel=1e-5)
+    pair = ContextPair(data[2], data[3])
+    (disc,) = shard.search_batch([SearchRequest(DiscoverQuery(data[4], (pair,)), limit=5)])
+    rank = np.sign(sim(data[2]) - sim(data[3]))
+    assert all(rank[h.id] == 1 for h in disc[:1])
+    (ctx,) = shard.search_batch([SearchRequest(ContextQuery((pair,)), limit=5)])
+    assert ctx[0].score == 0.0
+    shard.close()
+
+
+def test_named_vectors_and_partial_points(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(names=("image", "text")), background_indexing=False)
+    op = {
+        "type": "upsert",
+        "ids": [1, 2],
+        "vectors": {"image": rng.normal(size=(2, DIM)).astype(np.float32), "text": rng.normal(size=(2, DIM)).astype(np.float32)},
+        "vector_mask": {"text": np.array([True, False])},
+        "payloads": None,
+    }
+    shard.apply(op)
+    (rec1, rec2) = shard.retrieve([1, 2], None, True)
+    assert set(rec1.vector) == {"image", "text"} and set(rec2.vector) == {"image"}
+    (hits,) = shard.search_batch([SearchRequest(NearestQuery(rng.normal(size=DIM).astype(np.float32)), using="text", limit=5)])
+    assert [h.id for h in hits] == [1]
+    shard.close()
