@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cluster.transport import ShardServer, machine_identity
 from shard.local_shard import LocalShard
 from shard.types import ShardConfig
 
@@ -27,12 +28,20 @@ class ShardActor:
             wal_capacity_bytes=options.get("wal_capacity_bytes", 32 * 1024 * 1024),
         )
 
+        self.server = ShardServer(self.shard)
+
     def ready(self) -> bool:
         return True
+
+    def endpoint(self) -> tuple[str, str]:
+        """(machine identity, socket address): where a gateway on this machine
+        reaches the shard without a Ray call (see ``cluster.transport``)."""
+        return machine_identity(), self.server.address
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one LocalShard method; the only entry point the gateway uses."""
         return getattr(self.shard, method)(*args, **kwargs)
 
     def close(self, take_snapshot: bool = True) -> None:
+        self.server.close()
         self.shard.close(take_snapshot=take_snapshot)

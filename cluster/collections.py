@@ -56,10 +56,12 @@ class Collection:
     config: dict[str, Any]
     incarnation: str
     shards: list[ShardHandle] = field(default_factory=list)
+    shard_config: ShardConfig = field(init=False)
 
-    @property
-    def shard_config(self) -> ShardConfig:
-        return shard_config_of(self.config)
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        if key == "config":  # derived once per config change, read on every request
+            super().__setattr__("shard_config", shard_config_of(value))
 
     def shard_for(self, point_id) -> ShardHandle:
         return self.shards[shard_of(point_id, len(self.shards))]

@@ -77,6 +77,10 @@ async def ready(actor) -> None:
     await actor.ready.remote()
 
 
+async def endpoint(actor) -> tuple[str, str]:
+    return await actor.endpoint.remote()
+
+
 async def stop(actor, take_snapshot: bool = True) -> None:
     """Close the shard cleanly (snapshot, log closed), then end the actor."""
     try:

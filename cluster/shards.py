@@ -1,29 +1,79 @@
 """The gateway's handle on one shard.
 
 ``ShardHandle`` is the only way the gateway reaches a shard: awaitable methods
-named after ``LocalShard``'s, so the transport underneath (today a Ray actor
-call) can change without touching the gateway.
+named after ``LocalShard``'s. Underneath, a shard on this machine is reached
+over its Unix socket (``cluster.transport``), any other through a Ray actor
+call. If the socket breaks (the actor died and Ray is restarting it), reads
+retry through Ray, which waits for the restart; a write is not retried blindly
+(it may have been applied) and fails with ShardUnavailable.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from cluster import runtime
+from cluster.transport import ShardChannel, machine_identity
+from shard.types import ShoalError
+
+log = logging.getLogger(__name__)
+
+WRITES = frozenset({"apply"})
+
+
+class ShardUnavailable(ShoalError):
+    """The shard could not be reached; the request may or may not have taken effect."""
 
 
 class ShardHandle:
     def __init__(self, actor, index: int):
         self.actor = actor
         self.index = index
+        self._channel: ShardChannel | None = None
+        self._direct = True  # False once we learn the shard is on another machine
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> ShardChannel | None:
+        if self._channel is not None and not self._channel.closed:
+            return self._channel
+        if not self._direct:
+            return None
+        async with self._connecting:
+            if self._channel is not None and not self._channel.closed:
+                return self._channel
+            identity, address = await runtime.endpoint(self.actor)
+            if identity != machine_identity():
+                self._direct = False
+                return None
+            try:
+                self._channel = await ShardChannel.connect(address)
+            except OSError as exc:
+                log.warning("shard %d: socket unreachable (%s); using Ray calls", self.index, exc)
+                self._direct = False
+                return None
+            return self._channel
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await runtime.call(self.actor, method, *args, **kwargs)
+        channel = await self._connect()
+        if channel is None:
+            return await runtime.call(self.actor, method, *args, **kwargs)
+        try:
+            return await channel.call(method, *args, **kwargs)
+        except ConnectionError as exc:
+            self._channel = None
+            if method in WRITES:
+                raise ShardUnavailable(f"shard {self.index} went away during a write: {exc}") from None
+            return await runtime.call(self.actor, method, *args, **kwargs)
 
     async def ready(self) -> None:
         await runtime.ready(self.actor)
 
     async def stop(self, take_snapshot: bool = True) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         await runtime.stop(self.actor, take_snapshot)
 
     # Thin typed wrappers keep call sites readable.
@@ -45,7 +95,7 @@ class ShardHandle:
     async def count(self, filter) -> int:
         return await self.call("count", filter)
 
-    async def facet(self, key: str, filter, limit: int) -> list:
+    async def facet(self, key: str, filter, limit) -> list:
         return await self.call("facet", key, filter, limit)
 
     async def sample(self, filter, using: str, n: int, seed: int):

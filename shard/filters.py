@@ -189,7 +189,7 @@ class _Nested(_Node):
 
 
 def _point_id(value: Any) -> int | str:
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value < 2**64:
         return value
     parsed = parse_uuid(value)
     if parsed is None:
@@ -265,7 +265,9 @@ def _range_checker(spec: Any) -> tuple[dict, bool, Callable[[Any], bool]]:
         b = parse_datetime(v) if is_dt else as_number(v)
         if b is None:
             if is_dt:
-                raise BadInput(f"'{v}' does not match accepted datetime format (RFC3339). Example: 2014-01-01T00:00:00Z")
+                raise BadInput(
+                    f"'{v}' does not match accepted datetime format (RFC3339). Example: 2014-01-01T00:00:00Z"
+                )
             raise BadInput(f"range bound `{k}` must be a number, got {v!r}")
         bounds[k] = b
     read = parse_datetime if is_dt else as_number
@@ -397,6 +399,8 @@ class _Field(_Node):
             if not isinstance(vc, dict):
                 raise BadInput("values_count expects an object")
             self.values_count = {k: v for k, v in vc.items() if k in ("lt", "gt", "lte", "gte") and v is not None}
+            if any(type(v) is not int or v < 0 for v in self.values_count.values()):
+                raise BadInput("values_count bounds must be non-negative integers")
         self.is_empty, self.is_null = present.get("is_empty"), present.get("is_null")
         self.checkers = checkers
         single = len(present) == 1 and self.values_count is None and self.is_empty is None and self.is_null is None
@@ -415,7 +419,9 @@ class _Field(_Node):
                 return self.is_empty
             return self.is_null is not None and not self.is_null
         if self.values_count is not None:
-            return any(_count_ok(self.values_count, 0 if v is None else len(v) if type(v) is list else 1) for v in values)
+            return any(
+                _count_ok(self.values_count, 0 if v is None else len(v) if type(v) is list else 1) for v in values
+            )
         if self.is_empty is not None:
             return any(_fc_is_empty(self.is_empty, v) for v in values)
         if self.is_null is not None:

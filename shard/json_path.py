@@ -28,6 +28,9 @@ class _Wildcard:
     def __repr__(self) -> str:
         return "[]"
 
+    def __reduce__(self) -> str:
+        return "WILDCARD"  # unpickles to the same singleton: items are compared by identity
+
 
 WILDCARD = _Wildcard()
 # An item is a str (object key), an int (array index) or WILDCARD.
@@ -327,5 +330,5 @@ def _filter_value(path: JsonPath, value: Any, keep: Callable[[JsonPath], bool]) 
         return out
     if isinstance(value, list):
         sub = JsonPath(path.first_key, path.rest + (WILDCARD,))
-        return [_filter_value(sub, element, keep) for element in value if keep(sub)]
+        return [_filter_value(sub, element, keep) for element in value] if keep(sub) else []
     return value

@@ -74,7 +74,9 @@ def normalize_schema(schema: str | dict) -> tuple[str, dict | None]:
         elif rule != "skip":
             out[name] = rule
     if kind == "integer" and out["lookup"] is False and out["range"] is False:
-        raise BadInput("Validation error in body: [lookup: the 'lookup' and 'range' capabilities can't be both disabled]")
+        raise BadInput(
+            "Validation error in body: [lookup: the 'lookup' and 'range' capabilities can't be both disabled]"
+        )
     if kind == "text" and out["tokenizer"] not in _TOKENIZERS:
         raise BadInput(f"Unknown tokenizer type: {out['tokenizer']!r}")
     return kind, out
@@ -226,9 +228,7 @@ def select_payload(payload: dict, selector: PayloadSelector | None) -> dict | No
     out = payload
     if selector.include is not None:
         patterns = [json_path.parse(p) for p in selector.include]
-        out = json_path.value_filter(
-            out, lambda path: any(json_path.check_include_pattern(path, p) for p in patterns)
-        )
+        out = json_path.value_filter(out, lambda path: any(json_path.check_include_pattern(path, p) for p in patterns))
     if selector.exclude is not None:
         patterns = [json_path.parse(p) for p in selector.exclude]
         out = json_path.value_filter(

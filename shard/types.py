@@ -53,6 +53,10 @@ class PointNotFound(NotFound):
         self.point_id = point_id
         super().__init__(f"No point with id {point_id} found")
 
+    def __reduce__(self):
+        # Crosses process boundaries (Ray, the shard socket): rebuild from the id.
+        return (PointNotFound, (self.point_id,))
+
 
 class Conflict(ShoalError):
     """The thing to create exists already: 409 "Wrong input: …" (no prefix in the message)."""

@@ -32,6 +32,13 @@ from gateway.models.serde import (
 
 Distance = enum("Cosine", "Euclid", "Dot", "Manhattan")
 Datatype = enum("float32", "uint8", "float16")
+ShardingMethod = enum("auto", "custom")
+ScalarType = enum("int8")
+CompressionRatio = enum("x4", "x8", "x16", "x32", "x64")
+BinaryQuantizationEncoding = enum("one_bit", "two_bits", "one_and_half_bits")
+BinaryQuantizationQueryEncoding = enum("default", "binary", "scalar4bits", "scalar8bits")
+MultiVectorComparator = enum("max_sim")
+Modifier = enum("none", "idf")
 
 # ---------------------------------------------------------------------------
 # Config diffs.
@@ -79,7 +86,7 @@ class CollectionParamsDiff(QModel):
 
 
 class ScalarQuantizationConfig(QModel):
-    type: enum("int8")
+    type: ScalarType
     quantile: Annotated[Optional[F32], Range(min=0.5, max=1.0, f32=True)] = None
     always_ram: Optional[Bool] = None
 
@@ -89,7 +96,7 @@ class ScalarQuantization(QModel):
 
 
 class ProductQuantizationConfig(QModel):
-    compression: enum("x4", "x8", "x16", "x32", "x64")
+    compression: CompressionRatio
     always_ram: Optional[Bool] = None
 
 
@@ -99,8 +106,8 @@ class ProductQuantization(QModel):
 
 class BinaryQuantizationConfig(QModel):
     always_ram: Optional[Bool] = None
-    encoding: Optional[enum("one_bit", "two_bits", "one_and_half_bits")] = None
-    query_encoding: Optional[enum("default", "binary", "scalar4bits", "scalar8bits")] = None
+    encoding: Optional[BinaryQuantizationEncoding] = None
+    query_encoding: Optional[BinaryQuantizationQueryEncoding] = None
 
 
 class BinaryQuantization(QModel):
@@ -118,7 +125,7 @@ QuantizationConfigDiff = Untagged(
 
 
 class MultiVectorConfig(QModel):
-    comparator: enum("max_sim")
+    comparator: MultiVectorComparator
 
 
 class VectorParams(QModel):
@@ -156,7 +163,7 @@ class SparseIndexParams(QModel):
 
 class SparseVectorParams(QModel):
     index: Optional[SparseIndexParams] = None
-    modifier: Optional[enum("none", "idf")] = None
+    modifier: Optional[Modifier] = None
 
 
 class StrictModeConfig(QModel):
@@ -187,7 +194,7 @@ class InitFrom(QModel):
 class CreateCollection(QModel):
     vectors: Annotated[Optional[VectorsConfig], NESTED] = None
     shard_number: Annotated[Optional[U32], Range(min=1)] = None
-    sharding_method: Optional[enum("auto", "custom")] = None
+    sharding_method: Optional[ShardingMethod] = None
     replication_factor: Annotated[Optional[U32], Range(min=1)] = None
     write_consistency_factor: Annotated[Optional[U32], Range(min=1)] = None
     on_disk_payload: Optional[Bool] = None
@@ -281,14 +288,26 @@ SnowballLanguage = enum(
 )  # fmt: skip
 
 
+KeywordIndexType = enum("keyword")
+IntegerIndexType = enum("integer")
+FloatIndexType = enum("float")
+GeoIndexType = enum("geo")
+TextIndexType = enum("text")
+BoolIndexType = enum("bool")
+DatetimeIndexType = enum("datetime")
+UuidIndexType = enum("uuid")
+TokenizerType = enum("prefix", "whitespace", "word", "multilingual")
+Snowball = enum("snowball")
+
+
 class KeywordIndexParams(QModel):
-    type: enum("keyword")
+    type: KeywordIndexType
     is_tenant: Optional[Bool] = None
     on_disk: Optional[Bool] = None
 
 
 class IntegerIndexParams(QModel):
-    type: enum("integer")
+    type: IntegerIndexType
     lookup: Optional[Bool] = None
     range: Optional[Bool] = None
     is_principal: Optional[Bool] = None
@@ -302,13 +321,13 @@ class IntegerIndexParams(QModel):
 
 
 class FloatIndexParams(QModel):
-    type: enum("float")
+    type: FloatIndexType
     is_principal: Optional[Bool] = None
     on_disk: Optional[Bool] = None
 
 
 class GeoIndexParams(QModel):
-    type: enum("geo")
+    type: GeoIndexType
     on_disk: Optional[Bool] = None
 
 
@@ -318,35 +337,39 @@ class StopwordsSet(QModel):
 
 
 class SnowballParams(QModel):
-    type: enum("snowball")
+    type: Snowball
     language: SnowballLanguage
 
 
+StopwordsInterface = Untagged("StopwordsInterface", Language, StopwordsSet)
+StemmingAlgorithm = Untagged("StemmingAlgorithm", SnowballParams)
+
+
 class TextIndexParams(QModel):
-    type: enum("text")
-    tokenizer: Optional[enum("prefix", "whitespace", "word", "multilingual")] = None
+    type: TextIndexType
+    tokenizer: Optional[TokenizerType] = None
     min_token_len: Optional[USize] = None
     max_token_len: Optional[USize] = None
     lowercase: Optional[Bool] = None
     phrase_matching: Optional[Bool] = None
-    stopwords: Optional[Untagged("StopwordsInterface", Language, StopwordsSet)] = None
+    stopwords: Optional[StopwordsInterface] = None
     on_disk: Optional[Bool] = None
-    stemmer: Optional[Untagged("StemmingAlgorithm", SnowballParams)] = None
+    stemmer: Optional[StemmingAlgorithm] = None
 
 
 class BoolIndexParams(QModel):
-    type: enum("bool")
+    type: BoolIndexType
     on_disk: Optional[Bool] = None
 
 
 class DatetimeIndexParams(QModel):
-    type: enum("datetime")
+    type: DatetimeIndexType
     is_principal: Optional[Bool] = None
     on_disk: Optional[Bool] = None
 
 
 class UuidIndexParams(QModel):
-    type: enum("uuid")
+    type: UuidIndexType
     is_tenant: Optional[Bool] = None
     on_disk: Optional[Bool] = None
 

@@ -436,12 +436,13 @@ class PointRequest(QModel):
     shard_key: Optional[ShardKeySelector] = None
 
 
+Direction = enum("asc", "desc")
 StartFrom = Untagged("StartFrom", I64, F64, DateTime)
 
 
 class OrderBy(QModel):
     key: JsonPath
-    direction: Optional[enum("asc", "desc")] = None
+    direction: Optional[Direction] = None
     start_from: Optional[StartFrom] = None
 
 

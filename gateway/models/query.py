@@ -68,6 +68,10 @@ def vector_input_errors(value: Any, path: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 
 
+Fusion = enum("rrf", "dbsf")
+Sample = enum("random")
+
+
 class Mmr(QModel):
     diversity: Annotated[Optional[F32], Range(min=0.0, max=1.0, f32=True)] = None
     candidates_limit: Annotated[Optional[USize], Range(max=16_384)] = None
@@ -138,11 +142,11 @@ class OrderByQuery(QModel):
 
 
 class FusionQuery(QModel):
-    fusion: enum("rrf", "dbsf")
+    fusion: Fusion
 
 
 class SampleQuery(QModel):
-    sample: enum("random")
+    sample: Sample
 
 
 # --- formula expressions ----------------------------------------------------

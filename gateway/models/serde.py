@@ -8,8 +8,9 @@ words: ``invalid type: string "x", expected usize``, ``invalid value: integer
 ``data did not match any variant of untagged enum Condition``.
 
 The messages travel inside pydantic errors of type ``serde`` (ctx ``m`` is the
-message, ctx ``k`` says how serde_json would place it: ``value``, ``custom`` or
-``key``); ``gateway.models.parse`` picks the error serde would have met first.
+message, ctx ``k`` says how serde_json would place it: ``value``, ``custom``,
+``key:<name>`` or ``struct``, see ``serde_error``); ``gateway.models.parse``
+picks the error serde would have met first.
 
 Scalar checks are plain Python functions (a few per request); vectors stay
 native ``list[float]`` so that a 1,000-point upsert is validated by
@@ -153,7 +154,9 @@ def invalid_type(value: Any, expected: str) -> str:
 def serde_error(message: str, kind: str = "value") -> PydanticCustomError:
     """A pydantic error carrying serde's message. ``kind`` tells the parser where
     serde_json would report it: ``value`` (at the offending value), ``custom``
-    (a container-level error, reported after the value) or ``key`` (at a key)."""
+    (an error raised after the value was read: reported past it), ``key:<name>``
+    (an unknown key, reported after the key) or ``struct`` (a whole-struct
+    ``try_from`` check: no position)."""
     return PydanticCustomError("serde", "{m}", {"m": message, "k": kind})
 
 
