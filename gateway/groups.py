@@ -32,8 +32,10 @@ async def grouped(collections: Collections, coll: Collection, body: dict[str, An
         probe = replace(req, limit=fetch, offset=0, with_payload=PayloadSelector())
         hits = (await queries.run(coll, [probe]))[0]
         groups = _group(hits, group_by, group_size)
-        full = sum(1 for g in groups.values() if len(g) >= group_size)
-        if full >= limit or len(hits) < fetch:
+        leading = list(groups.values())[:limit]
+        # Done when the groups that will be returned are full: a later, deeper
+        # search could only add hits to them, never change which groups lead.
+        if (len(leading) == limit and all(len(g) >= group_size for g in leading)) or len(hits) < fetch:
             break
         fetch *= 4
     chosen = list(groups.items())[:limit]

@@ -19,7 +19,12 @@ mode in places, all deliberate here:
   meters with the geo crate's Earth radius; polygon edges and hole edges are outside.
 - ``text``/``phrase`` without a text index are substring tests; with one, token tests.
 - an empty ``should`` list is ignored (Qdrant's ``optimize_filter`` drops it), except
-  inside ``nested``, where Qdrant's plain ``check_payload`` makes it match nothing.
+  inside ``nested``, where Qdrant's plain ``check_payload`` makes it match nothing;
+  ``min_should`` needs ``min_count`` of its conditions (Qdrant's answer to an
+  unsatisfiable one depends on its query plan; here it never matches).
+
+Later Qdrant versions changed two of these: ``is_null`` became true for ``[null]`` and
+``values_count`` matches a missing key as 0 values; this module follows 1.15.
 
 Conditions a payload index can answer are evaluated with numpy from the index (see
 ``shard.payload_index`` for the few places where Qdrant's index semantics differ from a
@@ -402,6 +407,8 @@ class _Field(_Node):
             if any(type(v) is not int or v < 0 for v in self.values_count.values()):
                 raise BadInput("values_count bounds must be non-negative integers")
         self.is_empty, self.is_null = present.get("is_empty"), present.get("is_null")
+        if any(flag is not None and type(flag) is not bool for flag in (self.is_empty, self.is_null)):
+            raise BadInput("is_empty and is_null of a field condition must be booleans")
         self.checkers = checkers
         single = len(present) == 1 and self.values_count is None and self.is_empty is None and self.is_null is None
         index = lookup(self.path) if lookup is not None else None

@@ -382,7 +382,7 @@ class LocalShard:
 
     def search_batch(self, requests):
         with self._lock:
-            return [search.search(self, r) for r in requests]
+            return search.search_many(self, requests)
 
     def retrieve(self, ids, with_payload, with_vector):
         with self._lock:

@@ -23,6 +23,7 @@ Callers hold the shard's lock.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,24 +63,83 @@ def candidates(shard: LocalShard, filter: dict | None, using: str, exclude: froz
     return mask
 
 
+@dataclass
+class _Plan:
+    """One request on its way through ``search_many``."""
+
+    req: SearchRequest
+    mask: np.ndarray | None = None
+    query: np.ndarray | None = None  # preprocessed vector of a nearest query
+    graph_k: int = 0  # > 0: ask the graph for this many neighbours
+    ef: int = 0
+    labels: np.ndarray | None = None
+    sims: np.ndarray | None = None
+
+
+def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
+    """Answer several requests; graph searches that share a vector, k and ef go to
+    hnswlib as one multi-query call."""
+    plans = [_plan(shard, r) for r in requests]
+    groups: dict[tuple[str, int, int], list[_Plan]] = {}
+    for plan in plans:
+        if plan.graph_k > 0:
+            groups.setdefault((plan.req.using, plan.graph_k, plan.ef), []).append(plan)
+    for (using, k, ef), members in groups.items():
+        labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef)
+        for i, plan in enumerate(members):
+            plan.labels, plan.sims = labels[i], sims[i]
+    return [_finish(shard, plan) for plan in plans]
+
+
 def search(shard: LocalShard, req: SearchRequest) -> list[ScoredPoint]:
+    return search_many(shard, [req])[0]
+
+
+def _plan(shard: LocalShard, req: SearchRequest) -> _Plan:
     params = shard.config.vector(req.using)
-    mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    plan = _Plan(req)
     top = req.offset + req.limit
-    if top <= 0 or not mask.any():
+    if top <= 0:
+        return plan
+    plan.mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    if not isinstance(req.query, NearestQuery):
+        return plan
+    plan.query = distances.preprocess(req.query.vector, params.distance)
+    graph = shard.graphs.get(req.using)
+    if req.exact or graph is None or len(graph) == 0:
+        return plan
+    n_candidates = int(plan.mask.sum())
+    small = n_candidates * params.size * 4 < shard.config.hnsw_for(req.using).full_scan_threshold * 1024
+    if req.filter is not None and small:
+        return plan
+    in_graph = int((plan.mask & shard.indexed[req.using][: shard.size]).sum())
+    if in_graph == 0:
+        return plan
+    # Oversample by the filter's selectivity within the graph.
+    k = top if in_graph >= len(graph) else math.ceil(top * len(graph) / in_graph * OVERSAMPLE) + EXTRA
+    plan.graph_k = min(k, len(graph))
+    plan.ef = max(req.hnsw_ef or shard.config.hnsw_for(req.using).ef_construct, plan.graph_k)
+    return plan
+
+
+def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
+    req = plan.req
+    top = req.offset + req.limit
+    if plan.mask is None or not plan.mask.any():
         return []
-    query = req.query
-    if isinstance(query, NearestQuery):
-        q = distances.preprocess(query.vector, params.distance)
-        offsets, sims = _nearest(shard, req, q, mask, top)
-        threshold = None if req.score_threshold is None else distances.threshold_to_internal(req.score_threshold, params.distance)
-        if threshold is not None:
-            keep = sims > threshold
+    params = shard.config.vectors[req.using]
+    if isinstance(req.query, NearestQuery):
+        if plan.labels is not None:
+            offsets, sims = _from_graph(shard, plan, top)
+        else:
+            offsets, sims = _exact(shard, req.using, plan.query, plan.mask, top)
+        if req.score_threshold is not None:
+            keep = sims > distances.threshold_to_internal(req.score_threshold, params.distance)
             offsets, sims = offsets[keep], sims[keep]
         scores = distances.to_display(sims, params.distance)
     else:
-        idx = np.flatnonzero(mask)
-        all_scores = _score_query(shard, req.using, query, idx)
+        idx = np.flatnonzero(plan.mask)
+        all_scores = _score_query(shard, req.using, req.query, idx)
         if req.score_threshold is not None:
             keep = all_scores > req.score_threshold
             idx, all_scores = idx[keep], all_scores[keep]
@@ -88,31 +148,21 @@ def search(shard: LocalShard, req: SearchRequest) -> list[ScoredPoint]:
     return [_scored_point(shard, int(o), float(s), req.with_payload, req.with_vector) for o, s in zip(offsets, scores)]
 
 
-def _nearest(shard: LocalShard, req: SearchRequest, q: np.ndarray, mask: np.ndarray, top: int):
-    """Offsets and internal similarities of the best ``top`` candidates, best first."""
-    graph = shard.graphs.get(req.using)
-    n_candidates = int(mask.sum())
-    dim = q.shape[0]
-    small = n_candidates * dim * 4 < shard.config.hnsw_for(req.using).full_scan_threshold * 1024
-    if req.exact or graph is None or len(graph) == 0 or (req.filter is not None and small):
-        return _exact(shard, req.using, q, mask, top)
+def _from_graph(shard: LocalShard, plan: _Plan, top: int):
+    """Graph hits that pass the mask, merged with exact scores of the candidates not
+    yet in the graph; exact over all candidates if the graph came back short."""
+    req = plan.req
     indexed = shard.indexed[req.using][: shard.size]
-    in_graph = mask & indexed
-    n_in_graph = int(in_graph.sum())
-    # Oversample by the filter's selectivity within the graph.
-    k = top if n_in_graph >= len(graph) else math.ceil(top * len(graph) / max(n_in_graph, 1) * OVERSAMPLE) + EXTRA
-    k = min(k, len(graph))
-    ef = max(req.hnsw_ef or shard.config.hnsw_for(req.using).ef_construct, k)
-    labels, sims = graph.search(q[None, :], k, ef)
-    labels, sims = labels[0], sims[0]
+    in_graph = plan.mask & indexed
+    labels, sims = plan.labels, plan.sims
     ok = labels >= 0
     ok[ok] = in_graph[labels[ok]]
     labels, sims = labels[ok], sims[ok]
-    if len(labels) < min(top, n_in_graph):
-        return _exact(shard, req.using, q, mask, top)
-    pending = mask & ~indexed
+    if len(labels) < min(top, int(in_graph.sum())):
+        return _exact(shard, req.using, plan.query, plan.mask, top)
+    pending = plan.mask & ~indexed
     if pending.any():
-        p_off, p_sims = _exact(shard, req.using, q, pending, top)
+        p_off, p_sims = _exact(shard, req.using, plan.query, pending, top)
         labels = np.concatenate([labels, p_off])
         sims = np.concatenate([sims, p_sims])
     order = _top_order(sims, top)
