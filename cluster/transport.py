@@ -212,7 +212,15 @@ class ShardChannel:
 
     @classmethod
     async def connect(cls, address: str) -> ShardChannel:
-        reader, writer = await asyncio.open_unix_connection(path=address, limit=2**26)
+        # Connect by hand: uvloop rejects abstract-namespace names given as a path.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**26)
         return cls(reader, writer)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from gateway import settings as settings_module
@@ -57,6 +58,7 @@ def serve(args: argparse.Namespace) -> None:
     )
     web.run_app(
         app,
+        loop=uvloop.new_event_loop(),  # several times cheaper sockets and callbacks than asyncio's loop
         host=settings.service.host,
         port=settings.service.http_port,
         access_log=None,
