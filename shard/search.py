@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from shard import distances, filters
 from shard.payload import facet as payload_facet
@@ -74,34 +75,57 @@ class _Plan:
     ef: int = 0
     labels: np.ndarray | None = None
     sims: np.ndarray | None = None
+    exact_done: bool = False  # labels/sims hold the final exact answer
 
 
 def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
-    plans = [_plan(shard, r) for r in requests]
-    groups: dict[tuple[str, int, int], list[_Plan]] = {}
+    masks: dict = {}
+    plans = [_plan(shard, r, masks) for r in requests]
+    graph_groups: dict[tuple[str, int, int], list[_Plan]] = {}
+    exact_groups: dict[int, list[_Plan]] = {}
     for plan in plans:
         if plan.graph_k > 0:
-            groups.setdefault((plan.req.using, plan.graph_k, plan.ef), []).append(plan)
-    for (using, k, ef), members in groups.items():
+            graph_groups.setdefault((plan.req.using, plan.graph_k, plan.ef), []).append(plan)
+        elif plan.query is not None and plan.mask is not None:
+            exact_groups.setdefault(id(plan.mask), []).append(plan)
+    for (using, k, ef), members in graph_groups.items():
         labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef)
         for i, plan in enumerate(members):
             plan.labels, plan.sims = labels[i], sims[i]
+    for members in exact_groups.values():
+        if len(members) > 1:
+            _exact_together(shard, members)
     return [_finish(shard, plan) for plan in plans]
 
 
-def search(shard: LocalShard, req: SearchRequest) -> list[ScoredPoint]:
-    return search_many(shard, [req])[0]
+def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
+    """Exact scores for nearest queries that share their candidates: one gather of
+    the candidate vectors and one matrix product for all of them."""
+    first = members[0]
+    using = first.req.using
+    params = shard.config.vectors[using]
+    idx = np.flatnonzero(first.mask)
+    block = shard.vectors[using].data[idx]
+    sims = distances.similarity(np.stack([p.query for p in members]), block, params.distance)
+    for plan, row in zip(members, sims):
+        order = _top_order(row, plan.req.offset + plan.req.limit)
+        plan.labels, plan.sims = idx[order], row[order]
+        plan.exact_done = True
 
 
-def _plan(shard: LocalShard, req: SearchRequest) -> _Plan:
+def _plan(shard: LocalShard, req: SearchRequest, masks: dict) -> _Plan:
     params = shard.config.vector(req.using)
     plan = _Plan(req)
     top = req.offset + req.limit
     if top <= 0:
         return plan
-    plan.mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    # Requests of one batch that filter alike share one mask (one evaluation).
+    key = (req.using, orjson.dumps(req.filter, option=orjson.OPT_SORT_KEYS), req.exclude_ids)
+    if key not in masks:
+        masks[key] = candidates(shard, req.filter, req.using, req.exclude_ids)
+    plan.mask = masks[key]
     if not isinstance(req.query, NearestQuery):
         return plan
     plan.query = distances.preprocess(req.query.vector, params.distance)
@@ -129,7 +153,9 @@ def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
         return []
     params = shard.config.vectors[req.using]
     if isinstance(req.query, NearestQuery):
-        if plan.labels is not None:
+        if plan.exact_done:
+            offsets, sims = plan.labels, plan.sims
+        elif plan.labels is not None:
             offsets, sims = _from_graph(shard, plan, top)
         else:
             offsets, sims = _exact(shard, req.using, plan.query, plan.mask, top)

@@ -208,3 +208,22 @@ def test_named_vectors_and_partial_points(tmp_path, rng):
     (hits,) = shard.search_batch([SearchRequest(NearestQuery(rng.normal(size=DIM).astype(np.float32)), using="text", limit=5)])
     assert [h.id for h in hits] == [1]
     shard.close()
+
+
+def test_batched_search_equals_one_at_a_time(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    data = rng.normal(size=(3000, DIM)).astype(np.float32)
+    shard.apply(upsert(range(3000), data, [{"g": int(i % 7)} for i in range(3000)]))
+    shard.apply({"type": "create_index", "field": "g", "schema": "integer"})
+    shard.wait_indexed()
+    filters = [None, {"must": [{"key": "g", "match": {"value": 2}}]}, {"must": [{"key": "g", "match": {"any": [1, 3, 5]}}]}]
+    requests = [
+        SearchRequest(NearestQuery(q), filter=filters[i % 3], limit=5 + i % 4, offset=i % 2, exact=i % 5 == 0)
+        for i, q in enumerate(rng.normal(size=(24, DIM)).astype(np.float32))
+    ]
+    together = shard.search_batch(requests)
+    alone = [shard.search_batch([r])[0] for r in requests]
+    assert [[(h.id, round(h.score, 5)) for h in hits] for hits in together] == [
+        [(h.id, round(h.score, 5)) for h in hits] for hits in alone
+    ]
+    shard.close()
