@@ -243,15 +243,16 @@ def _score_query(shard: LocalShard, using: str, query, idx: np.ndarray) -> np.nd
 
 
 def vector_output(shard: LocalShard, offset: int, selector: VectorSelector):
-    """A point's vectors in Qdrant's JSON shape: a list for a collection with only the
-    unnamed vector, a dict by name otherwise; None when not asked for."""
+    """A point's vectors in Qdrant's JSON shape: one vector for a collection with only
+    the unnamed vector, a dict by name otherwise; None when not asked for. Vectors are
+    float32 arrays (copies): JSON encoding prints them as float32, as Qdrant does."""
     if selector is False:
         return None
-    names = list(shard.config.vectors) if selector is True else [n for n in selector if n in shard.vectors]
     if selector is True and list(shard.config.vectors) == [DEFAULT_VECTOR]:
         store = shard.vectors[DEFAULT_VECTOR]
-        return store.get(offset).tolist() if store.has(offset) else None
-    return {n: shard.vectors[n].get(offset).tolist() for n in names if shard.vectors[n].has(offset)}
+        return store.get(offset).copy() if store.has(offset) else None
+    names = list(shard.config.vectors) if selector is True else [n for n in selector if n in shard.vectors]
+    return {n: shard.vectors[n].get(offset).copy() for n in names if shard.vectors[n].has(offset)}
 
 
 def _payload(shard: LocalShard, offset: int, selector: PayloadSelector | None):

@@ -274,27 +274,16 @@ class SearchRequest:
 @dataclass
 class ScoredPoint:
     """One result of a scored search, in the shape Qdrant's JSON gives it.
-    ``vector`` is a list for a collection's unnamed vector, a dict of lists by
-    name otherwise, or None when not asked for."""
+    ``vector`` is a float32 array for a collection's unnamed vector, a dict of
+    arrays by name otherwise, or None when not asked for."""
 
     id: PointId
     version: int
     score: float
     payload: dict[str, Any] | None = None
-    vector: list[float] | dict[str, list[float]] | None = None
+    vector: np.ndarray | dict[str, np.ndarray] | None = None
     order_value: int | float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "version": self.version,
-            "score": self.score,
-            "payload": self.payload,
-            "vector": self.vector,
-            "shard_key": None,
-            "order_value": self.order_value,
-        }
-        return out
 
 
 @dataclass
@@ -303,18 +292,9 @@ class Record:
 
     id: PointId
     payload: dict[str, Any] | None = None
-    vector: list[float] | dict[str, list[float]] | None = None
+    vector: np.ndarray | dict[str, np.ndarray] | None = None
     order_value: int | float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "payload": self.payload,
-            "vector": self.vector,
-            "shard_key": None,
-            "order_value": self.order_value,
-        }
-        return out
 
 
 @dataclass(frozen=True)

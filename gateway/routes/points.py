@@ -8,16 +8,11 @@ from aiohttp import web
 
 from gateway import convert
 from gateway.merge import merge_by_id, merge_facets, merge_ordered
+from gateway.models import path_point_id
 from gateway.routes.common import body, check_ids_exist, collection, flag, write
 from shard.types import BadInput, OrderBy, PointNotFound
 
 routes = web.RouteTableDef()
-
-
-def canonical(raw) -> int | str:
-    from gateway.models import canonical_id
-
-    return canonical_id(raw)
 
 
 @routes.put("/collections/{collection_name}/points")
@@ -50,8 +45,7 @@ async def _retrieve(coll, ids, with_payload, with_vector):
 
 @routes.get("/collections/{collection_name}/points/{id}")
 async def get_point(request: web.Request):
-    raw = request.match_info["id"]
-    point_id = canonical(int(raw) if raw.isdigit() else raw)
+    point_id = path_point_id(request.match_info["id"])
     coll = collection(request)
     records = await _retrieve(coll, [point_id], True, True)
     if not records:
