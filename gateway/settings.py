@@ -13,23 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
     host: str = Field("0.0.0.0", description="Address the REST API listens on.")
     http_port: int = Field(6333, description="Port of the REST API (Qdrant's default).")
     max_request_size_mb: int = Field(32, description="Largest request body accepted, in MiB (Qdrant's default).")
 
 
 class StorageSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
     storage_path: Path = Field(Path("./shoal_storage"), description="Folder holding every collection, its log and snapshots, and the metadata.")
     wal_capacity_mb: int = Field(32, description="Log size per shard after which the shard snapshots itself and trims its log.")
     indexing_threads: int = Field(0, description="Threads each shard uses to build its HNSW graphs; 0 = all cores.")
 
 
 class ClusterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
     ray_address: str | None = Field(
         None, description="Ray cluster to join (also taken from RAY_ADDRESS). Unset: start a local Ray on 127.0.0.1."
     )

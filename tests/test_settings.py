@@ -1,0 +1,38 @@
+"""Settings: defaults, YAML file, SHOAL__ environment variables, flags — in that order of strength."""
+
+import pytest
+
+from gateway import settings as settings_module
+from gateway.cli import _overrides, _parser
+
+
+def test_defaults_are_qdrants():
+    s = settings_module.load()
+    assert (s.service.host, s.service.http_port, s.service.max_request_size_mb) == ("0.0.0.0", 6333, 32)
+    assert str(s.storage.storage_path) == "shoal_storage"
+    assert s.cluster.ray_address is None and s.cluster.raft_port is None
+
+
+def test_yaml_then_env_then_flags(tmp_path, monkeypatch):
+    config = tmp_path / "shoal.yaml"
+    config.write_text("service:\n  http_port: 7000\n  host: 10.1.2.3\nstorage:\n  wal_capacity_mb: 8\n")
+    assert settings_module.load(config).service.http_port == 7000
+    monkeypatch.setenv("SHOAL__SERVICE__HTTP_PORT", "7100")
+    s = settings_module.load(config)
+    assert (s.service.http_port, s.service.host, s.storage.wal_capacity_mb) == (7100, "10.1.2.3", 8)
+    args = _parser().parse_args(["serve", "--config", str(config), "--host", "127.0.0.1", "--port", "7200"])
+    s = settings_module.load(args.config, _overrides(args))
+    assert (s.service.http_port, s.service.host, s.storage.wal_capacity_mb) == (7200, "127.0.0.1", 8)
+
+
+def test_ray_address_env_is_honoured(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    args = _parser().parse_args(["serve"])
+    assert settings_module.load(None, _overrides(args)).cluster.ray_address == "ray://head:10001"
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("service:\n  htp_port: 1\n")
+    with pytest.raises(Exception, match="htp_port"):
+        settings_module.load(config)
