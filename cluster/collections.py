@@ -16,55 +16,17 @@ import asyncio
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cluster import runtime
 from cluster.metadata import MetadataStore
 from cluster.metadata_ops import ChangeAliases, CreateAlias, CreateCollection, DeleteAlias, DeleteCollection, RenameAlias, UpdateCollection
-from cluster.placement import shard_of
+from cluster.collection import Collection, not_found
 from cluster.shards import ShardHandle
-from shard.types import DEFAULT_VECTOR, Conflict, HnswConfig, NotFound, OptimizersConfig, ShardConfig, VectorParams
+from shard.types import Conflict
 
 log = logging.getLogger(__name__)
-
-
-def shard_config_of(config: dict[str, Any]) -> ShardConfig:
-    """The ShardConfig a collection's config (Qdrant's CollectionConfig JSON) implies."""
-    params = config["params"]
-    vectors = params["vectors"]
-    if "size" in vectors:
-        named = {DEFAULT_VECTOR: VectorParams.from_json(vectors)}
-    else:
-        named = {name: VectorParams.from_json(v) for name, v in vectors.items()}
-    return ShardConfig(
-        vectors=named,
-        hnsw=HnswConfig().updated(config.get("hnsw_config")),
-        optimizers=OptimizersConfig().updated(config.get("optimizer_config")),
-        on_disk_payload=params.get("on_disk_payload", True),
-    )
-
-
-def not_found(name: str) -> NotFound:
-    return NotFound(f"Collection `{name}` doesn't exist!")
-
-
-@dataclass
-class Collection:
-    name: str
-    config: dict[str, Any]
-    incarnation: str
-    shards: list[ShardHandle] = field(default_factory=list)
-    shard_config: ShardConfig = field(init=False)
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        super().__setattr__(key, value)
-        if key == "config":  # derived once per config change, read on every request
-            super().__setattr__("shard_config", shard_config_of(value))
-
-    def shard_for(self, point_id) -> ShardHandle:
-        return self.shards[shard_of(point_id, len(self.shards))]
 
 
 class Collections:
@@ -77,6 +39,7 @@ class Collections:
         self._running: dict[str, Collection] = {}
         self._lock = asyncio.Lock()
         self.ready = False
+        self.on_change = lambda: None  # told after every change of the registry
 
     # ----------------------------------------------------------------- lookups
 
@@ -132,6 +95,7 @@ class Collections:
             op = CreateCollection(name, config, placement={"incarnation": uuid.uuid4().hex})
             await asyncio.to_thread(self.metadata.propose, op)
             self._running[name] = await self._start(name, self.metadata.collections()[name])
+            self.on_change()
 
     async def delete(self, name: str) -> bool:
         async with self._lock:
@@ -141,6 +105,7 @@ class Collections:
             collection = self._running.pop(name)
             await asyncio.gather(*(s.stop(take_snapshot=False) for s in collection.shards))
             shutil.rmtree(self.storage / "collections" / name, ignore_errors=True)
+            self.on_change()
             return True
 
     async def update(self, name: str, config: dict[str, Any]) -> None:
@@ -150,6 +115,7 @@ class Collections:
                 raise not_found(name)
             await asyncio.to_thread(self.metadata.propose, UpdateCollection(name, replace=config))
             self._running[name].config = self.metadata.collections()[name]["config"]
+            self.on_change()
 
     def aliases(self) -> dict[str, str]:
         return self.metadata.aliases()
@@ -165,7 +131,10 @@ class Collections:
                 ops.append(DeleteAlias(args["alias_name"]))
             elif kind == "rename_alias":
                 ops.append(RenameAlias(args["old_alias_name"], args["new_alias_name"]))
-        await asyncio.to_thread(self.metadata.propose, ChangeAliases(tuple(ops)))
+        try:
+            await asyncio.to_thread(self.metadata.propose, ChangeAliases(tuple(ops)))
+        finally:
+            self.on_change()  # actions before a failing one are kept, as in Qdrant
 
     async def close(self) -> None:
         running, self._running = self._running, {}

@@ -15,19 +15,13 @@ import logging
 from typing import Any
 
 from cluster import runtime
+from cluster.shard_client import WRITES, ShardClient, ShardUnavailable
 from cluster.transport import ShardChannel, machine_identity
-from shard.types import ShoalError
 
 log = logging.getLogger(__name__)
 
-WRITES = frozenset({"apply"})
 
-
-class ShardUnavailable(ShoalError):
-    """The shard could not be reached; the request may or may not have taken effect."""
-
-
-class ShardHandle:
+class ShardHandle(ShardClient):
     def __init__(self, actor, index: int):
         self.actor = actor
         self.index = index
@@ -67,6 +61,12 @@ class ShardHandle:
                 raise ShardUnavailable(f"shard {self.index} went away during a write: {exc}") from None
             return await runtime.call(self.actor, method, *args, **kwargs)
 
+    async def socket_address(self) -> str | None:
+        """Where HTTP workers on this machine reach the shard (asked afresh: a
+        restarted actor listens at a new address); None for another machine."""
+        identity, address = await runtime.endpoint(self.actor)
+        return address if identity == machine_identity() else None
+
     async def ready(self) -> None:
         await runtime.ready(self.actor)
 
@@ -75,31 +75,3 @@ class ShardHandle:
             self._channel.close()
             self._channel = None
         await runtime.stop(self.actor, take_snapshot)
-
-    # Thin typed wrappers keep call sites readable.
-    async def apply(self, op: dict[str, Any], wait: bool) -> int:
-        return await self.call("apply", op, wait)
-
-    async def search_batch(self, requests: list) -> list:
-        return await self.call("search_batch", requests)
-
-    async def retrieve(self, ids, with_payload, with_vector) -> list:
-        return await self.call("retrieve", ids, with_payload, with_vector)
-
-    async def get_vectors(self, ids, using: str) -> dict:
-        return await self.call("get_vectors", ids, using)
-
-    async def scroll(self, **kwargs: Any) -> list:
-        return await self.call("scroll", **kwargs)
-
-    async def count(self, filter) -> int:
-        return await self.call("count", filter)
-
-    async def facet(self, key: str, filter, limit) -> list:
-        return await self.call("facet", key, filter, limit)
-
-    async def sample(self, filter, using: str, n: int, seed: int):
-        return await self.call("sample", filter, using, n, seed)
-
-    async def info(self):
-        return await self.call("info")

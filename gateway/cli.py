@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="REST port (default 6333)")
     serve.add_argument("--storage", type=Path, help="storage folder (default ./shoal_storage)")
     serve.add_argument("--config", type=Path, help="YAML settings file")
+    # An HTTP worker, started by the control process (see gateway.workers).
+    worker = sub.add_parser("_worker")
+    worker.add_argument("--control-dir", type=Path, required=True)
+    for action in serve._actions[1:]:
+        worker._add_action(action)
     return parser
 
 
@@ -44,18 +49,16 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def serve(args: argparse.Namespace) -> None:
-    from gateway.app import create_app
-
+def _settings(args: argparse.Namespace):
     settings = settings_module.load(args.config, _overrides(args))
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    app = create_app(settings)
-    logging.getLogger("shoal").info(
-        "Shoal listening on %s:%d, storage %s", settings.service.host, settings.service.http_port, settings.storage.storage_path
-    )
+    return settings
+
+
+def _run(app: web.Application, settings, **sites) -> None:
     web.run_app(
         app,
         loop=uvloop.new_event_loop(),  # several times cheaper sockets and callbacks than asyncio's loop
@@ -64,13 +67,53 @@ def serve(args: argparse.Namespace) -> None:
         access_log=None,
         print=None,
         shutdown_timeout=10,
+        **sites,
     )
 
 
+def serve(args: argparse.Namespace, argv: list[str]) -> None:
+    from gateway import control as control_module
+    from gateway.app import create_app
+    from gateway.state import CONTROL, WORKER_ARGV
+    from gateway.workers import REGISTRY_PATH, Control, worker_count
+
+    settings = _settings(args)
+    app = create_app(settings, control_module.control_ctx)
+    sites: dict = {}
+    if worker_count(settings.service.workers) > 1:
+        control = Control()
+        app[CONTROL] = control
+        app[WORKER_ARGV] = argv
+        app.router.add_get(REGISTRY_PATH, control_module.registry)
+        sites = {"path": control.socket_path, "reuse_port": True}
+    logging.getLogger("shoal").info(
+        "Shoal listening on %s:%d, storage %s, %d HTTP process(es)",
+        settings.service.host,
+        settings.service.http_port,
+        settings.storage.storage_path,
+        worker_count(settings.service.workers),
+    )
+    _run(app, settings, **sites)
+
+
+def worker(args: argparse.Namespace) -> None:
+    from gateway.app import create_app
+    from gateway.state import CONTROL_DIR
+    from gateway.workers import worker_ctx
+
+    settings = _settings(args)
+    app = create_app(settings, worker_ctx)
+    app[CONTROL_DIR] = args.control_dir
+    _run(app, settings, reuse_port=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        serve(args)
+        serve(args, argv[1:])
+    elif args.command == "_worker":
+        worker(args)
 
 
 if __name__ == "__main__":

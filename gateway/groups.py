@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cluster.collections import Collection, Collections
+from cluster.collection import Collection, Registry
 from gateway import queries
 from shard.json_path import values_at
 from shard.payload import select_payload
@@ -21,7 +21,7 @@ from shard.types import PayloadSelector, SearchRequest
 MAX_ROUNDS = 4
 
 
-async def grouped(collections: Collections, coll: Collection, body: dict[str, Any], req: SearchRequest) -> dict[str, Any]:
+async def grouped(collections: Registry, coll: Collection, body: dict[str, Any], req: SearchRequest) -> dict[str, Any]:
     group_by = body["group_by"]
     group_size = body.get("group_size") or 1
     limit = body.get("limit") or 10
@@ -62,7 +62,7 @@ def _group(hits, group_by: str, group_size: int) -> dict[Any, list]:
     return groups
 
 
-async def _attach_lookup(collections: Collections, out: list[dict], lookup: Any) -> None:
+async def _attach_lookup(collections: Registry, out: list[dict], lookup: Any) -> None:
     from gateway.routes.points import _retrieve
 
     name = lookup if isinstance(lookup, str) else lookup["collection"]

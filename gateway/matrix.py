@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.collections import Collection
+from cluster.collection import Collection
 from shard import distances
 from shard.types import DEFAULT_VECTOR, BadInput
 

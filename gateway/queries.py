@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.collections import Collection, Collections
+from cluster.collection import Collection, Registry
 from gateway import convert
 from gateway.merge import merge_scored
 from shard import distances
@@ -47,7 +47,7 @@ def is_vector(value: Any) -> bool:
 class Examples:
     """Resolves example point ids to vectors for one request."""
 
-    def __init__(self, collections: Collections, collection: Collection, using: str, lookup_from: dict | None):
+    def __init__(self, collections: Registry, collection: Collection, using: str, lookup_from: dict | None):
         self.collections = collections
         self.using = using
         self.exclude_ids: set = set()
@@ -145,7 +145,7 @@ def recommend_query(examples: Examples, positive: list, negative: list, strategy
     return RecommendQuery(tuple(pos), tuple(neg), strategy)
 
 
-async def recommend_request(collections: Collections, collection: Collection, body: dict[str, Any]) -> SearchRequest:
+async def recommend_request(collections: Registry, collection: Collection, body: dict[str, Any]) -> SearchRequest:
     using = body.get("using") or DEFAULT_VECTOR
     examples = Examples(collections, collection, using, body.get("lookup_from"))
     positive, negative = body.get("positive") or [], body.get("negative") or []
@@ -160,7 +160,7 @@ def context_pairs(examples: Examples, pairs: list[dict]) -> tuple[ContextPair, .
     return tuple(ContextPair(examples.vector(p["positive"]), examples.vector(p["negative"])) for p in pairs)
 
 
-async def discover_request(collections: Collections, collection: Collection, body: dict[str, Any]) -> SearchRequest:
+async def discover_request(collections: Registry, collection: Collection, body: dict[str, Any]) -> SearchRequest:
     using = body.get("using") or DEFAULT_VECTOR
     examples = Examples(collections, collection, using, body.get("lookup_from"))
     target, context = body.get("target"), body.get("context") or []

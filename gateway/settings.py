@@ -23,6 +23,11 @@ class ServiceSettings(BaseModel):
     host: str = Field("0.0.0.0", description="Address the REST API listens on.")
     http_port: int = Field(6333, description="Port of the REST API (Qdrant's default).")
     max_request_size_mb: int = Field(32, description="Largest request body accepted, in MiB (Qdrant's default).")
+    workers: int = Field(
+        1,
+        description="HTTP processes sharing the port (SO_REUSEPORT); 0 = one per core. "
+        "Extra workers reach shards on this machine directly; collection changes go through the first.",
+    )
 
 
 class StorageSettings(BaseModel):

@@ -6,11 +6,14 @@ import asyncio
 
 from aiohttp import web
 
-from cluster.collections import Collections
+from cluster.collection import Registry
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-COLLECTIONS = web.AppKey("collections", Collections)
+COLLECTIONS = web.AppKey("collections", Registry)
 METRICS = web.AppKey("metrics", Metrics)
 READY = web.AppKey("ready", asyncio.Event)
+CONTROL = web.AppKey("control", object)  # gateway.workers.Control, when HTTP workers run
+WORKER_ARGV = web.AppKey("worker_argv", list)  # the flags workers are started with
+CONTROL_DIR = web.AppKey("control_dir", object)  # in an HTTP worker: the control's folder (Path)

@@ -13,13 +13,13 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from cluster.collections import Collection, Collections
+from cluster.collection import Collection, Registry
 from gateway import convert, queries
 from gateway.merge import merge_by_id, merge_ordered
 from shard.types import DEFAULT_VECTOR, BadInput, OrderBy, ScoredPoint
 
 
-async def query_points(collections: Collections, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
+async def query_points(collections: Registry, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
     if body.get("prefetch"):
         raise BadInput("prefetch is not supported by Shoal yet")
     query = body.get("query")

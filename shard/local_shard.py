@@ -67,6 +67,9 @@ class LocalShard:
         # indexed[name][offset]: the graph holds the offset's current vector.
         self.indexed = {n: np.zeros(0, dtype=bool) for n in config.vectors}
         self.seq = 0  # last applied operation
+        self._epoch = 0  # moves with every change a read could see (writes, indexing)
+        self._read_cache: dict = {}
+        self._read_cache_epoch = 0
         self._snapshot_seq = 0
         self._log_bytes = 0  # logged since the last snapshot
         self.path.mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,7 @@ class LocalShard:
             if wait:
                 self.wal.flush(fsync=True)
             self._apply(seq, op)
+            self._epoch += 1
             self._log_bytes += len(record)
             self._work.notify_all()
             if self._log_bytes > self.wal_capacity_bytes:
@@ -244,6 +248,14 @@ class LocalShard:
             else:
                 store.clear(offset)
 
+    def read_cache(self) -> dict:
+        """A dict for derived read state (see shard.search.cached_candidates),
+        emptied whenever the shard changed since it was filled. Caller holds the lock."""
+        if self._read_cache_epoch != self._epoch:
+            self._read_cache = {}
+            self._read_cache_epoch = self._epoch
+        return self._read_cache
+
     # ------------------------------------------------------------ FilterContext
 
     @property
@@ -321,6 +333,7 @@ class LocalShard:
                 store = self.vectors[name]
                 unchanged = store.present[pending] & (store.data[pending] == before).all(axis=1)
                 self.indexed[name][pending[unchanged]] = True
+                self._epoch += 1
             return len(pending) + len(stale)
         return 0
 

@@ -65,11 +65,50 @@ def candidates(shard: LocalShard, filter: dict | None, using: str, exclude: froz
 
 
 @dataclass
+class Candidates:
+    """The points a (vector, filter, exclusions) may return, with what the planner
+    needs about them. Derived once per shard epoch and reused by every query that
+    asks the same: the masks are O(points) to build, a graph search is not."""
+
+    mask: np.ndarray
+    count: int
+    in_graph: np.ndarray  # candidates whose current vector is in the graph
+    in_graph_count: int
+    pending: np.ndarray | None  # candidates not yet in the graph; None when there are none
+
+    @classmethod
+    def of(cls, shard: LocalShard, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
+        mask = candidates(shard, filter, using, exclude)
+        indexed = shard.indexed[using][: shard.size]
+        if len(indexed) < len(mask):
+            indexed = np.concatenate([indexed, np.zeros(len(mask) - len(indexed), dtype=bool)])
+        in_graph = mask & indexed
+        pending = mask & ~indexed
+        return cls(mask, int(mask.sum()), in_graph, int(in_graph.sum()), pending if pending.any() else None)
+
+
+CACHE_SIZE = 64
+
+
+def cached_candidates(shard: LocalShard, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
+    """Candidates from the shard's read cache, which is emptied whenever the shard's
+    epoch moves (every write, every indexing step)."""
+    cache = shard.read_cache()
+    key = (using, None if filter is None else orjson.dumps(filter, option=orjson.OPT_SORT_KEYS), exclude)
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        found = cache[key] = Candidates.of(shard, using, filter, exclude)
+    return found
+
+
+@dataclass
 class _Plan:
     """One request on its way through ``search_many``."""
 
     req: SearchRequest
-    mask: np.ndarray | None = None
+    cands: Candidates | None = None
     query: np.ndarray | None = None  # preprocessed vector of a nearest query
     graph_k: int = 0  # > 0: ask the graph for this many neighbours
     ef: int = 0
@@ -81,15 +120,14 @@ class _Plan:
 def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
-    masks: dict = {}
-    plans = [_plan(shard, r, masks) for r in requests]
+    plans = [_plan(shard, r) for r in requests]
     graph_groups: dict[tuple[str, int, int], list[_Plan]] = {}
     exact_groups: dict[int, list[_Plan]] = {}
     for plan in plans:
         if plan.graph_k > 0:
             graph_groups.setdefault((plan.req.using, plan.graph_k, plan.ef), []).append(plan)
-        elif plan.query is not None and plan.mask is not None:
-            exact_groups.setdefault(id(plan.mask), []).append(plan)
+        elif plan.query is not None and plan.cands is not None:
+            exact_groups.setdefault(id(plan.cands), []).append(plan)
     for (using, k, ef), members in graph_groups.items():
         labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef)
         for i, plan in enumerate(members):
@@ -106,7 +144,7 @@ def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
     first = members[0]
     using = first.req.using
     params = shard.config.vectors[using]
-    idx = np.flatnonzero(first.mask)
+    idx = np.flatnonzero(first.cands.mask)
     block = shard.vectors[using].data[idx]
     sims = distances.similarity(np.stack([p.query for p in members]), block, params.distance)
     for plan, row in zip(members, sims):
@@ -115,28 +153,23 @@ def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
         plan.exact_done = True
 
 
-def _plan(shard: LocalShard, req: SearchRequest, masks: dict) -> _Plan:
+def _plan(shard: LocalShard, req: SearchRequest) -> _Plan:
     params = shard.config.vector(req.using)
     plan = _Plan(req)
     top = req.offset + req.limit
     if top <= 0:
         return plan
-    # Requests of one batch that filter alike share one mask (one evaluation).
-    key = (req.using, orjson.dumps(req.filter, option=orjson.OPT_SORT_KEYS), req.exclude_ids)
-    if key not in masks:
-        masks[key] = candidates(shard, req.filter, req.using, req.exclude_ids)
-    plan.mask = masks[key]
+    plan.cands = cached_candidates(shard, req.using, req.filter, req.exclude_ids)
     if not isinstance(req.query, NearestQuery):
         return plan
     plan.query = distances.preprocess(req.query.vector, params.distance)
     graph = shard.graphs.get(req.using)
     if req.exact or graph is None or len(graph) == 0:
         return plan
-    n_candidates = int(plan.mask.sum())
-    small = n_candidates * params.size * 4 < shard.config.hnsw_for(req.using).full_scan_threshold * 1024
+    small = plan.cands.count * params.size * 4 < shard.config.hnsw_for(req.using).full_scan_threshold * 1024
     if req.filter is not None and small:
         return plan
-    in_graph = int((plan.mask & shard.indexed[req.using][: shard.size]).sum())
+    in_graph = plan.cands.in_graph_count
     if in_graph == 0:
         return plan
     # Oversample by the filter's selectivity within the graph.
@@ -149,7 +182,7 @@ def _plan(shard: LocalShard, req: SearchRequest, masks: dict) -> _Plan:
 def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
     req = plan.req
     top = req.offset + req.limit
-    if plan.mask is None or not plan.mask.any():
+    if plan.cands is None or plan.cands.count == 0:
         return []
     params = shard.config.vectors[req.using]
     if isinstance(req.query, NearestQuery):
@@ -158,13 +191,13 @@ def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
         elif plan.labels is not None:
             offsets, sims = _from_graph(shard, plan, top)
         else:
-            offsets, sims = _exact(shard, req.using, plan.query, plan.mask, top)
+            offsets, sims = _exact(shard, req.using, plan.query, plan.cands.mask, top)
         if req.score_threshold is not None:
             keep = sims > distances.threshold_to_internal(req.score_threshold, params.distance)
             offsets, sims = offsets[keep], sims[keep]
         scores = distances.to_display(sims, params.distance)
     else:
-        idx = np.flatnonzero(plan.mask)
+        idx = np.flatnonzero(plan.cands.mask)
         all_scores = _score_query(shard, req.using, req.query, idx)
         if req.score_threshold is not None:
             keep = all_scores > req.score_threshold
@@ -177,18 +210,15 @@ def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
 def _from_graph(shard: LocalShard, plan: _Plan, top: int):
     """Graph hits that pass the mask, merged with exact scores of the candidates not
     yet in the graph; exact over all candidates if the graph came back short."""
-    req = plan.req
-    indexed = shard.indexed[req.using][: shard.size]
-    in_graph = plan.mask & indexed
+    req, cands = plan.req, plan.cands
     labels, sims = plan.labels, plan.sims
-    ok = labels >= 0
-    ok[ok] = in_graph[labels[ok]]
+    ok = (labels >= 0) & (labels < len(cands.in_graph))
+    ok[ok] = cands.in_graph[labels[ok]]
     labels, sims = labels[ok], sims[ok]
-    if len(labels) < min(top, int(in_graph.sum())):
-        return _exact(shard, req.using, plan.query, plan.mask, top)
-    pending = plan.mask & ~indexed
-    if pending.any():
-        p_off, p_sims = _exact(shard, req.using, plan.query, pending, top)
+    if len(labels) < min(top, cands.in_graph_count):
+        return _exact(shard, req.using, plan.query, cands.mask, top)
+    if cands.pending is not None:
+        p_off, p_sims = _exact(shard, req.using, plan.query, cands.pending, top)
         labels = np.concatenate([labels, p_off])
         sims = np.concatenate([sims, p_sims])
     order = _top_order(sims, top)

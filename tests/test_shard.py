@@ -227,3 +227,23 @@ def test_batched_search_equals_one_at_a_time(tmp_path, rng):
         [(h.id, round(h.score, 5)) for h in hits] for hits in alone
     ]
     shard.close()
+
+
+def test_cached_candidates_never_serve_stale_answers(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    data = rng.normal(size=(500, DIM)).astype(np.float32)
+    shard.apply(upsert(range(500), data, [{"g": i % 2} for i in range(500)]))
+    flt = {"must": [{"key": "g", "match": {"value": 0}}]}
+
+    def top(q, f=None):
+        return [h.id for h in shard.search_batch([SearchRequest(NearestQuery(q), filter=f, limit=3)])[0]]
+
+    assert top(data[10])[0] == 10 and top(data[10], flt)[0] == 10
+    shard.apply({"type": "delete_points", "ids": [10]})
+    assert 10 not in top(data[10]) and 10 not in top(data[10], flt)
+    shard.apply(upsert([10], data[11:12], [{"g": 1}]))  # back, elsewhere, in the other group
+    assert top(data[11])[:2] in ([10, 11], [11, 10])
+    assert 10 not in top(data[11], flt)
+    assert shard.wait_indexed()  # indexing moves points into the graph: answers stay right
+    assert top(data[11])[:2] in ([10, 11], [11, 10]) and 10 not in top(data[11], flt)
+    shard.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cluster.collections import Collection, Collections
+from cluster.collection import Collection, Registry
 from gateway import models
 from gateway.state import COLLECTIONS
 from shard.types import BadInput
@@ -21,7 +21,7 @@ async def body(request: web.Request, model_name: str) -> dict[str, Any]:
     return model.model_dump(by_alias=True, exclude_unset=True)
 
 
-def registry(request: web.Request) -> Collections:
+def registry(request: web.Request) -> Registry:
     return request.app[COLLECTIONS]
 
 

@@ -1,0 +1,70 @@
+"""A running collection as the gateway sees it: its config and its shards.
+
+Kept free of Ray so that HTTP worker processes can hold the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cluster.placement import shard_of
+from shard.types import DEFAULT_VECTOR, HnswConfig, NotFound, OptimizersConfig, ShardConfig, VectorParams
+
+
+def shard_config_of(config: dict[str, Any]) -> ShardConfig:
+    """The ShardConfig a collection's config (Qdrant's CollectionConfig JSON) implies."""
+    params = config["params"]
+    vectors = params["vectors"]
+    if "size" in vectors:
+        named = {DEFAULT_VECTOR: VectorParams.from_json(vectors)}
+    else:
+        named = {name: VectorParams.from_json(v) for name, v in vectors.items()}
+    return ShardConfig(
+        vectors=named,
+        hnsw=HnswConfig().updated(config.get("hnsw_config")),
+        optimizers=OptimizersConfig().updated(config.get("optimizer_config")),
+        on_disk_payload=params.get("on_disk_payload", True),
+    )
+
+
+def not_found(name: str) -> NotFound:
+    return NotFound(f"Collection `{name}` doesn't exist!")
+
+
+@dataclass
+class Collection:
+    name: str
+    config: dict[str, Any]
+    incarnation: str
+    shards: list = field(default_factory=list)  # ShardClient per shard, in shard order
+    shard_config: ShardConfig = field(init=False)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        if key == "config":  # derived once per config change, read on every request
+            super().__setattr__("shard_config", shard_config_of(value))
+
+    def shard_for(self, point_id) -> ShardHandle:
+        return self.shards[shard_of(point_id, len(self.shards))]
+
+
+class Registry(Protocol):
+    """What the gateway needs of the collection registry: the control process's
+    ``cluster.collections.Collections``, or an HTTP worker's read-only copy."""
+
+    def resolve(self, name: str) -> Collection: ...
+
+    def names(self) -> list[str]: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def aliases(self) -> dict[str, str]: ...
+
+    async def create(self, name: str, config: dict[str, Any]) -> None: ...
+
+    async def delete(self, name: str) -> bool: ...
+
+    async def update(self, name: str, config: dict[str, Any]) -> None: ...
+
+    async def change_aliases(self, actions: list[dict[str, Any]]) -> None: ...
