@@ -77,7 +77,13 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
     from gateway.state import CONTROL, WORKER_ARGV
     from gateway.workers import REGISTRY_PATH, Control, worker_count
 
+    from cluster import runtime
+
     settings = _settings(args)
+    # Ray first, in the main thread: its core installs a SIGTERM handler of its
+    # own, and aiohttp's (installed by run_app below) must be the one that stays,
+    # or SIGTERM aborts the process instead of shutting it down cleanly.
+    runtime.start(settings.cluster.ray_address, settings.cluster.num_cpus)
     app = create_app(settings, control_module.control_ctx)
     sites: dict = {}
     if worker_count(settings.service.workers) > 1:

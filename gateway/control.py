@@ -19,12 +19,12 @@ log = logging.getLogger(__name__)
 
 
 async def control_ctx(app: web.Application):
-    """Start Ray and the metadata store, restore collections in the background;
-    on shutdown close every shard cleanly (snapshot + log) and stop Ray."""
+    """Start the metadata store (Ray is already up: see gateway.cli), restore the
+    collections in the background; on shutdown close every shard cleanly
+    (snapshot + log) and stop Ray."""
     settings = app[SETTINGS]
     storage = Path(settings.storage.storage_path)
     storage.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(runtime.start, settings.cluster.ray_address, settings.cluster.num_cpus)
     raft_port = settings.cluster.raft_port or settings.service.http_port + 2
     metadata = await asyncio.to_thread(
         MetadataStore,

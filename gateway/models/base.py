@@ -7,9 +7,9 @@ The pydantic models here do step one; this module does step two by walking the
 parsed model and reading markers that mirror Qdrant's ``#[validate(...)]``
 attributes:
 
-- ``Range(min, max)``   ``#[validate(range(...))]``: "value 0 invalid, must be 1 or larger".
-  ``show_value=False`` for Qdrant's hand-written range checks, which carry no
-  value: "must be from 1 to 65536".
+- ``Range(min, max)``   ``#[validate(range(...))]`` and Qdrant's hand-written range
+  functions (the ``validator`` derive adds the value to those too): "value 0 invalid,
+  must be 1 or larger" (Qdrant's tests/openapi/test_limits.py).
 - ``Length(min, message)`` ``#[validate(length(...))]``.
 - ``NESTED``            ``#[validate(nested)]``: descend into the field. Qdrant only
   validates what it marks nested, so neither do we.
@@ -82,7 +82,6 @@ def json_value(value: Any, f32: bool = False) -> str:
 class Range:
     min: int | float | None = None
     max: int | float | None = None
-    show_value: bool = True
     f32: bool = False
 
     def check(self, value: Any) -> str | None:
@@ -97,9 +96,7 @@ class Range:
             msg = f"must be from {json_value(self.min)} to {json_value(self.max)}"
         else:
             msg = f"must be {json_value(self.max)} or smaller"
-        if self.show_value:
-            return f"value {json_value(value, self.f32)} invalid, {msg}"
-        return msg
+        return f"value {json_value(value, self.f32)} invalid, {msg}"
 
 
 @dataclass(frozen=True)

@@ -129,9 +129,9 @@ class MultiVectorConfig(QModel):
 
 
 class VectorParams(QModel):
-    # NonZeroU64 (0 is a Format error) plus Qdrant's hand-written 1..=65536 check,
-    # whose message carries no value: "vectors.size: must be from 1 to 65536".
-    size: Annotated[NonZeroU64, Range(min=1, max=65536, show_value=False)]
+    # NonZeroU64 (0 is a Format error) plus Qdrant's hand-written 1..=65536 check:
+    # "vectors.size: value 65537 invalid, must be from 1 to 65536".
+    size: Annotated[NonZeroU64, Range(min=1, max=65536)]
     distance: Distance
     hnsw_config: Annotated[Optional[HnswConfigDiff], NESTED] = None
     quantization_config: Annotated[
