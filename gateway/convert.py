@@ -18,6 +18,7 @@ from shard.types import (
     BadInput,
     HnswConfig,
     OptimizersConfig,
+    OrderBy,
     PayloadSelector,
     ShardConfig,
     VectorSelector,
@@ -155,33 +156,29 @@ def upsert_ops(config: ShardConfig, shard_count: int, body: dict[str, Any]) -> d
     for vec in vectors:
         if vec is None:
             raise BadInput("every point needs a vector")
-    arrays, masks = vector_rows(config, ids, vectors)
-    ops = {}
-    for shard, rows in split_by_shard(ids, shard_count).items():
-        r = np.asarray(rows, dtype=np.int64)
-        ops[shard] = {
-            "type": "upsert",
-            "ids": [ids[i] for i in rows],
-            "vectors": {n: a[r] for n, a in arrays.items()},
-            "vector_mask": {n: m[r] for n, m in masks.items()},
-            "payloads": [payloads[i] for i in rows] if payloads else None,
-        }
-    return ops
+    return _vector_ops("upsert", config, shard_count, ids, vectors, payloads)
 
 
 def update_vectors_ops(config: ShardConfig, shard_count: int, body: dict[str, Any]) -> dict[int, dict[str, Any]]:
     points = body["points"]
-    ids = [p["id"] for p in points]
-    arrays, masks = vector_rows(config, ids, [p["vector"] for p in points])
+    return _vector_ops("update_vectors", config, shard_count, [p["id"] for p in points], [p["vector"] for p in points])
+
+
+def _vector_ops(kind: str, config: ShardConfig, shard_count: int, ids: list, vectors: list, payloads: list | None = None):
+    """Ops carrying vectors, one per shard that owns some of ``ids``."""
+    arrays, masks = vector_rows(config, ids, vectors)
     ops = {}
     for shard, rows in split_by_shard(ids, shard_count).items():
         r = np.asarray(rows, dtype=np.int64)
-        ops[shard] = {
-            "type": "update_vectors",
+        op = {
+            "type": kind,
             "ids": [ids[i] for i in rows],
             "vectors": {n: a[r] for n, a in arrays.items()},
             "vector_mask": {n: m[r] for n, m in masks.items()},
         }
+        if kind == "upsert":
+            op["payloads"] = [payloads[i] for i in rows] if payloads else None
+        ops[shard] = op
     return ops
 
 
@@ -229,3 +226,13 @@ def vector_selector(value: Any, default: bool = False) -> VectorSelector:
     if isinstance(value, bool):
         return value
     return tuple(value)
+
+
+def order_by(value) -> OrderBy | None:
+    """Scroll's ``order_by``: a key, or {key, direction, start_from}."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return OrderBy(key=value)
+    start = value.get("start_from")
+    return OrderBy(key=value["key"], direction=value.get("direction") or "asc", start_from=start)

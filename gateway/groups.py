@@ -63,14 +63,12 @@ def _group(hits, group_by: str, group_size: int) -> dict[Any, list]:
 
 
 async def _attach_lookup(collections: Registry, out: list[dict], lookup: Any) -> None:
-    from gateway.routes.points import _retrieve
-
     name = lookup if isinstance(lookup, str) else lookup["collection"]
     with_payload = True if isinstance(lookup, str) else lookup.get("with_payload", True)
     with_vector = False if isinstance(lookup, str) else lookup.get("with_vectors", lookup.get("with_vector", False))
     target = collections.resolve(name)
     ids = [g["id"] for g in out]
-    records = {r.id: r for r in await _retrieve(target, ids, with_payload, with_vector)}
+    records = {r.id: r for r in await queries.retrieve(target, ids, with_payload, with_vector)}
     for g in out:
         if g["id"] in records:
             g["lookup"] = records[g["id"]]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cluster.collection import Collection, Registry
+from cluster.placement import split_by_shard
 from gateway import convert
 from gateway.merge import merge_scored
 from shard import distances
@@ -202,3 +203,15 @@ async def run(collection: Collection, requests: list[SearchRequest]) -> list[lis
         )
         for i, req in enumerate(requests)
     ]
+
+
+async def retrieve(coll: Collection, ids: list, with_payload, with_vector) -> list:
+    """Points by id from the shards that own them, in the order asked, each once."""
+    payload = convert.payload_selector(with_payload, default=True)
+    vectors = convert.vector_selector(with_vector)
+    groups = split_by_shard(ids, len(coll.shards))
+    parts = await asyncio.gather(
+        *(coll.shards[s].retrieve([ids[r] for r in rows], payload, vectors) for s, rows in groups.items())
+    )
+    found = {rec.id: rec for part in parts for rec in part}
+    return [found[i] for i in dict.fromkeys(ids) if i in found]

@@ -90,10 +90,8 @@ def _read_kwargs(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _ordered(coll: Collection, body: dict[str, Any], order_by: Any) -> list[ScoredPoint]:
-    from gateway.routes.points import order_by_of
-
     limit, offset = body.get("limit") or 10, body.get("offset") or 0
-    ob: OrderBy = order_by_of(order_by)
+    ob: OrderBy = convert.order_by(order_by)
     parts = await asyncio.gather(
         *(s.scroll(offset=None, limit=limit + offset, order_by=ob, **_read_kwargs(body)) for s in coll.shards)
     )

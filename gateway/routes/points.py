@@ -6,11 +6,11 @@ import asyncio
 
 from aiohttp import web
 
-from gateway import convert
+from gateway import convert, queries
 from gateway.merge import merge_by_id, merge_facets, merge_ordered
 from gateway.models import path_point_id
 from gateway.routes.common import body, check_ids_exist, collection, flag, write
-from shard.types import BadInput, OrderBy, PointNotFound
+from shard.types import BadInput, PointNotFound
 
 routes = web.RouteTableDef()
 
@@ -27,33 +27,20 @@ async def upsert(request: web.Request):
 async def retrieve(request: web.Request):
     data = await body(request, "PointRequest")
     coll = collection(request)
-    return await _retrieve(coll, data["ids"], data.get("with_payload"), data.get("with_vector", data.get("with_vectors")))
-
-
-async def _retrieve(coll, ids, with_payload, with_vector):
-    from cluster.placement import split_by_shard
-
-    payload = convert.payload_selector(with_payload, default=True)
-    vectors = convert.vector_selector(with_vector)
-    groups = split_by_shard(ids, len(coll.shards))
-    parts = await asyncio.gather(
-        *(coll.shards[s].retrieve([ids[r] for r in rows], payload, vectors) for s, rows in groups.items())
-    )
-    found = {rec.id: rec for part in parts for rec in part}
-    return [found[i] for i in dict.fromkeys(ids) if i in found]
+    return await queries.retrieve(coll, data["ids"], data.get("with_payload"), data.get("with_vector", data.get("with_vectors")))
 
 
 @routes.get("/collections/{collection_name}/points/{id}")
 async def get_point(request: web.Request):
     point_id = path_point_id(request.match_info["id"])
     coll = collection(request)
-    records = await _retrieve(coll, [point_id], True, True)
+    records = await queries.retrieve(coll, [point_id], True, True)
     if not records:
         raise PointNotFound(point_id)
     return records[0]
 
 
-async def _by_selector(request, coll, op: dict, wait: bool, *, must_exist: bool = False):
+async def _by_selector(coll, op: dict, wait: bool, *, must_exist: bool = False):
     if must_exist and "ids" in op:
         await check_ids_exist(coll, op["ids"])
     return await write(coll, convert.split_selector(op, len(coll.shards)), wait)
@@ -63,7 +50,7 @@ async def _by_selector(request, coll, op: dict, wait: bool, *, must_exist: bool 
 async def delete_points(request: web.Request):
     data = await body(request, "PointsSelector")
     coll = collection(request)
-    return await _by_selector(request, coll, {"type": "delete_points", **convert.selector(data)}, flag(request, "wait"))
+    return await _by_selector(coll, {"type": "delete_points", **convert.selector(data)}, flag(request, "wait"))
 
 
 @routes.put("/collections/{collection_name}/points/vectors")
@@ -82,7 +69,7 @@ async def delete_vectors(request: web.Request):
     for name in data["vector"]:
         coll.shard_config.vector(name)
     op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
-    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
+    return await _by_selector(coll, op, flag(request, "wait"), must_exist=True)
 
 
 def _payload_op(kind: str, data: dict) -> dict:
@@ -96,35 +83,24 @@ def _payload_op(kind: str, data: dict) -> dict:
     return op
 
 
-@routes.post("/collections/{collection_name}/points/payload")
-async def set_payload(request: web.Request):
-    data = await body(request, "SetPayload")
-    coll = collection(request)
-    return await _by_selector(request, coll, _payload_op("set_payload", data), flag(request, "wait"), must_exist=True)
+def _payload_route(model: str, kind: str):
+    async def handler(request: web.Request):
+        data = await body(request, model)
+        coll = collection(request)
+        return await _by_selector(coll, _payload_op(kind, data), flag(request, "wait"), must_exist=True)
+
+    handler.__name__ = kind
+    return handler
 
 
-@routes.put("/collections/{collection_name}/points/payload")
-async def overwrite_payload(request: web.Request):
-    data = await body(request, "SetPayload")
-    coll = collection(request)
-    op = _payload_op("overwrite_payload", data)
-    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
-
-
-@routes.post("/collections/{collection_name}/points/payload/delete")
-async def delete_payload(request: web.Request):
-    data = await body(request, "DeletePayload")
-    coll = collection(request)
-    op = _payload_op("delete_payload", data)
-    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
-
-
-@routes.post("/collections/{collection_name}/points/payload/clear")
-async def clear_payload(request: web.Request):
-    data = await body(request, "PointsSelector")
-    coll = collection(request)
-    op = _payload_op("clear_payload", data)
-    return await _by_selector(request, coll, op, flag(request, "wait"), must_exist=True)
+# set (POST) merges, overwrite (PUT) replaces, as Qdrant's two verbs on one path.
+for _method, _path, _model, _kind in (
+    ("POST", "/payload", "SetPayload", "set_payload"),
+    ("PUT", "/payload", "SetPayload", "overwrite_payload"),
+    ("POST", "/payload/delete", "DeletePayload", "delete_payload"),
+    ("POST", "/payload/clear", "PointsSelector", "clear_payload"),
+):
+    routes.route(_method, "/collections/{collection_name}/points" + _path)(_payload_route(_model, _kind))
 
 
 @routes.post("/collections/{collection_name}/points/batch")
@@ -144,28 +120,19 @@ async def _batch_one(coll, operation: dict, wait: bool):
     if kind == "upsert":
         return await write(coll, convert.upsert_ops(coll.shard_config, len(coll.shards), data), wait)
     if kind == "delete":
-        return await _by_selector(None, coll, {"type": "delete_points", **convert.selector(data)}, wait)
+        return await _by_selector(coll, {"type": "delete_points", **convert.selector(data)}, wait)
     if kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
-        return await _by_selector(None, coll, _payload_op(kind, data), wait, must_exist=True)
+        return await _by_selector(coll, _payload_op(kind, data), wait, must_exist=True)
     if kind == "update_vectors":
         await check_ids_exist(coll, [p["id"] for p in data["points"]])
         return await write(coll, convert.update_vectors_ops(coll.shard_config, len(coll.shards), data), wait)
     if kind == "delete_vectors":
         op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
-        return await _by_selector(None, coll, op, wait, must_exist=True)
+        return await _by_selector(coll, op, wait, must_exist=True)
     raise BadInput(f"unknown batch operation {kind}")
 
 
 # ---------------------------------------------------------------------- reads
-
-
-def order_by_of(value) -> OrderBy | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return OrderBy(key=value)
-    start = value.get("start_from")
-    return OrderBy(key=value["key"], direction=value.get("direction") or "asc", start_from=start)
 
 
 @routes.post("/collections/{collection_name}/points/scroll")
@@ -173,7 +140,7 @@ async def scroll(request: web.Request):
     data = await body(request, "ScrollRequest")
     coll = collection(request)
     limit = data.get("limit") or 10
-    order_by = order_by_of(data.get("order_by"))
+    order_by = convert.order_by(data.get("order_by"))
     kwargs = dict(
         filter=data.get("filter"),
         offset=None if order_by else data.get("offset"),
