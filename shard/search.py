@@ -75,6 +75,28 @@ class Candidates:
     in_graph: np.ndarray  # candidates whose current vector is in the graph
     in_graph_count: int
     pending: np.ndarray | None  # candidates not yet in the graph; None when there are none
+    _block: tuple | None = None
+
+    def block(self, shard: LocalShard, using: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(offsets, their vectors as one contiguous block). The block is gathered
+        once and kept with the candidates (so exact scoring of a repeated filter
+        is a bare matrix product) while the shard's read cache has room for it
+        (BLOCK_BUDGET bytes in all); otherwise it is None and callers gather."""
+        if self._block is None:
+            idx = np.flatnonzero(self.mask)
+            nbytes = len(idx) * shard.vectors[using].dim * 4
+            cache = shard.read_cache()
+            used = cache.get(BLOCK_BYTES_KEY, 0)
+            block = None
+            if used + nbytes <= BLOCK_BUDGET:
+                block = shard.vectors[using].data[idx]
+                cache[BLOCK_BYTES_KEY] = used + nbytes
+            self._block = (idx, block)
+        return self._block
+
+    def cacheable(self, shard: LocalShard, using: str) -> bool:
+        """Whether the block fits the read cache's budget at all."""
+        return self.count * shard.vectors[using].dim * 4 <= BLOCK_BUDGET // 2
 
     @classmethod
     def of(cls, shard: LocalShard, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
@@ -88,6 +110,10 @@ class Candidates:
 
 
 CACHE_SIZE = 64
+BLOCK_BUDGET = 256 * 1024 * 1024  # bytes of candidate blocks a shard's read cache may hold
+BLOCK_BYTES_KEY = "block bytes"
+GRAPH_RETRIES = 2  # times a short graph answer is retried with 4x the neighbours
+SELECTIVE = 0.3  # below this share of the graph, a filter is scored exactly (see _plan)
 
 
 def cached_candidates(shard: LocalShard, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
@@ -97,8 +123,8 @@ def cached_candidates(shard: LocalShard, using: str, filter: dict | None, exclud
     key = (using, None if filter is None else orjson.dumps(filter, option=orjson.OPT_SORT_KEYS), exclude)
     found = cache.get(key)
     if found is None:
-        if len(cache) >= CACHE_SIZE:
-            cache.pop(next(iter(cache)))
+        if len(cache) >= CACHE_SIZE:  # a fresh epoch's cache refills; until then, drop all
+            cache.clear()
         found = cache[key] = Candidates.of(shard, using, filter, exclude)
     return found
 
@@ -144,8 +170,9 @@ def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
     first = members[0]
     using = first.req.using
     params = shard.config.vectors[using]
-    idx = np.flatnonzero(first.cands.mask)
-    block = shard.vectors[using].data[idx]
+    idx, block = first.cands.block(shard, using)
+    if block is None:
+        block = shard.vectors[using].data[idx]
     sims = distances.similarity(np.stack([p.query for p in members]), block, params.distance)
     for plan, row in zip(members, sims):
         order = _top_order(row, plan.req.offset + plan.req.limit)
@@ -168,6 +195,14 @@ def _plan(shard: LocalShard, req: SearchRequest) -> _Plan:
         return plan
     small = plan.cands.count * params.size * 4 < shard.config.hnsw_for(req.using).full_scan_threshold * 1024
     if req.filter is not None and small:
+        return plan  # Qdrant's planner: below full_scan_threshold, score exactly
+    if req.filter is not None and plan.cands.count < SELECTIVE * len(graph) and plan.cands.cacheable(shard, req.using):
+        # A selective filter wastes most of a graph search, and where the payload
+        # correlates with the vectors (a part of speech, a category) the graph's
+        # neighbourhood may hold too few matches at all. Exact scoring of the
+        # cached candidate block is a bare (batched) matrix product: faster, and
+        # exact. Measured on wordnet-minilm-384 (100k, pos=verb, 11.7 %): graph
+        # with retries 2.7 ms/query, exact 0.48 ms alone, 0.17 ms batched by 32.
         return plan
     in_graph = plan.cands.in_graph_count
     if in_graph == 0:
@@ -191,7 +226,7 @@ def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
         elif plan.labels is not None:
             offsets, sims = _from_graph(shard, plan, top)
         else:
-            offsets, sims = _exact(shard, req.using, plan.query, plan.cands.mask, top)
+            offsets, sims = _exact_candidates(shard, req.using, plan.query, plan.cands, top)
         if req.score_threshold is not None:
             keep = sims > distances.threshold_to_internal(req.score_threshold, params.distance)
             offsets, sims = offsets[keep], sims[keep]
@@ -211,18 +246,39 @@ def _from_graph(shard: LocalShard, plan: _Plan, top: int):
     """Graph hits that pass the mask, merged with exact scores of the candidates not
     yet in the graph; exact over all candidates if the graph came back short."""
     req, cands = plan.req, plan.cands
-    labels, sims = plan.labels, plan.sims
-    ok = (labels >= 0) & (labels < len(cands.in_graph))
-    ok[ok] = cands.in_graph[labels[ok]]
-    labels, sims = labels[ok], sims[ok]
+    labels, sims = _passing(plan.labels, plan.sims, cands)
+    graph, k, ef = shard.graphs[req.using], plan.graph_k, plan.ef
+    retries = 0
+    while len(labels) < min(top, cands.in_graph_count) and k < len(graph) and retries < GRAPH_RETRIES:
+        # The filter left too few: ask the graph for more before scoring exactly.
+        k, retries = min(len(graph), k * 4), retries + 1
+        more_labels, more_sims = graph.search(plan.query[None, :], k, max(ef, k))
+        labels, sims = _passing(more_labels[0], more_sims[0], cands)
     if len(labels) < min(top, cands.in_graph_count):
-        return _exact(shard, req.using, plan.query, cands.mask, top)
+        return _exact_candidates(shard, req.using, plan.query, cands, top)
     if cands.pending is not None:
         p_off, p_sims = _exact(shard, req.using, plan.query, cands.pending, top)
         labels = np.concatenate([labels, p_off])
         sims = np.concatenate([sims, p_sims])
     order = _top_order(sims, top)
     return labels[order], sims[order]
+
+
+def _passing(labels: np.ndarray, sims: np.ndarray, cands: Candidates):
+    """Graph hits that are candidates and current in the graph."""
+    ok = (labels >= 0) & (labels < len(cands.in_graph))
+    ok[ok] = cands.in_graph[labels[ok]]
+    return labels[ok], sims[ok]
+
+
+def _exact_candidates(shard: LocalShard, using: str, q: np.ndarray, cands: Candidates, top: int):
+    """Exact top of the candidates, from their cached block when there is one."""
+    idx, block = cands.block(shard, using)
+    if block is None:
+        return _exact(shard, using, q, cands.mask, top)
+    sims = distances.similarity(q, block, shard.config.vectors[using].distance)
+    order = _top_order(sims, top)
+    return idx[order], sims[order]
 
 
 def _exact(shard: LocalShard, using: str, q: np.ndarray, mask: np.ndarray, top: int):
