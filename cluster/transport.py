@@ -32,9 +32,21 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from shard.types import ScoredPoint
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<I")
+
+
+def _hits_to_wire(results: list[list[ScoredPoint]]) -> list[list[tuple]]:
+    """Search answers as plain tuples: pickle handles them ~8x faster than
+    dataclass instances, and the answers of every search cross this socket."""
+    return [[(p.id, p.version, p.score, p.payload, p.vector, p.order_value) for p in hits] for hits in results]
+
+
+def _hits_from_wire(results: list[list[tuple]]) -> list[list[ScoredPoint]]:
+    return [[ScoredPoint(*t) for t in hits] for hits in results]
 
 
 def machine_identity() -> str:
@@ -134,14 +146,14 @@ class ShardServer:
             frames = []
             for req_id, _, args, _ in searches:
                 try:
-                    frames.append(_answer_frame((req_id, True, self.shard.search_batch(args[0]))))
+                    frames.append(_answer_frame((req_id, True, _hits_to_wire(self.shard.search_batch(args[0])))))
                 except Exception as exc:
                     frames.append(_answer_frame((req_id, False, exc)))
             return frames
         frames, at = [], 0
         for req_id, _, args, _ in searches:
             n = len(args[0])
-            frames.append(_answer_frame((req_id, True, results[at : at + n])))
+            frames.append(_answer_frame((req_id, True, _hits_to_wire(results[at : at + n]))))
             at += n
         return frames
 
@@ -237,7 +249,7 @@ class ShardChannel:
         ok, result = await future
         if not ok:
             raise result
-        return result
+        return _hits_from_wire(result) if method == "search_batch" else result
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
