@@ -1,5 +1,7 @@
 """LocalShard on real files: writes, exact and graph search, recovery."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from shard.types import (
     ContextQuery,
     DiscoverQuery,
     Distance,
+    HnswConfig,
     NearestQuery,
     OptimizersConfig,
     PayloadSelector,
@@ -246,4 +249,44 @@ def test_cached_candidates_never_serve_stale_answers(tmp_path, rng):
     assert 10 not in top(data[11], flt)
     assert shard.wait_indexed()  # indexing moves points into the graph: answers stay right
     assert top(data[11])[:2] in ([10, 11], [11, 10]) and 10 not in top(data[11], flt)
+    shard.close()
+
+
+def test_correlated_filter_through_the_graph_keeps_recall(tmp_path, rng):
+    """Two clusters, the payload says which: a query from one cluster filtered to the
+    other finds few matches among its graph neighbours, so the graph answer comes
+    back short and must be retried wider (or scored exactly), never returned short."""
+    # full_scan_threshold of 1 KB: even this small filtered set goes through the graph.
+    cfg = dataclasses.replace(config(indexing_threshold=1), hnsw=HnswConfig(full_scan_threshold=1))
+    shard = LocalShard(tmp_path, cfg, background_indexing=False)
+    centres = rng.normal(size=(2, DIM)).astype(np.float32) * 4
+    side = rng.integers(0, 2, size=4000)
+    data = (centres[side] + rng.normal(size=(4000, DIM))).astype(np.float32)
+    shard.apply(upsert(range(4000), data, [{"side": int(s)} for s in side]))
+    shard.apply({"type": "create_index", "field": "side", "schema": "integer"})
+    shard.wait_indexed()
+    flt = {"must": [{"key": "side", "match": {"value": 1}}]}  # about half: the graph path
+    allowed = side == 1
+    hit = 0
+    queries = (centres[0] + rng.normal(size=(20, DIM))).astype(np.float32)  # from the other side
+    for q in queries:
+        (got,) = shard.search_batch([SearchRequest(NearestQuery(q), filter=flt, limit=10, hnsw_ef=16)])
+        assert len(got) == 10 and all(side[h.id] == 1 for h in got)
+        truth = np.flatnonzero(allowed)[brute_force(data[allowed], q, Distance.COSINE, 10)]
+        hit += len({h.id for h in got} & set(truth.tolist()))
+    assert hit / 200 >= 0.95
+    shard.close()
+
+
+def test_selective_filter_is_answered_exactly(tmp_path, rng):
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    data = rng.normal(size=(5000, DIM)).astype(np.float32)
+    shard.apply(upsert(range(5000), data, [{"g": int(i % 20)} for i in range(5000)]))  # 5 % each
+    shard.wait_indexed()
+    flt = {"must": [{"key": "g", "match": {"value": 7}}]}
+    allowed = np.arange(5000) % 20 == 7
+    for q in rng.normal(size=(10, DIM)).astype(np.float32):
+        (got,) = shard.search_batch([SearchRequest(NearestQuery(q), filter=flt, limit=10, hnsw_ef=16)])
+        truth = np.flatnonzero(allowed)[brute_force(data[allowed], q, Distance.COSINE, 10)]
+        assert [h.id for h in got] == truth.tolist()
     shard.close()
