@@ -49,6 +49,29 @@ class Collection:
         return self.shards[shard_of(point_id, len(self.shards))]
 
 
+class RunningCollections:
+    """Lookups shared by both registries: ``_running`` maps collection names to
+    running collections; subclasses say how a name or alias resolves."""
+
+    _running: dict[str, Collection]
+
+    def _real_name(self, name: str) -> str | None:
+        raise NotImplementedError
+
+    def resolve(self, name: str) -> Collection:
+        """The collection called ``name`` or aliased so; NotFound otherwise."""
+        real = self._real_name(name)
+        if real is None or real not in self._running:
+            raise not_found(name)
+        return self._running[real]
+
+    def names(self) -> list[str]:
+        return sorted(self._running)
+
+    def exists(self, name: str) -> bool:
+        return name in self._running
+
+
 class Registry(Protocol):
     """What the gateway needs of the collection registry: the control process's
     ``cluster.collections.Collections``, or an HTTP worker's read-only copy."""

@@ -22,14 +22,14 @@ from typing import Any
 from cluster import runtime
 from cluster.metadata import MetadataStore
 from cluster.metadata_ops import ChangeAliases, CreateAlias, CreateCollection, DeleteAlias, DeleteCollection, RenameAlias, UpdateCollection
-from cluster.collection import Collection, not_found
+from cluster.collection import Collection, RunningCollections, not_found
 from cluster.shards import ShardHandle
 from shard.types import Conflict
 
 log = logging.getLogger(__name__)
 
 
-class Collections:
+class Collections(RunningCollections):
     """Running collections, kept in step with the metadata."""
 
     def __init__(self, storage: Path, metadata: MetadataStore, shard_options: dict[str, Any]):
@@ -43,18 +43,8 @@ class Collections:
 
     # ----------------------------------------------------------------- lookups
 
-    def resolve(self, name: str) -> Collection:
-        """The collection called ``name`` or aliased so; NotFound otherwise."""
-        real = self.metadata.resolve(name)
-        if real is None or real not in self._running:
-            raise not_found(name)
-        return self._running[real]
-
-    def names(self) -> list[str]:
-        return sorted(self._running)
-
-    def exists(self, name: str) -> bool:
-        return name in self._running
+    def _real_name(self, name: str) -> str | None:
+        return self.metadata.resolve(name)
 
     # --------------------------------------------------------------- lifecycle
 

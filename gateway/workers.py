@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cluster.collection import Collection, not_found
+from cluster.collection import Collection, RunningCollections
 from cluster.shard_client import DirectShard
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ async def registry_json(collections) -> dict[str, Any]:
 # ---------------------------------------------------------------- worker side
 
 
-class RemoteCollections:
+class RemoteCollections(RunningCollections):
     """A worker's read-only view of the registry, kept in step with the control's."""
 
     def __init__(self, control_dir: Path):
@@ -152,18 +152,8 @@ class RemoteCollections:
                 running[name] = coll
             self._running, self._aliases, self._seen = running, data["aliases"], version
 
-    # The read API of cluster.collections.Collections.
-    def resolve(self, name: str) -> Collection:
-        real = self._aliases.get(name, name)
-        if real not in self._running:
-            raise not_found(name)
-        return self._running[real]
-
-    def names(self) -> list[str]:
-        return sorted(self._running)
-
-    def exists(self, name: str) -> bool:
-        return name in self._running
+    def _real_name(self, name: str) -> str | None:
+        return self._aliases.get(name, name)
 
     def aliases(self) -> dict[str, str]:
         return dict(self._aliases)
