@@ -114,15 +114,11 @@ def run(cfg: BenchConfig, gt: dict[str, np.ndarray]) -> dict:
         batch_answers = [ids_of(r) for r in shard.query_batch(batch)]
         loop = timing.loop_qps(lambda i: shard.query(reqs[i]), nq, cfg.duration_s)
         bat = timing.batch_qps(lambda: shard.query_batch(batch), nq, cfg.duration_s)
-        best = "loop" if loop["qps"] >= bat["qps"] else "batch"
         out["search"] = {
             "latency": lat,
             "recall": dataset.recall_at_k(answers, gt[""], cfg.k),
             "batch_recall": dataset.recall_at_k(batch_answers, gt[""], cfg.k),
-            "loop": loop,
-            "batch": bat,
-            "best": best,
-            "best_qps": max(loop["qps"], bat["qps"]),
+            **timing.best_of(loop, bat),
         }
 
         out["filtered"] = {}
@@ -136,22 +132,13 @@ def run(cfg: BenchConfig, gt: dict[str, np.ndarray]) -> dict:
                 "selectivity": dataset.selectivity(ds, value),
                 "recall": dataset.recall_at_k(f_answers, gt[value], cfg.k),
                 "latency": f_lat,
-                "loop": f_loop,
-                "batch": f_bat,
-                "best": "loop" if f_loop["qps"] >= f_bat["qps"] else "batch",
-                "best_qps": max(f_loop["qps"], f_bat["qps"]),
+                **timing.best_of(f_loop, f_bat),
             }
 
         out["threads_after_search"] = procmem.thread_count()
         out["cpu_probe_end"] = timing.cpu_probe()
         gc.collect()
-        mem_after = procmem.self_memory()
-        out["memory"] = {
-            "process_rss_mib": mem_after["rss_mib"],
-            "process_pss_mib": mem_after["pss_mib"],
-            "baseline_rss_mib": mem_before["rss_mib"],
-            "shard_rss_mib": mem_after["rss_mib"] - mem_before["rss_mib"],
-        }
+        out["memory"] = procmem.memory_since(mem_before)
         shard.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

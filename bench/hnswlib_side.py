@@ -55,18 +55,9 @@ def run(cfg: BenchConfig, gt: dict[str, np.ndarray]) -> dict:
         "latency": lat,
         "recall": dataset.recall_at_k(answers, gt[""], cfg.k),
         "batch_recall": dataset.recall_at_k(batch_found.tolist(), gt[""], cfg.k),
-        "loop": loop,
-        "batch": bat,
-        "best": "loop" if loop["qps"] >= bat["qps"] else "batch",
-        "best_qps": max(loop["qps"], bat["qps"]),
+        **timing.best_of(loop, bat),
     }
     out["cpu_probe_end"] = timing.cpu_probe()
     gc.collect()
-    mem_after = procmem.self_memory()
-    out["memory"] = {
-        "process_rss_mib": mem_after["rss_mib"],
-        "process_pss_mib": mem_after["pss_mib"],
-        "baseline_rss_mib": mem_before["rss_mib"],
-        "index_rss_mib": mem_after["rss_mib"] - mem_before["rss_mib"],
-    }
+    out["memory"] = procmem.memory_since(mem_before)
     return out

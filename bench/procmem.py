@@ -100,6 +100,17 @@ def self_memory() -> dict:
     return {"rss_mib": rss_kb(pid) / 1024, "pss_mib": pss_kb(pid) / 1024}
 
 
+def memory_since(before: dict) -> dict:
+    """This process's memory now, and how much it grew since ``before`` (self_memory())."""
+    after = self_memory()
+    return {
+        "process_rss_mib": after["rss_mib"],
+        "process_pss_mib": after["pss_mib"],
+        "baseline_rss_mib": before["rss_mib"],
+        "added_rss_mib": after["rss_mib"] - before["rss_mib"],
+    }
+
+
 def machine_busy_s() -> float:
     """CPU seconds all CPUs have spent busy since boot (user+nice+system+irq+softirq+steal)."""
     fields = [int(x) for x in (_read("/proc/stat") or "cpu 0").splitlines()[0].split()[1:]]

@@ -86,3 +86,13 @@ def cpu_probe() -> dict:
         a @ b
     t2 = time.perf_counter()
     return {"python_loop_ms": (t1 - t0) * 1000, "matmul_ms": (t2 - t1) * 1000}  # numpy's BLAS: all cores
+
+
+def best_of(loop: dict, batch: dict) -> dict:
+    """A reference's two ways of searching and which was faster (its "best")."""
+    return {
+        "loop": loop,
+        "batch": batch,
+        "best": "loop" if loop["qps"] >= batch["qps"] else "batch",
+        "best_qps": max(loop["qps"], batch["qps"]),
+    }
