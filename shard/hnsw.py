@@ -52,6 +52,10 @@ class HnswIndex:
     def __len__(self) -> int:
         return len(self._labels)
 
+    def labels(self) -> np.ndarray:
+        """The offsets the graph holds (not marked deleted)."""
+        return np.fromiter(self._labels, dtype=np.int64, count=len(self._labels))
+
     def add(self, offsets: np.ndarray, vectors: np.ndarray) -> None:
         """Insert or replace the graph entries of ``offsets``."""
         if len(offsets) == 0:

@@ -68,6 +68,7 @@ class LocalShard:
         self.indexed = {n: np.zeros(0, dtype=bool) for n in config.vectors}
         self.seq = 0  # last applied operation
         self._epoch = 0  # moves with every change a read could see (writes, indexing)
+        self._idle_epoch = -1  # the epoch at which the indexer last found nothing to do
         self._read_cache: dict = {}
         self._read_cache_epoch = 0
         self._snapshot_seq = 0
@@ -305,8 +306,14 @@ class LocalShard:
 
         The add itself runs without the shard lock (hnswlib releases the GIL), so
         reads and writes go on meanwhile; a vector changed during the add stays
-        pending, since its entry was built from the old copy.
+        pending, since its entry was built from the old copy. A pass that found
+        nothing to do is not repeated until the shard changes: looking costs
+        O(points) under the lock, which would stall searches every second.
         """
+        with self._lock:
+            started = self._epoch
+            if started == self._idle_epoch:
+                return 0
         for name in self.config.vectors:
             with self._lock:
                 if self._closed or not self._graph_wanted(name):
@@ -325,22 +332,23 @@ class LocalShard:
                 pending = self._pending(name)[:max_rows]
                 if len(pending) == 0 and len(stale) == 0:
                     continue
-                vectors = self.vectors[name].data[pending].copy()
-                before = vectors.copy()
+                vectors = self.vectors[name].data[pending]  # a copy: fancy indexing
             graph.remove(stale)
             graph.add(pending, vectors)
             with self._lock:
                 store = self.vectors[name]
-                unchanged = store.present[pending] & (store.data[pending] == before).all(axis=1)
+                unchanged = store.present[pending] & (store.data[pending] == vectors).all(axis=1)
                 self.indexed[name][pending[unchanged]] = True
                 self._epoch += 1
             return len(pending) + len(stale)
+        with self._lock:
+            self._idle_epoch = started
         return 0
 
     def _stale_labels(self, name: str, graph: hnsw.HnswIndex) -> np.ndarray:
         """Graph labels whose offset no longer holds a vector (deleted points)."""
         present = self.vectors[name].mask(self.size)
-        labels = np.fromiter(graph._labels, dtype=np.int64, count=len(graph))
+        labels = graph.labels()
         if len(labels) == 0:
             return labels
         inside = labels < self.size
