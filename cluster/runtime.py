@@ -8,18 +8,21 @@ listening there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from cluster.actor import ShardActor
 
 log = logging.getLogger(__name__)
 
 RemoteShardActor = ray.remote(ShardActor)
+RESTART_WAIT = 60.0  # seconds an idempotent call waits for a restarting actor
 
 
 def start(address: str | None, num_cpus: int | None = None) -> None:
@@ -62,10 +65,26 @@ def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str,
     ).remote(path, config, options)
 
 
-async def call(actor, method: str, *args: Any, **kwargs: Any) -> Any:
+async def _while_restarting(submit, idempotent: bool):
+    """Await ``submit()``; while Ray restarts the actor (ActorUnavailableError),
+    retry idempotent calls for up to RESTART_WAIT seconds. A write is never
+    retried: it "may or may not have been executed"."""
+    deadline = time.monotonic() + RESTART_WAIT
+    delay = 0.1
+    while True:
+        try:
+            return await submit()
+        except ActorUnavailableError:
+            if not idempotent or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
     """Await one ShardActor.call; a shard's own exception is re-raised as itself."""
     try:
-        return await actor.call.remote(method, *args, **kwargs)
+        return await _while_restarting(lambda: actor.call.remote(method, *args, **kwargs), idempotent)
     except RayTaskError as err:
         cause = getattr(err, "cause", None)
         if isinstance(cause, Exception):
@@ -74,11 +93,11 @@ async def call(actor, method: str, *args: Any, **kwargs: Any) -> Any:
 
 
 async def ready(actor) -> None:
-    await actor.ready.remote()
+    await _while_restarting(lambda: actor.ready.remote(), True)
 
 
 async def endpoint(actor) -> tuple[str, str]:
-    return await actor.endpoint.remote()
+    return await _while_restarting(lambda: actor.endpoint.remote(), True)
 
 
 async def stop(actor, take_snapshot: bool = True) -> None:

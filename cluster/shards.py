@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from cluster import runtime
@@ -20,39 +21,50 @@ from cluster.transport import ShardChannel, machine_identity
 
 log = logging.getLogger(__name__)
 
+RECONNECT_AFTER = 5.0  # seconds on Ray calls after the shard's socket could not be reached
+
 
 class ShardHandle(ShardClient):
     def __init__(self, actor, index: int):
         self.actor = actor
         self.index = index
         self._channel: ShardChannel | None = None
-        self._direct = True  # False once we learn the shard is on another machine
+        self._remote = False  # the shard is on another machine: Ray calls only
+        self._retry_at = 0.0  # after a failed connect, Ray calls until then
         self._connecting = asyncio.Lock()
+
+    async def _local_address(self) -> str | None:
+        """The shard's socket address if it runs on this machine (asked afresh:
+        a restarted actor listens at a new address)."""
+        identity, address = await runtime.endpoint(self.actor)
+        return address if identity == machine_identity() else None
 
     async def _connect(self) -> ShardChannel | None:
         if self._channel is not None and not self._channel.closed:
             return self._channel
-        if not self._direct:
+        if self._remote or time.monotonic() < self._retry_at:
             return None
         async with self._connecting:
             if self._channel is not None and not self._channel.closed:
                 return self._channel
-            identity, address = await runtime.endpoint(self.actor)
-            if identity != machine_identity():
-                self._direct = False
+            address = await self._local_address()
+            if address is None:
+                self._remote = True
                 return None
             try:
                 self._channel = await ShardChannel.connect(address)
             except OSError as exc:
-                log.warning("shard %d: socket unreachable (%s); using Ray calls", self.index, exc)
-                self._direct = False
+                # Perhaps the actor is restarting: use Ray calls for a while, then
+                # try the socket again rather than staying on the slow path for good.
+                log.warning("shard %d: socket unreachable (%s); Ray calls for %.0f s", self.index, exc, RECONNECT_AFTER)
+                self._retry_at = time.monotonic() + RECONNECT_AFTER
                 return None
             return self._channel
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         channel = await self._connect()
         if channel is None:
-            return await runtime.call(self.actor, method, *args, **kwargs)
+            return await runtime.call(self.actor, method, *args, idempotent=method not in WRITES, **kwargs)
         try:
             return await channel.call(method, *args, **kwargs)
         except ConnectionError as exc:
@@ -62,10 +74,8 @@ class ShardHandle(ShardClient):
             return await runtime.call(self.actor, method, *args, **kwargs)
 
     async def socket_address(self) -> str | None:
-        """Where HTTP workers on this machine reach the shard (asked afresh: a
-        restarted actor listens at a new address); None for another machine."""
-        identity, address = await runtime.endpoint(self.actor)
-        return address if identity == machine_identity() else None
+        """Where HTTP workers on this machine reach the shard; None for another machine."""
+        return await self._local_address()
 
     async def ready(self) -> None:
         await runtime.ready(self.actor)
