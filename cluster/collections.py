@@ -94,7 +94,8 @@ class Collections(RunningCollections):
             await asyncio.to_thread(self.metadata.propose, DeleteCollection(name))
             collection = self._running.pop(name)
             await asyncio.gather(*(s.stop(take_snapshot=False) for s in collection.shards))
-            shutil.rmtree(self.storage / "collections" / name, ignore_errors=True)
+            # Off the event loop: a collection's folder can hold gigabytes.
+            await asyncio.to_thread(shutil.rmtree, self.storage / "collections" / name, True)
             self.on_change()
             return True
 
