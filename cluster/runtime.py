@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import ray
+from ray._private import ray_constants
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from cluster.actor import ShardActor
@@ -32,9 +33,12 @@ def start(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING", namespace="shoal")
         return
-    # On Linux Ray binds its GCS to the external address unless told this is a
+    # On Linux Ray binds to the machine's external address unless told this is a
     # single-machine cluster; this flag (meant for Windows/macOS) does exactly that.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray's child processes read it from the environment when they start; this
+    # process read it when it imported Ray, so its copy is set as well.
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
@@ -42,6 +46,9 @@ def start(address: str | None, num_cpus: int | None = None) -> None:
         logging_level="WARNING",
         namespace="shoal",
     )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != "127.0.0.1":
+        log.warning("the local Ray instance runs on %s, not on loopback", node_ip)
 
 
 def shutdown() -> None:

@@ -1,6 +1,10 @@
 """Service endpoints: version, probes, Prometheus metrics, collection status and counts."""
 
+import os
+import sys
 import time
+
+import pytest
 
 from tests.api.rawhttp import call
 
@@ -45,3 +49,41 @@ def test_collection_info_counts_and_status(base_url):
     assert set(info["config"]["params"]["vectors"]) == {"a", "b"}
     assert info["config"]["hnsw_config"]["m"] == 16
     call("DELETE", f"{base_url}/collections/{name}")
+
+
+def _listening_tcp(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state held by ``pids`` (Linux /proc)."""
+    listening = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                address, port = fields[1].split(":")
+                assert len(address) == width
+                listening[fields[9]] = (address, int(port, 16))
+    found = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # the process ended meanwhile
+            continue
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in listening:
+                found.add(listening[link[8:-1]])
+    return found
+
+
+# 127.0.0.1 as /proc/net/tcp prints it, and as an IPv4-mapped IPv6 address.
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_every_process_listens_on_loopback_only(shoal_server):
+    """Started with --host 127.0.0.1, neither the gateway nor any of its Ray processes
+    (GCS, raylet, agents, shard actors) may listen on another interface."""
+    if shoal_server is None:
+        pytest.skip("no server (SHOAL_TEST_AGAINST_MEMORY)")
+    listening = _listening_tcp(shoal_server.pids())
+    assert any(port == shoal_server.port for _, port in listening)
+    assert len(listening) > 3  # the gateway, Ray's GCS, raylet, ...
+    assert {(a, p) for a, p in listening if a not in LOOPBACK} == set()
