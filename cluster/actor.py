@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from cluster.transport import ShardServer, machine_identity
 from shard.local_shard import LocalShard
 from shard.types import ShardConfig
@@ -21,10 +23,14 @@ class ShardActor:
 
     def __init__(self, path: str, config: dict[str, Any], options: dict[str, Any]):
         logging.basicConfig(level=options.get("log_level", "INFO"))
+        # The process is this shard's alone: its BLAS (numpy's matrix products)
+        # gets the shard's search threads, not one spinning thread per core.
+        threadpool_limits(options.get("search_threads", 1), user_api="blas")
         self.shard = LocalShard(
             path,
             ShardConfig.from_json(config),
             indexing_threads=options.get("indexing_threads", 0),
+            search_threads=options.get("search_threads", 1),
             wal_capacity_bytes=options.get("wal_capacity_bytes", 32 * 1024 * 1024),
         )
 

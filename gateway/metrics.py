@@ -22,10 +22,18 @@ class Metrics:
         )
         self.points = Gauge("shoal_collection_points", "Points per collection", ["collection"], registry=self.registry)
         self.collections = Gauge("shoal_collections", "Number of collections", registry=self.registry)
+        self._series: dict[tuple[str, str, int], tuple] = {}  # (method, endpoint, status): children
 
     def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, endpoint, str(status)).inc()
-        self.latency.labels(method, endpoint).observe(seconds)
+        key = (method, endpoint, status)
+        series = self._series.get(key)
+        if series is None:  # looking labels up costs more than the update itself
+            series = self._series[key] = (
+                self.requests.labels(method, endpoint, str(status)),
+                self.latency.labels(method, endpoint),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def set_points(self, counts: dict[str, int]) -> None:
         self.points.clear()

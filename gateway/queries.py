@@ -193,7 +193,11 @@ async def run(collection: Collection, requests: list[SearchRequest]) -> list[lis
         collection.shard_config.vector(req.using)
         if req.limit < 0 or req.offset < 0:
             raise BadInput("limit and offset must not be negative")
-    per_shard = await asyncio.gather(*(s.search_batch(requests) for s in collection.shards))
+    shards = collection.shards
+    if len(shards) == 1:  # gather would wrap the one call in a task of its own
+        per_shard = [await shards[0].search_batch(requests)]
+    else:
+        per_shard = await asyncio.gather(*(s.search_batch(requests) for s in shards))
     return [
         merge_scored(
             (answers[i] for answers in per_shard),

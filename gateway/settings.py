@@ -36,6 +36,9 @@ class StorageSettings(BaseModel):
     storage_path: Path = Field(Path("./shoal_storage"), description="Folder holding every collection, its log and snapshots, and the metadata.")
     wal_capacity_mb: int = Field(32, description="Log size per shard after which the shard snapshots itself and trims its log.")
     indexing_threads: int = Field(0, description="Threads each shard uses to build its HNSW graphs; 0 = all cores.")
+    search_threads: int = Field(
+        1, ge=1, description="Threads each shard uses to score one batch of searches (graph and matrix products); 1 leaves the other cores to the HTTP processes and the other shards."
+    )
 
 
 class ClusterSettings(BaseModel):

@@ -80,7 +80,7 @@ class HnswIndex:
                     self._index.mark_deleted(label)
                     self._labels.discard(label)
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, ef: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels and internal similarities (bigger is better) per query.
 
         k is clamped to the graph's size; rows with fewer than k hits are padded
@@ -94,7 +94,7 @@ class HnswIndex:
                 return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
             self._index.set_ef(max(ef, k))
             try:
-                labels, dist = self._index.knn_query(queries, k=k, num_threads=self.threads)
+                labels, dist = self._index.knn_query(queries, k=k, num_threads=threads)
             except RuntimeError:
                 # hnswlib could not find k live neighbours (many deletions): fetch
                 # one at a time less until it can, rather than failing the search.

@@ -50,12 +50,14 @@ class LocalShard:
         config: ShardConfig,
         *,
         indexing_threads: int = 0,
+        search_threads: int = 1,
         wal_capacity_bytes: int = 32 * 1024 * 1024,
         background_indexing: bool = True,
     ):
         self.path = Path(path)
         self.config = config
         self.indexing_threads = indexing_threads or (os.cpu_count() or 1)
+        self.search_threads = max(1, search_threads)  # hnswlib threads per batch of searches
         self.wal_capacity_bytes = wal_capacity_bytes
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)

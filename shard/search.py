@@ -155,7 +155,7 @@ def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[S
         elif plan.query is not None and plan.cands is not None:
             exact_groups.setdefault(id(plan.cands), []).append(plan)
     for (using, k, ef), members in graph_groups.items():
-        labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef)
+        labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef, shard.search_threads)
         for i, plan in enumerate(members):
             plan.labels, plan.sims = labels[i], sims[i]
     for members in exact_groups.values():
