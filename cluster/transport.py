@@ -29,9 +29,12 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from dataclasses import fields
 from typing import Any
 
-from shard.types import ScoredPoint
+import numpy as np
+
+from shard.types import NearestQuery, ScoredPoint, SearchRequest
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,30 @@ def _hits_to_wire(results: list[list[ScoredPoint]]) -> list[list[tuple]]:
 
 def _hits_from_wire(results: list[list[tuple]]) -> list[list[ScoredPoint]]:
     return [[ScoredPoint(*t) for t in hits] for hits in results]
+
+
+_SEARCH_FIELDS = tuple(f.name for f in fields(SearchRequest))[1:]  # all but the query
+
+
+def _searches_to_wire(requests: list[SearchRequest]) -> list:
+    """Nearest searches as tuples with the vector as raw float32 bytes: pickle
+    takes them ~2x faster than the dataclasses and the array, and every search
+    crosses this socket. Other queries go as they are."""
+    wire = []
+    for req in requests:
+        vector = req.query.vector if type(req.query) is NearestQuery else None
+        if vector is not None and vector.dtype == np.float32 and vector.ndim == 1:
+            wire.append((vector.tobytes(), *(getattr(req, name) for name in _SEARCH_FIELDS)))
+        else:
+            wire.append(req)
+    return wire
+
+
+def _searches_from_wire(wire: list) -> list[SearchRequest]:
+    return [
+        SearchRequest(NearestQuery(np.frombuffer(r[0], dtype=np.float32)), *r[1:]) if type(r) is tuple else r
+        for r in wire
+    ]
 
 
 def machine_identity() -> str:
@@ -144,23 +171,22 @@ class ShardServer:
 
     def _search(self, searches: list[tuple]) -> list[bytes]:
         """Answer frames for a round of search_batch requests, scored together."""
-        flat = [r for _, _, args, _ in searches for r in args[0]]
+        batches = [(req_id, _searches_from_wire(args[0])) for req_id, _, args, _ in searches]
         try:
-            results = self.shard.search_batch(flat)
+            results = self.shard.search_batch([r for _, batch in batches for r in batch])
         except Exception:
             # One bad request must not fail its neighbours: score them one by one.
             frames = []
-            for req_id, _, args, _ in searches:
+            for req_id, batch in batches:
                 try:
-                    frames.append(_answer_frame((req_id, True, _hits_to_wire(self.shard.search_batch(args[0])))))
+                    frames.append(_answer_frame((req_id, True, _hits_to_wire(self.shard.search_batch(batch)))))
                 except Exception as exc:
                     frames.append(_answer_frame((req_id, False, exc)))
             return frames
         frames, at = [], 0
-        for req_id, _, args, _ in searches:
-            n = len(args[0])
-            frames.append(_answer_frame((req_id, True, _hits_to_wire(results[at : at + n]))))
-            at += n
+        for req_id, batch in batches:
+            frames.append(_answer_frame((req_id, True, _hits_to_wire(results[at : at + len(batch)]))))
+            at += len(batch)
         return frames
 
     def close(self) -> None:
@@ -251,6 +277,8 @@ class ShardChannel:
             # Requests made in the same loop iteration leave in one write, and
             # reach the shard together, which then scores them as one batch.
             asyncio.get_running_loop().call_soon(self._flush)
+        if method == "search_batch":
+            args = (_searches_to_wire(args[0]),)
         self._outbox.append(_frame((req_id, method, args, kwargs)))
         ok, result = await future
         if not ok:

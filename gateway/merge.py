@@ -17,8 +17,11 @@ from shard.types import Record, ScoredPoint
 
 
 def merge_scored(per_shard: Iterable[list[ScoredPoint]], *, offset: int, limit: int, higher_is_better: bool) -> list[ScoredPoint]:
+    lists = list(per_shard)
+    if len(lists) == 1:  # one shard: already in order, and a shard holds a point once
+        return lists[0][offset : offset + limit]
     sign = -1.0 if higher_is_better else 1.0
-    merged = heapq.merge(*per_shard, key=lambda p: (sign * p.score, id_sort_key(p.id)))
+    merged = heapq.merge(*lists, key=lambda p: (sign * p.score, id_sort_key(p.id)))
     out: list[ScoredPoint] = []
     seen: set = set()
     skipped = 0

@@ -305,3 +305,14 @@ def test_idle_indexer_wakes_up_for_new_writes(tmp_path, rng):
     shard.apply({"type": "delete_points", "ids": [0, 1]})
     assert shard.index_step() == 2  # the deleted points' graph entries are removed
     shard.close()
+
+
+@pytest.mark.parametrize("distance", [Distance.COSINE, Distance.DOT])
+def test_similarity_of_any_number_of_queries_is_the_matrix_product(rng, distance):
+    """The few-rows and padded paths of the product give the plain product's scores."""
+    vectors = rng.normal(size=(300, 24)).astype(np.float32)
+    for m in range(1, 14):
+        queries = rng.normal(size=(m, 24)).astype(np.float32)
+        got = distances.similarity(queries, vectors, distance)
+        assert got.shape == (m, 300)
+        np.testing.assert_allclose(got, queries.astype(np.float64) @ vectors.T.astype(np.float64), rtol=1e-5, atol=1e-5)

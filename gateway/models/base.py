@@ -145,7 +145,8 @@ def schema_error(code: str) -> str:
 
 
 def _field_plan(cls: type[BaseModel]) -> list[tuple[str, str, list, bool, str]]:
-    """Per field: (attribute, rust name, range/length rules, nested?, prefix)."""
+    """Per field that has rules or nested models: (attribute, rust name,
+    range/length rules, nested?, prefix). The other fields have nothing to check."""
     cached = cls.__dict__.get("_qdrant_plan")
     if cached is not None:
         return cached
@@ -162,7 +163,8 @@ def _field_plan(cls: type[BaseModel]) -> list[tuple[str, str, list, bool, str]]:
         for m in info.metadata:
             if isinstance(m, Prefix):
                 prefix += m.name + "."
-        plan.append((attr, rust, rules, nested, prefix))
+        if rules or nested:
+            plan.append((attr, rust, rules, nested, prefix))
     cls._qdrant_plan = plan
     return plan
 
