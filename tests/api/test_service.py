@@ -87,3 +87,24 @@ def test_every_process_listens_on_loopback_only(shoal_server):
     assert any(port == shoal_server.port for _, port in listening)
     assert len(listening) > 3  # the gateway, Ray's GCS, raylet, ...
     assert {(a, p) for a, p in listening if a not in LOOPBACK} == set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_shard_actors_run_at_normal_priority(shoal_server, base_url):
+    """Ray starts its workers at niceness 15; a shard serving searches must not
+    yield its core to the gateway waiting for its answers."""
+    if shoal_server is None:
+        pytest.skip("no server (SHOAL_TEST_AGAINST_MEMORY)")
+    name = f"nice_{time.monotonic_ns()}"
+    assert call("PUT", f"{base_url}/collections/{name}", {"vectors": {"size": 2, "distance": "Dot"}})[0] == 200
+    niceness = {}
+    for pid in shoal_server.pids():
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        if "ShardActor" in stat[stat.find("(") : stat.rfind(")")]:
+            niceness[pid] = int(stat[stat.rfind(")") + 2 :].split()[16])
+    call("DELETE", f"{base_url}/collections/{name}")
+    assert niceness, "no shard actor process found"
+    assert set(niceness.values()) == {0}
