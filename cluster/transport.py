@@ -91,9 +91,20 @@ def _frame(obj: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return pickle.loads(await reader.readexactly(length))
+def _take_frames(buffer: bytearray) -> list:
+    """Every whole frame at the front of ``buffer``, unpickled, and removed from it."""
+    frames = []
+    at = 0
+    while len(buffer) - at >= HEADER.size:
+        (length,) = HEADER.unpack_from(buffer, at)
+        if len(buffer) - at - HEADER.size < length:
+            break
+        start = at + HEADER.size
+        frames.append(pickle.loads(buffer[start : start + length]))
+        at = start + length
+    if at:
+        del buffer[:at]
+    return frames
 
 
 class ShardServer:
@@ -211,7 +222,7 @@ class _FrameReader:
         self.buffer = bytearray()
 
     def read(self, block: bool) -> list[tuple]:
-        frames = self._parse()
+        frames = _take_frames(self.buffer)
         if frames and block:
             return frames
         while True:
@@ -222,25 +233,11 @@ class _FrameReader:
             if not chunk:
                 raise ConnectionError("peer closed")
             self.buffer += chunk
-            frames += self._parse()
+            frames += _take_frames(self.buffer)
             if block and frames:
                 return frames
             if not block and len(chunk) < (1 << 20):
                 return frames
-
-    def _parse(self) -> list[tuple]:
-        frames = []
-        at = 0
-        while len(self.buffer) - at >= HEADER.size:
-            (length,) = HEADER.unpack_from(self.buffer, at)
-            if len(self.buffer) - at - HEADER.size < length:
-                break
-            start = at + HEADER.size
-            frames.append(pickle.loads(self.buffer[start : start + length]))
-            at = start + length
-        if at:
-            del self.buffer[:at]
-        return frames
 
 
 class ShardChannel:
@@ -291,13 +288,19 @@ class ShardChannel:
             self._writer.write(b"".join(frames))
 
     async def _read_answers(self) -> None:
+        buffer = bytearray()
         try:
             while True:
-                req_id, ok, result = await _read_frame(self._reader)
-                future = self._waiting.pop(req_id, None)
-                if future is not None and not future.done():
-                    future.set_result((ok, result))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+                # Answers come a round at a time: take all that has arrived at once.
+                chunk = await self._reader.read(1 << 20)
+                if not chunk:
+                    raise ConnectionError("the shard closed the connection")
+                buffer += chunk
+                for req_id, ok, result in _take_frames(buffer):
+                    future = self._waiting.pop(req_id, None)
+                    if future is not None and not future.done():
+                        future.set_result((ok, result))
+        except (ConnectionError, OSError) as exc:
             self._fail(ConnectionError(f"shard connection lost: {exc}"))
         except asyncio.CancelledError:
             self._fail(ConnectionError("shard channel closed"))
