@@ -153,8 +153,10 @@ def path_point_id(text: str) -> int | str:
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
-    """The request as Qdrant-shaped JSON: what the client sent, normalised."""
-    return model.model_dump(by_alias=True, exclude_unset=True)
+    """The request as Qdrant-shaped JSON: what the client sent, normalised.
+    (``warnings=False``: the model was just validated, so pydantic's check of
+    every value against its declared type finds nothing and costs ~12 %.)"""
+    return model.model_dump(by_alias=True, exclude_unset=True, warnings=False)
 
 
 __all__ = [
