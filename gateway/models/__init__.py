@@ -155,7 +155,14 @@ def path_point_id(text: str) -> int | str:
 def dump(model: BaseModel) -> dict[str, Any]:
     """The request as Qdrant-shaped JSON: what the client sent, normalised.
     (``warnings=False``: the model was just validated, so pydantic's check of
-    every value against its declared type finds nothing and costs ~12 %.)"""
+    every value against its declared type finds nothing and costs ~12 %.)
+    A request's dense ``vector`` is handed on as validated rather than copied
+    float by float: that copy was 40 % of dumping a search."""
+    vector = getattr(model, "vector", None)
+    if type(vector) is list and vector and type(vector[0]) is float:
+        data = model.model_dump(by_alias=True, exclude_unset=True, exclude={"vector"}, warnings=False)
+        data["vector"] = vector
+        return data
     return model.model_dump(by_alias=True, exclude_unset=True, warnings=False)
 
 
