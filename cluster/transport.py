@@ -117,9 +117,9 @@ class ShardServer:
     latency when idle, bigger batches under load, and no thread hand-off on the
     search path. Half, not all: measured at 32 clients on 100k vectors, rounds
     of everything kept the gateway and the shard taking turns (~2,200 req/s);
-    halves let them overlap (~2,700 req/s). Other calls (writes, retrieves, …) run on a small pool so that a large
-    upsert does not hold searches up; their answers share the connection under a
-    lock.
+    halves let them overlap (~2,700 req/s). Other calls (writes, retrieves, …)
+    run on a small pool so that a large upsert does not hold searches up; their
+    answers share the connection under a lock.
     """
 
     def __init__(self, shard: Any, workers: int = 4):
