@@ -186,6 +186,17 @@ class ShoalServer:
             found |= children
         return found
 
+    def shard_actors(self) -> list[int]:
+        """Pids of this server's shard actor processes (Ray names them ``ray::ShardActor``)."""
+        found = []
+        for pid in self.pids():
+            try:
+                if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::ShardActor"):
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
     def stop(self, grace: float = 30.0) -> int | None:
         """SIGTERM the server process alone (as ``docker stop`` does) and wait for a
         graceful shutdown, which must also end its Ray processes; SIGKILL everything

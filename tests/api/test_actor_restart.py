@@ -19,30 +19,19 @@ def server(tmp_path_factory):
     server.kill()
 
 
-def shard_actors(server) -> list[int]:
-    found = []
-    for pid in server.pids():
-        try:
-            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::ShardActor"):
-                found.append(pid)
-        except OSError:
-            pass
-    return found
-
-
 def test_killed_shard_actor_comes_back_with_its_data(server):
     url = server.url
     assert call("PUT", f"{url}/collections/r", {"vectors": {"size": 2, "distance": "Dot"}})[0] == 200
     points = [{"id": i, "vector": [1.0, float(i)], "payload": {"i": i}} for i in range(50)]
     assert call("PUT", f"{url}/collections/r/points?wait=true", {"points": points})[0] == 200
     before = call("POST", f"{url}/collections/r/points/search", {"vector": [0.0, 1.0], "limit": 3})[1]["result"]
-    (actor,) = shard_actors(server)
+    (actor,) = server.shard_actors()
     os.kill(actor, signal.SIGKILL)
 
     status, body = call("POST", f"{url}/collections/r/points/search", {"vector": [0.0, 1.0], "limit": 3}, timeout=120)
     assert status == 200 and [p["id"] for p in body["result"]] == [p["id"] for p in before]
     deadline = time.monotonic() + 60
-    while not [p for p in shard_actors(server) if p != actor]:
+    while not [p for p in server.shard_actors() if p != actor]:
         assert time.monotonic() < deadline, "Ray did not restart the shard actor"
         time.sleep(0.5)
     # Writes and reads go on (over the restarted actor's new socket).

@@ -98,13 +98,12 @@ def test_shard_actors_run_at_normal_priority(shoal_server, base_url):
     name = f"nice_{time.monotonic_ns()}"
     assert call("PUT", f"{base_url}/collections/{name}", {"vectors": {"size": 2, "distance": "Dot"}})[0] == 200
     niceness = {}
-    for pid in shoal_server.pids():
+    for pid in shoal_server.shard_actors():
         try:
             stat = open(f"/proc/{pid}/stat").read()
         except OSError:
             continue
-        if "ShardActor" in stat[stat.find("(") : stat.rfind(")")]:
-            niceness[pid] = int(stat[stat.rfind(")") + 2 :].split()[16])
+        niceness[pid] = int(stat[stat.rfind(")") + 2 :].split()[16])  # field 19: nice
     call("DELETE", f"{base_url}/collections/{name}")
     assert niceness, "no shard actor process found"
     assert set(niceness.values()) == {0}
