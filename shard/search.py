@@ -146,7 +146,8 @@ class _Plan:
 def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
-    plans = [_plan(shard, r) for r in requests]
+    queries = _preprocessed(shard, requests)
+    plans = [_plan(shard, r, queries.get(i)) for i, r in enumerate(requests)]
     graph_groups: dict[tuple[str, int, int], list[_Plan]] = {}
     exact_groups: dict[int, list[_Plan]] = {}
     for plan in plans:
@@ -180,7 +181,25 @@ def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
         plan.exact_done = True
 
 
-def _plan(shard: LocalShard, req: SearchRequest) -> _Plan:
+def _preprocessed(shard: LocalShard, requests: list[SearchRequest]) -> dict[int, np.ndarray]:
+    """The query vector of every nearest request (by position), preprocessed once
+    per vector name for the whole round rather than one call per request."""
+    by_using: dict[str, list[int]] = {}
+    for i, req in enumerate(requests):
+        if isinstance(req.query, NearestQuery):
+            by_using.setdefault(req.using, []).append(i)
+    out: dict[int, np.ndarray] = {}
+    for using, positions in by_using.items():
+        params = shard.config.vector(using)
+        vectors = [requests[i].query.vector for i in positions]
+        if len({np.shape(v) for v in vectors}) != 1:  # mismatched sizes: each alone, to fail alone
+            out.update((i, distances.preprocess(v, params.distance)) for i, v in zip(positions, vectors))
+            continue
+        out.update(zip(positions, distances.preprocess(np.stack(vectors), params.distance)))
+    return out
+
+
+def _plan(shard: LocalShard, req: SearchRequest, query: np.ndarray | None) -> _Plan:
     params = shard.config.vector(req.using)
     plan = _Plan(req)
     top = req.offset + req.limit
@@ -189,7 +208,7 @@ def _plan(shard: LocalShard, req: SearchRequest) -> _Plan:
     plan.cands = cached_candidates(shard, req.using, req.filter, req.exclude_ids)
     if not isinstance(req.query, NearestQuery):
         return plan
-    plan.query = distances.preprocess(req.query.vector, params.distance)
+    plan.query = query
     graph = shard.graphs.get(req.using)
     if req.exact or graph is None or len(graph) == 0:
         return plan
@@ -239,7 +258,7 @@ def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
             idx, all_scores = idx[keep], all_scores[keep]
         order = _top_order(all_scores, top)
         offsets, scores = idx[order], all_scores[order]
-    return [_scored_point(shard, int(o), float(s), req.with_payload, req.with_vector) for o, s in zip(offsets, scores)]
+    return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 
 def _from_graph(shard: LocalShard, plan: _Plan, top: int):
@@ -347,14 +366,20 @@ def _payload(shard: LocalShard, offset: int, selector: PayloadSelector | None):
     return select_payload(shard.payloads.get(offset), selector)
 
 
-def _scored_point(shard, offset: int, score: float, with_payload, with_vector) -> ScoredPoint:
-    return ScoredPoint(
-        id=shard.points.ids[offset],
-        version=int(shard.points.versions[offset]),
-        score=score,
-        payload=_payload(shard, offset, with_payload),
-        vector=vector_output(shard, offset, with_vector),
-    )
+def _scored_points(shard, offsets: np.ndarray, scores: np.ndarray, with_payload, with_vector) -> list[ScoredPoint]:
+    """Results for the points at ``offsets`` with their display ``scores``. Ids,
+    versions and scores are read in one pass each: per-point numpy indexing was
+    a tenth of a filtered search's time on the shard."""
+    offsets = np.asarray(offsets)
+    ids = shard.points.ids
+    versions = shard.points.versions[offsets].tolist()
+    scores = np.asarray(scores).tolist()
+    if with_payload is None and with_vector is False:
+        return [ScoredPoint(ids[o], v, s) for o, v, s in zip(offsets.tolist(), versions, scores)]
+    return [
+        ScoredPoint(ids[o], v, s, _payload(shard, o, with_payload), vector_output(shard, o, with_vector))
+        for o, v, s in zip(offsets.tolist(), versions, scores)
+    ]
 
 
 def retrieve(shard: LocalShard, ids, with_payload: PayloadSelector | None, with_vector: VectorSelector) -> list[Record]:
