@@ -72,7 +72,8 @@ from gateway.models.filters import (
     Range,
     ValuesCount,
 )
-from gateway.models.parse import decode, parse, serde_message
+from gateway.models.shapes import ShapeCache
+from gateway.models.parse import decode, parse, serde_message, validated
 from gateway.models.points import (
     Batch,
     CountRequest,
@@ -164,6 +165,27 @@ def dump(model: BaseModel) -> dict[str, Any]:
         data["vector"] = vector
         return data
     return model.model_dump(by_alias=True, exclude_unset=True, warnings=False)
+
+
+# Where a search or query body holds its dense query vector: such bodies are
+# read by shape (``gateway.models.shapes``).
+_SHAPES = {
+    SearchRequest: ShapeCache((("vector",),)),
+    QueryRequest: ShapeCache((("query",), ("query", "nearest"))),
+}
+
+
+def read(model_cls: type, body: bytes) -> dict[str, Any]:
+    """``dump(parse(model_cls, body))``, the same result and the same errors;
+    search and query bodies are read by shape, most of them without the whole
+    pydantic reading."""
+    data = decode(body)
+
+    def whole() -> dict[str, Any]:
+        return dump(validated(model_cls, data, body))
+
+    shapes = _SHAPES.get(model_cls)
+    return whole() if shapes is None else shapes.read(data, whole)
 
 
 __all__ = [
@@ -271,6 +293,7 @@ __all__ = [
     "decode",
     "dump",
     "parse",
+    "read",
     "parse_uuid",
     "path_point_id",
     "qdrant_validate",

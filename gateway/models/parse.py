@@ -131,7 +131,11 @@ def parse(model_cls: type, body: bytes) -> Any:
     PointIdsList/FilterSelector). Raises ``FormatError`` (400) or
     ``ValidationError`` (422) from ``gateway.errors``.
     """
-    data = decode(body)
+    return validated(model_cls, decode(body), body)
+
+
+def validated(model_cls: type, data: Any, body: bytes) -> Any:
+    """``parse`` of a body already decoded to ``data``."""
     try:
         model = model_cls.model_validate(data)
     except PydanticValidationError as exc:

@@ -17,7 +17,7 @@ async def body(request: web.Request, model_name: str) -> dict[str, Any]:
     """The request body validated by Qdrant's model ``model_name``, as JSON-shaped
     data (only the fields the client sent)."""
     raw = await request.read()
-    return models.dump(models.parse(getattr(models, model_name), raw or b"{}"))
+    return models.read(getattr(models, model_name), raw or b"{}")
 
 
 def registry(request: web.Request) -> Registry:
