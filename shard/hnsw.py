@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import hnswlib
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from shard.types import Distance, HnswConfig
 
 GROWTH = 1.5
+T = TypeVar("T")
 SPACES = {Distance.COSINE: "ip", Distance.DOT: "ip", Distance.EUCLID: "l2"}
 
 
@@ -123,9 +125,30 @@ class HnswIndex:
             return -dist  # hnswlib "l2" is the squared distance, Shoal's internal Euclid is its negation
         return np.float32(1.0) - dist  # hnswlib "ip" distance is 1 - dot
 
-    def save(self, path: Path) -> None:
-        with self._lock:
+    def save(self, path: Path, outer: threading.RLock, read: Callable[[], T]) -> T:
+        """Write the graph to ``path`` and return ``read()``, called while the graph
+        is locked, so that what it reads about the graph holds for the file.
+
+        ``read`` also runs under ``outer``, the lock searches take before this
+        graph's (the shard lock); ``outer`` is held only for ``read``, never while
+        waiting for the graph (an add in progress may hold it for a second) or
+        while writing it, so reads and writes of the shard go on meanwhile."""
+        while True:
+            with outer:
+                if self._lock.acquire(blocking=False):
+                    try:
+                        value = read()
+                    except BaseException:
+                        self._lock.release()
+                        raise
+                    break
+            with self._lock:  # wait for whoever holds the graph, then try again
+                pass
+        try:
             self._index.save_index(str(path))
+        finally:
+            self._lock.release()
+        return value
 
     @classmethod
     def load(cls, path: Path, dim: int, distance: Distance, config: HnswConfig, labels: np.ndarray, threads: int = 1) -> HnswIndex:

@@ -14,6 +14,7 @@ by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,28 +42,73 @@ class ShardState:
     indexed: dict[str, np.ndarray]
 
 
-def save(shard: LocalShard, target: Path) -> None:
-    """Write the shard's current state (caller holds the shard lock)."""
-    size = shard.size
+@dataclass
+class Staged:
+    """A snapshot half written: everything but the graphs is in ``tmp``."""
 
-    def write(tmp: Path) -> None:
+    target: Path
+    tmp: Path
+    size: int
+    graphs: list[tuple[str, int, hnsw.HnswIndex]]  # (vector name, file number, graph) still to write
+
+
+def stage(shard: LocalShard, target: Path) -> Staged:
+    """First half of a snapshot; the caller holds the shard lock. Writes the
+    points, payloads and vectors as of now into the staging directory: page-cache
+    writes, about 50 ms for 100k x 384, where the graphs and the fsyncs of a
+    whole snapshot take ten times that."""
+    size = shard.size
+    tmp = fileio.staging_dir(target)
+    try:
         names = {name: i for i, name in enumerate(shard.config.vectors)}
         (tmp / "points.json").write_bytes(orjson.dumps(shard.points.to_state()))
         (tmp / "payload.json").write_bytes(orjson.dumps(shard.payloads.to_state()))
+        graphs = []
         for name, i in names.items():
             store = shard.vectors[name]
             np.save(tmp / f"vectors-{i}.npy", store.data[:size])
             np.save(tmp / f"present-{i}.npy", store.mask(size))
-            indexed = np.zeros(size, dtype=bool)
-            current = shard.indexed[name][:size]
-            indexed[: len(current)] = current
-            np.save(tmp / f"indexed-{i}.npy", indexed)
             graph = shard.graphs[name]
-            if graph is not None:
-                graph.save(tmp / f"hnsw-{i}.bin")
+            if graph is None:
+                np.save(tmp / f"indexed-{i}.npy", np.zeros(size, dtype=bool))
+            else:
+                graphs.append((name, i, graph))
         (tmp / "meta.json").write_bytes(orjson.dumps({"seq": shard.seq, "vectors": names}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Staged(target, tmp, size, graphs)
 
-    fileio.replace_dir(target, write)
+
+def finish(shard: LocalShard, staged: Staged) -> None:
+    """Second half, without the shard lock: each graph beside the mask of the
+    offsets current in it, then the publish (fsync, swap).
+
+    The mask is read with the graph locked, so file and mask agree; it may be
+    newer than the staged vectors, and that is sound: a graph entry can only
+    differ from a staged vector through a write after the staged ``seq``, and
+    replaying that write from the log invalidates the entry again. Entries the
+    mask does not vouch for are marked deleted on load."""
+    try:
+        for name, i, graph in staged.graphs:
+
+            def current_mask(name: str = name) -> np.ndarray:
+                current = shard.indexed[name][: staged.size]
+                indexed = np.zeros(staged.size, dtype=bool)
+                indexed[: len(current)] = current
+                return indexed
+
+            indexed = graph.save(staged.tmp / f"hnsw-{i}.bin", shard.lock, current_mask)
+            np.save(staged.tmp / f"indexed-{i}.npy", indexed)
+        fileio.publish_dir(staged.target)
+    except BaseException:
+        shutil.rmtree(staged.tmp, ignore_errors=True)
+        raise
+
+
+def save(shard: LocalShard, target: Path) -> None:
+    """A whole snapshot at once (the caller holds the shard lock)."""
+    finish(shard, stage(shard, target))
 
 
 def load(target: Path, config: ShardConfig) -> ShardState | None:

@@ -1,11 +1,12 @@
 """LocalShard on real files: writes, exact and graph search, recovery."""
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
 
-from shard import distances
+from shard import distances, hnsw, snapshot
 from shard.local_shard import LocalShard
 from shard.types import (
     BadInput,
@@ -157,6 +158,85 @@ def test_recovery_from_log_and_snapshot(tmp_path, rng):
     third = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
     assert third.count(None) == 400  # from the snapshot written at close
     third.close()
+
+
+class Paused:
+    """Wraps a function so that a call waits, once started, until released: the
+    test acts while another thread is inside it."""
+
+    def __init__(self, fn):
+        self.fn, self.started, self.release = fn, threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.started.set()
+        assert self.release.wait(30), "never released"
+        return self.fn(*args, **kwargs)
+
+
+def in_thread(fn) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_reads_and_writes_go_on_while_a_snapshot_is_published(tmp_path, rng, monkeypatch):
+    data = rng.normal(size=(300, DIM)).astype(np.float32)
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    shard.apply(upsert(range(300), data))
+    shard.wait_indexed()
+    publish = Paused(snapshot.fileio.publish_dir)
+    monkeypatch.setattr(snapshot.fileio, "publish_dir", publish)
+    taking = in_thread(shard.snapshot)
+    assert publish.started.wait(30)
+
+    answers = []
+    work = in_thread(lambda: answers.append((
+        shard.search_batch([SearchRequest(NearestQuery(data[7]), limit=1)]),
+        shard.apply({"type": "delete_points", "ids": [7]}),
+        shard.apply(upsert([1000], data[:1])),
+    )))
+    work.join(30)
+    assert answers, "the shard lock was held while the snapshot was published"
+    assert answers[0][0][0][0].id == 7
+    publish.release.set()
+    taking.join(30)
+    assert not taking.is_alive()
+    shard.close(take_snapshot=False)  # as if killed: the writes made during the snapshot live in the log
+
+    again = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    assert again.count(None) == 300
+    assert again.retrieve([7], None, False) == []
+    assert [r.id for r in again.retrieve([1000], None, False)] == [1000]
+    again.close()
+
+
+def test_a_graph_that_moves_during_a_snapshot_reopens_consistent(tmp_path, rng, monkeypatch):
+    """The graph is written after the rest of the snapshot; deletions indexed in
+    between, and offsets reused after, must not leave points the graph hides."""
+    data = rng.normal(size=(200, DIM)).astype(np.float32)
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    shard.apply(upsert(range(200), data))
+    shard.wait_indexed()
+    save = Paused(hnsw.HnswIndex.save)
+    monkeypatch.setattr(hnsw.HnswIndex, "save", lambda *a: save(*a))
+    taking = in_thread(shard.snapshot)
+    assert save.started.wait(30)
+    shard.apply({"type": "delete_points", "ids": list(range(20))})
+    while shard.index_step():  # the graph marks them deleted before it is written
+        pass
+    save.release.set()
+    taking.join(30)
+    assert not taking.is_alive()
+    fresh = rng.normal(size=(10, DIM)).astype(np.float32)
+    shard.apply(upsert(range(1000, 1010), fresh))  # into half of the freed offsets
+    shard.close(take_snapshot=False)
+
+    again = LocalShard(tmp_path, config(indexing_threshold=1), background_indexing=False)
+    again.wait_indexed()
+    live = {i: data[i] for i in range(20, 200)} | {1000 + j: fresh[j] for j in range(10)}
+    hits = again.search_batch([SearchRequest(NearestQuery(v), limit=1) for v in live.values()])
+    assert [h[0].id for h in hits] == list(live)
+    again.close()
 
 
 def test_torn_log_tail_is_not_fatal(tmp_path, rng):
