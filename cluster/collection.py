@@ -6,10 +6,13 @@ Kept free of Ray so that HTTP worker processes can hold the same records.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cluster.placement import shard_of
 from shard.types import DEFAULT_VECTOR, HnswConfig, NotFound, OptimizersConfig, ShardConfig, VectorParams
+
+if TYPE_CHECKING:
+    from cluster.shard_client import ShardClient
 
 
 def shard_config_of(config: dict[str, Any]) -> ShardConfig:
@@ -45,7 +48,7 @@ class Collection:
         if key == "config":  # derived once per config change, read on every request
             super().__setattr__("shard_config", shard_config_of(value))
 
-    def shard_for(self, point_id) -> ShardHandle:
+    def shard_for(self, point_id) -> ShardClient:
         return self.shards[shard_of(point_id, len(self.shards))]
 
 

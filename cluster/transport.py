@@ -28,7 +28,6 @@ import struct
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from dataclasses import fields
 from typing import Any
 

@@ -72,7 +72,6 @@ from gateway.models.filters import (
     Range,
     ValuesCount,
 )
-from gateway.models.shapes import ShapeCache
 from gateway.models.parse import decode, parse, serde_message, validated
 from gateway.models.points import (
     Batch,
@@ -135,6 +134,7 @@ from gateway.models.search import (
     WithLookup,
 )
 from gateway.models.serde import MAX_U64, canonical_id, parse_uuid
+from gateway.models.shapes import ShapeCache
 from shard.types import BadInput
 
 _U64_TEXT = re.compile(r"\+?[0-9]+")
