@@ -37,6 +37,9 @@ class ShardActor:
         self.server = ShardServer(self.shard)
 
     def ready(self) -> bool:
+        """Answers once the shard is loaded; also the health monitor's ping.
+        ``cluster.runtime`` sends it, like ``endpoint``, in the actor's control
+        concurrency group, so that busy data calls cannot delay the answer."""
         return True
 
     def endpoint(self) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cluster.placement import shard_of
+from cluster.shard_client import ShardUnavailable
 from shard.types import DEFAULT_VECTOR, HnswConfig, NotFound, OptimizersConfig, ShardConfig, VectorParams
 
 if TYPE_CHECKING:
@@ -52,27 +53,49 @@ class Collection:
         return self.shards[shard_of(point_id, len(self.shards))]
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A collection the metadata holds whose shards could not be started (at
+    start-up, say, after its files were damaged). It is listed and can be deleted;
+    every other request on it answers 503 with ``reason``."""
+
+    config: dict[str, Any]
+    reason: str
+
+
 class RunningCollections:
     """Lookups shared by both registries: ``_running`` maps collection names to
-    running collections; subclasses say how a name or alias resolves."""
+    running collections, ``_unavailable`` names to the ones that could not start;
+    subclasses say how a name or alias resolves."""
 
     _running: dict[str, Collection]
+    _unavailable: dict[str, Unavailable]
 
     def _real_name(self, name: str) -> str | None:
         raise NotImplementedError
 
     def resolve(self, name: str) -> Collection:
-        """The collection called ``name`` or aliased so; NotFound otherwise."""
+        """The collection called ``name`` or aliased so; NotFound if there is none,
+        ShardUnavailable if it exists but could not be started."""
         real = self._real_name(name)
+        if real is not None and real in self._unavailable:
+            raise ShardUnavailable(f"collection `{real}` could not be loaded: {self._unavailable[real].reason}")
         if real is None or real not in self._running:
             raise not_found(name)
         return self._running[real]
 
-    def names(self) -> list[str]:
-        return sorted(self._running)
+    def unavailable(self, name: str) -> tuple[str, Unavailable] | None:
+        """(real name, record) when ``name`` (or the alias) is a collection that
+        could not be started; None otherwise."""
+        real = self._real_name(name)
+        record = self._unavailable.get(real) if real is not None else None
+        return None if record is None else (real, record)
 
-    def exists(self, name: str) -> bool:
-        return name in self._running
+    def names(self) -> list[str]:
+        return sorted({*self._running, *self._unavailable})
+
+    def running(self) -> list[Collection]:
+        return [self._running[name] for name in sorted(self._running)]
 
 
 class Registry(Protocol):
@@ -81,9 +104,11 @@ class Registry(Protocol):
 
     def resolve(self, name: str) -> Collection: ...
 
+    def unavailable(self, name: str) -> tuple[str, Unavailable] | None: ...
+
     def names(self) -> list[str]: ...
 
-    def exists(self, name: str) -> bool: ...
+    def running(self) -> list[Collection]: ...
 
     def aliases(self) -> dict[str, str]: ...
 

@@ -4,40 +4,98 @@ The collection registry's truth is the Raft-replicated metadata
 (``cluster.metadata``): a collection exists once its create operation is
 committed there. This module turns that metadata into running shard actors —
 at create, at start-up (restoring every collection found in storage), and
-tears them down at delete. Shard data lives at
-``<storage>/collections/<name>/<incarnation>/shard-<i>/``; the incarnation (a
-UUID chosen before proposing, never inside ``apply``) keeps a re-created
-collection from ever reading an older one's files.
+tears them down at delete.
+
+Names never reach the file system or Ray. A collection's data lives at
+``<storage>/collections/<incarnation>/shard-<i>/`` and its actors are named
+``shard-<incarnation>-<i>``, where the incarnation is a UUID drawn for each
+create (``cluster.names``); a re-created collection never reads an older one's
+files. Every path written or deleted is checked to lie inside the storage
+folder (``shard.fileio.contained``).
+
+Create is all or nothing: the shards are started first, and only once all of
+them answer is the create committed to the metadata; if they fail, or the
+commit does, the actors are stopped and their files removed. A crash in
+between leaves files no metadata names, which the next start removes. Restore
+is per collection: one that cannot start is reported (logged, and answered as
+"unavailable" by the API) and the others are served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import shutil
-import uuid
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster import runtime
+from cluster import metadata_ops, runtime
+from cluster.collection import Collection, RunningCollections, Unavailable, not_found
 from cluster.metadata import MetadataStore
-from cluster.metadata_ops import ChangeAliases, CreateAlias, CreateCollection, DeleteAlias, DeleteCollection, RenameAlias, UpdateCollection
-from cluster.collection import Collection, RunningCollections, not_found
+from cluster.metadata_ops import (
+    ChangeAliases,
+    CreateAlias,
+    CreateCollection,
+    DeleteAlias,
+    DeleteCollection,
+    RenameAlias,
+    UpdateCollection,
+)
+from cluster.names import is_incarnation, name_problem, new_incarnation
+from cluster.shard_client import ShardUnavailable
 from cluster.shards import ShardHandle
-from shard.types import Conflict
+from shard.fileio import OutsideRoot, contained, fsync_dir, remove_tree
+from shard.types import BadInput, Conflict
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server hosts at most (see ``gateway.settings.LimitSettings``)."""
+
+    max_shards_total: int = 128
+    start_timeout: float = 300.0  # seconds for a collection's shards to answer
+
+
+class _NameLocks:
+    """One asyncio lock per collection name, dropped when nobody holds or awaits it:
+    a create, update or delete of one name waits for another on the same name,
+    never for one on a different name."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str):
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[name] -= 1
+            if not self._users[name]:
+                del self._users[name], self._locks[name]
 
 
 class Collections(RunningCollections):
     """Running collections, kept in step with the metadata."""
 
-    def __init__(self, storage: Path, metadata: MetadataStore, shard_options: dict[str, Any]):
-        self.storage = storage
+    def __init__(self, storage: Path, metadata: MetadataStore, shard_options: dict[str, Any],
+                 limits: Limits = Limits()):
+        self.storage = Path(storage)
+        self.root = self.storage / "collections"
         self.metadata = metadata
         self.shard_options = shard_options
+        self.limits = limits
         self._running: dict[str, Collection] = {}
-        self._lock = asyncio.Lock()
+        self._unavailable: dict[str, Unavailable] = {}
+        self._starting: dict[str, int] = {}  # name -> shards being started for a create
+        self._names = _NameLocks()
         self.ready = False
         self.on_change = lambda: None  # told after every change of the registry
 
@@ -46,70 +104,191 @@ class Collections(RunningCollections):
     def _real_name(self, name: str) -> str | None:
         return self.metadata.resolve(name)
 
-    # --------------------------------------------------------------- lifecycle
+    def aliases(self) -> dict[str, str]:
+        return self.metadata.aliases()
 
-    def _shard_dir(self, name: str, incarnation: str, i: int) -> Path:
-        return self.storage / "collections" / name / incarnation / f"shard-{i}"
+    # ------------------------------------------------------------------- paths
 
-    async def _start(self, name: str, entry: dict[str, Any]) -> Collection:
-        incarnation = entry["placement"]["incarnation"]
-        collection = Collection(name, entry["config"], incarnation)
-        config = collection.shard_config.to_json()
-        for i in range(entry["config"]["params"].get("shard_number", 1)):
-            path = self._shard_dir(name, incarnation, i)
-            actor = runtime.spawn_shard(f"{name}/{incarnation}/{i}", str(path), config, self.shard_options)
+    def _dir(self, incarnation: str) -> Path:
+        """``<storage>/collections/<incarnation>``, checked: an incarnation read
+        back from the metadata is used in a path only if it is one."""
+        if not is_incarnation(incarnation):
+            raise OutsideRoot(f"refusing a collection folder for incarnation {incarnation!r}")
+        return contained(self.storage, self.root / incarnation)
+
+    def _remove_files(self, incarnation: str) -> None:
+        try:
+            remove_tree(self.storage, self._dir(incarnation))
+        except OutsideRoot as exc:
+            log.error("collection files not removed: %s", exc)
+
+    # ------------------------------------------------------------------ shards
+
+    async def _start(self, name: str, config: dict[str, Any], incarnation: str) -> Collection:
+        """Start the shards of one collection and wait until every one answers;
+        if any fails or the wait exceeds ``limits.start_timeout``, stop them all
+        and raise."""
+        folder = self._dir(incarnation)
+        collection = Collection(name, config, incarnation)
+        shard_config = collection.shard_config.to_json()
+        for i in range(config["params"].get("shard_number", 1)):
+            actor = runtime.spawn_shard(f"shard-{incarnation}-{i}", str(folder / f"shard-{i}"),
+                                        shard_config, self.shard_options)
             collection.shards.append(ShardHandle(actor, i))
-        await asyncio.gather(*(s.ready() for s in collection.shards))
+        try:
+            async with asyncio.timeout(self.limits.start_timeout):
+                await asyncio.gather(*(s.ready() for s in collection.shards))
+        except BaseException as exc:
+            await self._stop(collection, take_snapshot=False)
+            if isinstance(exc, TimeoutError):
+                raise ShardUnavailable(f"the shards of collection `{name}` did not start within "
+                                       f"{self.limits.start_timeout:g} s (setting limits.shard_start_timeout_s)") from None
+            raise
         return collection
 
+    @staticmethod
+    async def _stop(collection: Collection, take_snapshot: bool = True) -> None:
+        results = await asyncio.gather(*(s.stop(take_snapshot=take_snapshot) for s in collection.shards),
+                                       return_exceptions=True)
+        for shard, result in zip(collection.shards, results):
+            if isinstance(result, BaseException):
+                log.warning("collection `%s`: shard %d did not stop cleanly: %s", collection.name, shard.index, result)
+
+    # ----------------------------------------------------------------- restore
+
     async def restore(self) -> None:
-        """Start every collection the metadata knows; remove folders it does not
-        (left by a delete that crashed before cleaning up)."""
+        """Start every collection the metadata knows. One that cannot start is
+        logged and kept as unavailable; the others are served. Then remove the
+        folders no metadata names (left by a create or delete a crash cut short)."""
         entries = self.metadata.collections()
-        started = await asyncio.gather(*(self._start(n, e) for n, e in entries.items()))
-        self._running = {c.name: c for c in started}
-        root = self.storage / "collections"
-        if root.exists():
-            for folder in root.iterdir():
-                entry = entries.get(folder.name)
-                for inc in folder.iterdir() if folder.is_dir() else ():
-                    if entry is None or inc.name != entry["placement"]["incarnation"]:
-                        shutil.rmtree(inc, ignore_errors=True)
+        names = list(entries)
+        results = await asyncio.gather(*(self._restore_one(n, entries[n]) for n in names), return_exceptions=True)
+        for name, result in zip(names, results):
+            if isinstance(result, Collection):
+                self._running[name] = result
+                continue
+            reason = _reason(result)
+            log.error("collection `%s` could not be loaded, the others are served: %s", name, reason)
+            self._unavailable[name] = Unavailable(entries[name]["config"], reason)
+        self._remove_orphans({e["placement"].get("incarnation") for e in entries.values()
+                              if isinstance(e.get("placement"), dict)})
         self.ready = True
-        log.info("restored %d collection(s)", len(self._running))
+        log.info("restored %d collection(s)%s", len(self._running),
+                 f", {len(self._unavailable)} unavailable" if self._unavailable else "")
+
+    async def _restore_one(self, name: str, entry: dict[str, Any]) -> Collection:
+        placement = entry.get("placement") or {}
+        incarnation = placement.get("incarnation")
+        if not is_incarnation(incarnation):
+            raise OutsideRoot(f"its metadata names no valid storage folder ({incarnation!r})")
+        await asyncio.to_thread(self._move_legacy_folder, name, incarnation)
+        return await self._start(name, entry["config"], incarnation)
+
+    def _move_legacy_folder(self, name: str, incarnation: str) -> None:
+        """Earlier versions kept a collection at ``collections/<name>/<incarnation>``:
+        move it to ``collections/<incarnation>``. A name that made that path leave
+        the storage folder is not followed: the collection is then reported."""
+        new = self._dir(incarnation)
+        legacy = self.root / name / incarnation
+        if os.path.lexists(new) or not os.path.lexists(legacy):
+            return
+        try:
+            legacy = contained(self.storage, legacy)
+        except OutsideRoot:
+            log.error("collection `%s`: an earlier version wrote its files outside the storage folder, at %s; "
+                      "they are left there", name, legacy.resolve())
+            raise OutsideRoot("an earlier version wrote its files outside the storage folder") from None
+        os.rename(legacy, new)
+        fsync_dir(new.parent)
+        with contextlib.suppress(OSError):  # the name's folder, if nothing else is in it
+            legacy.parent.rmdir()
+        log.info("collection `%s`: moved its files to the layout by incarnation", name)
+
+    def _remove_orphans(self, known: set) -> None:
+        """Remove ``collections/<incarnation>`` folders no collection owns. Only
+        folders named like an incarnation are touched; anything else is left."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            if folder.name in known:
+                continue
+            if is_incarnation(folder.name):
+                log.info("removing the files of a collection that no longer exists (%s)", folder.name)
+                self._remove_files(folder.name)
+            else:
+                log.warning("left alone in the storage folder: %s (Shoal did not write it)", folder.name)
+
+    # ---------------------------------------------------------------- changes
 
     async def create(self, name: str, config: dict[str, Any]) -> None:
-        async with self._lock:
-            if name in self._running:
+        """Create ``name``: all shards running and the create committed, or
+        nothing (no metadata entry, no actors, no files)."""
+        problem = name_problem(name)
+        if problem is not None:  # the gateway answers this first, with Qdrant's 422
+            raise BadInput(f"collection name `{name}`: {problem}")
+        async with self._names.hold(name):
+            if name in self._running or name in self._unavailable:
                 raise Conflict(f"Collection `{name}` already exists!")
-            op = CreateCollection(name, config, placement={"incarnation": uuid.uuid4().hex})
-            await asyncio.to_thread(self.metadata.propose, op)
-            self._running[name] = await self._start(name, self.metadata.collections()[name])
+            op = CreateCollection(name, config, placement={"incarnation": new_incarnation()})
+            # Refuse what the commit would refuse (name taken by an alias, ...)
+            # before starting any shard: apply is pure, so this is a dry run.
+            metadata_ops.apply(self.metadata.state(), op)[1].unwrap()
+            shard_count = config["params"].get("shard_number", 1)
+            total = self._shard_count() + shard_count
+            if total > self.limits.max_shards_total:
+                raise BadInput(
+                    f"creating `{name}` would bring this server to {total} shards, above its limit of "
+                    f"{self.limits.max_shards_total} (setting limits.max_shards_total)")
+            self._starting[name] = shard_count
+            try:
+                collection = await self._start(name, config, op.placement["incarnation"])  # stops its own on failure
+                try:
+                    await asyncio.to_thread(self.metadata.propose, op)
+                except BaseException:
+                    await self._stop(collection, take_snapshot=False)
+                    raise
+            except BaseException:
+                await asyncio.to_thread(self._remove_files, op.placement["incarnation"])
+                raise
+            finally:
+                del self._starting[name]
+            self._running[name] = collection
             self.on_change()
 
+    def _shard_count(self) -> int:
+        running = sum(len(c.shards) for c in self._running.values())
+        return running + sum(self._starting.values())
+
     async def delete(self, name: str) -> bool:
-        async with self._lock:
-            if name not in self._running:
+        """Drop ``name`` (not an alias of it, as Qdrant): metadata first, then its
+        actors, then its files. An unavailable collection can be deleted too."""
+        async with self._names.hold(name):
+            entry = self.metadata.collection(name)
+            if entry is None and name not in self._running and name not in self._unavailable:
                 return False
             await asyncio.to_thread(self.metadata.propose, DeleteCollection(name))
-            collection = self._running.pop(name)
-            await asyncio.gather(*(s.stop(take_snapshot=False) for s in collection.shards))
-            # Off the event loop: a collection's folder can hold gigabytes.
-            await asyncio.to_thread(shutil.rmtree, self.storage / "collections" / name, True)
+            collection = self._running.pop(name, None)
+            self._unavailable.pop(name, None)
             self.on_change()
+            if collection is not None:
+                await self._stop(collection, take_snapshot=False)
+            incarnation = (entry or {}).get("placement", {}).get("incarnation")
+            if collection is not None:
+                incarnation = collection.incarnation
+            if is_incarnation(incarnation):
+                # Off the event loop: a collection's folder can hold gigabytes.
+                await asyncio.to_thread(self._remove_files, incarnation)
             return True
 
     async def update(self, name: str, config: dict[str, Any]) -> None:
         """Replace a collection's config (the caller applied the PATCH diff to it)."""
-        async with self._lock:
+        async with self._names.hold(name):
             if name not in self._running:
+                self.resolve(name)  # unavailable: say so
                 raise not_found(name)
             await asyncio.to_thread(self.metadata.propose, UpdateCollection(name, replace=config))
             self._running[name].config = self.metadata.collections()[name]["config"]
             self.on_change()
-
-    def aliases(self) -> dict[str, str]:
-        return self.metadata.aliases()
 
     async def change_aliases(self, actions: list[dict[str, Any]]) -> None:
         """POST /collections/aliases: the actions in order, as one metadata entry."""
@@ -129,4 +308,10 @@ class Collections(RunningCollections):
 
     async def close(self) -> None:
         running, self._running = self._running, {}
-        await asyncio.gather(*(s.stop() for c in running.values() for s in c.shards), return_exceptions=True)
+        await asyncio.gather(*(self._stop(c) for c in running.values()), return_exceptions=True)
+
+
+def _reason(error: BaseException) -> str:
+    """A one-line reason for an API answer: the error's own words, no traceback."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}".rstrip(": ")

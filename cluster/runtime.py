@@ -1,9 +1,13 @@
 """Every ``ray.*`` call Shoal makes lives here, so the rest can be read (and
 tested) without Ray.
 
-Ray is started on loopback unless an address is given: by default Ray picks
-the machine's external address, and a single-machine server has no business
-listening there.
+Without an address Shoal starts its own Ray instance and never attaches to
+another one: ``ray.init()`` alone would join any cluster another program left
+running on the machine (``ray start`` writes its address under the system's
+temp folder), and the server would die with it. The embedded instance listens
+on 127.0.0.1 only (by default Ray picks the machine's external address), keeps
+its session files in a private folder removed at shutdown, and authenticates
+with a token of its own rather than the user's shared ``~/.ray/auth_token``.
 """
 
 from __future__ import annotations
@@ -11,28 +15,77 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray._private import ray_constants
+from ray._raylet import Config
+from ray.core.generated import gcs_pb2
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from cluster.actor import ShardActor
 
 log = logging.getLogger(__name__)
 
-RemoteShardActor = ray.remote(ShardActor)
+# Control calls (ready, endpoint, health pings) get threads of their own in each
+# shard actor, so that long data calls filling the default group cannot hold
+# them up (Ray Serve's replica does the same).
+CONTROL_GROUP = "control"
+RemoteShardActor = ray.remote(concurrency_groups={CONTROL_GROUP: 2})(ShardActor)
 RESTART_WAIT = 60.0  # seconds an idempotent call waits for a restarting actor
+CLOSE_TIMEOUT = 60.0  # seconds a shard may take to close cleanly (snapshot) at shutdown
+SHUTDOWN_TIMEOUT = 15.0  # seconds ray.shutdown() may take before the head processes are killed
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+FOLDER_PREFIX = "shoal-ray-"  # the embedded instance's folder, in the system's temp folder
+
+# What a health ping found (``ping``); ``cluster.health`` reads the same words.
+ANSWERED, SILENT, STARTING, DEAD = "answered", "silent", "starting", "dead"
+
+
+@dataclass
+class _Embedded:
+    """The Ray instance this process started: its head processes and its folder."""
+
+    root: Path
+    node: Any  # ray._private.node.Node
+
+
+_embedded: _Embedded | None = None
+_node_id = None  # this process's Ray node (ray.NodeID), for liveness checks
 
 
 def start(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the Ray cluster at ``address``, or start a local one on 127.0.0.1."""
+    """Join the Ray cluster at ``address``, or start a private one on 127.0.0.1."""
+    global _embedded, _node_id
     if ray.is_initialized():
         return
+    # The shards' log lines reach this process's log through Ray: no terminal colours.
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if address:
         ray.init(address=address, logging_level="WARNING", namespace="shoal")
+        try:
+            _node_id = ray.NodeID.from_hex(ray.get_runtime_context().get_node_id())
+        except Exception:  # noqa: BLE001 - a Ray Client (ray://) has no node: no GCS checks
+            _node_id = None
         return
+    _remove_stale_folders()
+    # A short private folder: Ray's Unix socket paths live under it and must stay
+    # under ~107 bytes, so not under the storage folder, whose path may be long.
+    # mkdtemp makes it 0700; Ray makes the session folder inside it world-writable,
+    # so the session goes one level down, behind this folder's permissions.
+    root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    started = _started(os.getpid())
+    if started is not None:  # who owns it, for _remove_stale_folders after a crash
+        (root / "owner").write_text(f"{os.getpid()} {started}")
+    _private_token()
     # On Linux Ray binds to the machine's external address unless told this is a
     # single-machine cluster; this flag (meant for Windows/macOS) does exactly that.
     # Ray's child processes read it from the environment when they start; this
@@ -43,21 +96,196 @@ def start(address: str | None, num_cpus: int | None = None) -> None:
     # driver; a shard actor serves requests and must not yield its core to
     # the gateway it answers (100k x 384, 32 clients: ~2,100 -> ~2,700 req/s).
     os.environ.setdefault(ray_constants.RAY_WORKER_NICENESS, "0")
-    ray.init(
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        num_cpus=num_cpus,
-        logging_level="WARNING",
-        namespace="shoal",
-    )
+    try:
+        ray.init(
+            address="local",  # always a new instance: never attach to one found on the machine
+            _temp_dir=str(root / "r"),
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=num_cpus,
+            logging_level="WARNING",
+            namespace="shoal",
+        )
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    _embedded = _Embedded(root, ray._private.worker._global_node)
+    _node_id = ray.NodeID.from_hex(ray.get_runtime_context().get_node_id())
     node_ip = ray.util.get_node_ip_address()
     if node_ip != "127.0.0.1":
         log.warning("the local Ray instance runs on %s, not on loopback", node_ip)
 
 
-def shutdown() -> None:
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: /proc), to tell it from a later one
+    given the same pid; None if there is no such process (or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
+
+
+def _remove_stale_folders() -> None:
+    """Remove the folders of embedded instances whose server is gone: one killed
+    (SIGKILL, a crash) could not remove its own. A folder is removed only if it
+    is this user's and its ``owner`` file names a process that no longer runs."""
+    if not os.path.isdir("/proc/self"):
+        return  # no way to tell a live owner from a dead one
+    for folder in Path(tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            pid, started = (folder / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue  # not one of ours, or being created
+        if _started(int(pid)) != started:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _private_token() -> None:
+    """Token authentication, with a token only this instance knows: Ray's default
+    writes one to ``~/.ray/auth_token``, shared with every Ray program of the user,
+    and warns about it at every start. Children inherit the environment. A choice
+    the user made in the environment stands."""
+    if any(var in os.environ for var in AUTH_VARS):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray read its config when it was imported: make this process see token mode too.
+    Config.initialize("")
+
+
+def shutdown(ray_gone: bool = False) -> None:
+    """Stop Ray (an embedded instance: its processes, then its folder). With
+    ``ray_gone`` (its head processes died or stopped answering) no call is made
+    to Ray at all, which would wait for a minute on the dead parts: the
+    embedded instance's remaining processes are killed instead."""
+    global _embedded
+    embedded, _embedded = _embedded, None
     if ray.is_initialized():
-        ray.shutdown()
+        if ray_gone:
+            _kill_head(embedded)
+        elif not _within(SHUTDOWN_TIMEOUT, ray.shutdown):
+            log.warning("Ray did not shut down within %.0f s; its processes are killed", SHUTDOWN_TIMEOUT)
+            _kill_head(embedded)
+    if embedded is not None:
+        shutil.rmtree(embedded.root, ignore_errors=True)
+
+
+def _within(seconds: float, fn) -> bool:
+    """Run ``fn`` in a daemon thread; False if it has not returned in time."""
+    thread = threading.Thread(target=fn, name="ray-shutdown", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def _kill_head(embedded: _Embedded | None) -> None:
+    """SIGKILL the embedded instance's own processes (children of this process:
+    their Popen handles name exactly them); its workers exit with the raylet."""
+    if embedded is None:
+        return
+    processes = [info.process for infos in embedded.node.all_processes.values() for info in infos]
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+    deadline = time.monotonic() + 5
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - a process stuck in the kernel is left behind
+            pass
+
+
+# --------------------------------------------------------------------- health
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+async def ray_problem(timeout: float) -> str | None:
+    """None while Ray answers; else what is wrong, in a few words. For the
+    embedded instance first its head processes (GCS server, raylet: children
+    of this process, so their death is seen at once), then, for any instance,
+    a liveness call to the GCS about this node, bounded by ``timeout``."""
+    if not ray.is_initialized():
+        return "Ray is not running"
+    if _embedded is not None:
+        for kind, label in ((ray_constants.PROCESS_TYPE_GCS_SERVER, "GCS server"),
+                            (ray_constants.PROCESS_TYPE_RAYLET, "raylet")):
+            for info in _embedded.node.all_processes.get(kind, ()):
+                code = info.process.poll()
+                if code is not None:
+                    return f"Ray's {label} (pid {info.process.pid}) {_ended(code)}"
+    gcs = getattr(ray._private.worker.global_worker, "gcs_client", None)
+    if gcs is None or _node_id is None:
+        return None  # a Ray Client connection: nothing to ask; the shard pings still tell
+    try:
+        alive = await asyncio.wait_for(gcs.async_check_alive([_node_id], timeout=timeout), timeout + 1)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same here
+        return f"Ray's GCS did not answer within {timeout:g} s ({_first_line(exc)})"
+    if not all(alive):
+        return "Ray's GCS reports this node's raylet dead"
+    return None
+
+
+async def ping(actor, timeout: float) -> tuple[str, str]:
+    """One health check of a shard actor through Ray's control path (its own
+    concurrency group): (ANSWERED, ""), or (SILENT | STARTING | DEAD, why).
+    Unanswered, the actor's state in the GCS tells a stopped actor (ALIVE but
+    silent) from one Ray is restarting (loading its storage) or gave up on."""
+    try:
+        await asyncio.wait_for(actor.ready.options(concurrency_group=CONTROL_GROUP).remote(), timeout)
+        return ANSWERED, ""
+    except asyncio.TimeoutError:
+        failure = None
+    except RayActorError as exc:  # ActorUnavailableError, ActorDiedError: perhaps restarting
+        failure = exc
+    state = await _actor_state(actor, timeout)
+    if state in ("RESTARTING", "PENDING_CREATION", "DEPENDENCIES_UNREADY"):
+        return STARTING, "Ray is restarting it"
+    if state == "DEAD":
+        return DEAD, "its actor died" + (f" ({_first_line(failure)})" if failure is not None else "")
+    if failure is not None:
+        return STARTING, f"its actor was unreachable ({_first_line(failure)})"
+    return SILENT, f"no answer to a health check within {timeout:g} s"
+
+
+async def _actor_state(actor, timeout: float) -> str | None:
+    """The actor's state as the GCS knows it (ALIVE, RESTARTING, DEAD, ...)."""
+    gcs = getattr(ray._private.worker.global_worker, "gcs_client", None)
+    if gcs is None:
+        return None
+    try:
+        infos = await asyncio.wait_for(gcs.async_get_all_actor_info(actor_id=actor._actor_id, timeout=timeout),
+                                       timeout + 1)
+    except Exception:  # noqa: BLE001 - unknown: the caller says "silent"
+        return None
+    for info in infos.values():
+        return gcs_pb2.ActorTableData.ActorState.Name(info.state)
+    return None
+
+
+def restart(actor) -> None:
+    """Have Ray kill the actor's process and start it again (it reloads its
+    storage: snapshot plus log), as after a crash."""
+    ray.kill(actor, no_restart=False)
+
+
+# --------------------------------------------------------------------- shards
 
 
 def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str, Any]):
@@ -104,17 +332,21 @@ async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs
 
 
 async def ready(actor) -> None:
-    await _while_restarting(lambda: actor.ready.remote(), True)
+    await _while_restarting(lambda: actor.ready.options(concurrency_group=CONTROL_GROUP).remote(), True)
 
 
 async def endpoint(actor) -> tuple[str, str]:
-    return await _while_restarting(lambda: actor.endpoint.remote(), True)
+    return await _while_restarting(lambda: actor.endpoint.options(concurrency_group=CONTROL_GROUP).remote(), True)
 
 
 async def stop(actor, take_snapshot: bool = True) -> None:
-    """Close the shard cleanly (snapshot, log closed), then end the actor."""
+    """Close the shard cleanly (snapshot, log closed), then end the actor. A shard
+    that does not close within CLOSE_TIMEOUT is ended anyway: it recovers from
+    its log at the next start."""
     try:
-        await actor.close.remote(take_snapshot)
+        await asyncio.wait_for(actor.close.remote(take_snapshot), CLOSE_TIMEOUT)
     except RayActorError:
         log.warning("shard actor died before it could close")
+    except asyncio.TimeoutError:
+        log.warning("shard actor did not close within %.0f s; ended (it recovers from its log)", CLOSE_TIMEOUT)
     ray.kill(actor, no_restart=True)

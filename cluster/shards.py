@@ -26,8 +26,8 @@ RECONNECT_AFTER = 5.0  # seconds on Ray calls after the shard's socket could not
 
 class ShardHandle(ShardClient):
     def __init__(self, actor, index: int):
+        super().__init__(index)
         self.actor = actor
-        self.index = index
         self._channel: ShardChannel | None = None
         self._remote = False  # the shard is on another machine: Ray calls only
         self._retry_at = 0.0  # after a failed connect, Ray calls until then
@@ -61,7 +61,7 @@ class ShardHandle(ShardClient):
                 return None
             return self._channel
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _send(self, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         channel = await self._connect()
         if channel is None:
             return await runtime.call(self.actor, method, *args, idempotent=method not in WRITES, **kwargs)
@@ -79,6 +79,18 @@ class ShardHandle(ShardClient):
 
     async def ready(self) -> None:
         await runtime.ready(self.actor)
+
+    async def ping(self, timeout: float) -> tuple[str, str]:
+        """One health check through Ray (see ``runtime.ping``)."""
+        return await runtime.ping(self.actor, timeout)
+
+    def restart(self) -> None:
+        """Have Ray restart the actor (it reloads its storage). The socket to the
+        old process is dropped; calls reconnect to the new one."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        runtime.restart(self.actor)
 
     async def stop(self, take_snapshot: bool = True) -> None:
         if self._channel is not None:

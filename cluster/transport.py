@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import pickle
 import socket
 import struct
@@ -137,6 +138,12 @@ class ShardServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            if not _same_user(conn):
+                # An abstract socket has no file permissions: any local user could
+                # connect, and frames are pickles. Only this user's processes may.
+                log.warning("shard socket: refused a connection from another user")
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn,), name="shard-conn", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -203,6 +210,15 @@ class ShardServer:
         self._closed = True
         self._listener.close()
         self._calls.shutdown(wait=False)
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the peer of a Unix socket runs as this process's user (or root)."""
+    _, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return uid in (os.getuid(), 0)
 
 
 def _answer_frame(answer: tuple) -> bytes:

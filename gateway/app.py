@@ -4,7 +4,8 @@ Handlers return plain results; ``envelope`` wraps them in Qdrant's
 ``{"result", "status": "ok", "time"}`` and turns every exception into Qdrant's
 error JSON (``gateway.errors``). The server listens at once and restores
 collections in the background: ``/readyz`` says 503 until every shard is
-loaded, and API requests wait for it. In an HTTP worker, requests only the
+loaded, and API requests wait for it; while Ray is down (``cluster.health``)
+they answer 503 at once. In an HTTP worker, requests only the
 control process can carry out are forwarded to it (``gateway.workers``).
 """
 
@@ -17,14 +18,16 @@ import time
 import orjson
 from aiohttp import web
 
+from cluster.shard_client import ShardUnavailable
 from gateway import errors
 from gateway.metrics import Metrics
 from gateway.routes import collections as collection_routes
 from gateway.routes import points as point_routes
 from gateway.routes import search as search_routes
 from gateway.routes import service as service_routes
+from gateway.routes.common import check_collection_path
 from gateway.settings import Settings
-from gateway.state import COLLECTIONS, METRICS, READY, SETTINGS
+from gateway.state import COLLECTIONS, HEALTH, METRICS, READY, SETTINGS
 from gateway.workers import Forward, RemoteCollections, forward
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,13 @@ async def envelope(request: web.Request, handler):
     route = request.match_info.route.resource
     endpoint = route.canonical if route is not None else "unmatched"
     try:
-        if request.path not in NOT_GATED and not request.app[READY].is_set():
-            await request.app[READY].wait()
+        check_collection_path(request)
+        if request.path not in NOT_GATED:
+            health = request.app.get(HEALTH)
+            if health is not None and health.ray_problem is not None:
+                raise ShardUnavailable(health.ray_problem)  # at once, rather than hang on Ray (503)
+            if not request.app[READY].is_set():
+                await request.app[READY].wait()
         registry = request.app.get(COLLECTIONS)
         if isinstance(registry, RemoteCollections):
             await registry.refresh()
@@ -64,9 +72,11 @@ async def envelope(request: web.Request, handler):
         response = _error(body, status)
     except Exception as exc:  # every failure answers in Qdrant's error shape
         status, body = errors.error_response(exc, started)
-        if status >= 500:
+        if status == 500:  # a fault of Shoal's own: once, with its traceback
             log.exception("request failed: %s %s", request.method, request.path)
         response = _error(body, status)
+        if isinstance(exc, errors.BodyTimeout):
+            response.force_close()  # the rest of that body would be read as a request
     request.app[METRICS].observe(request.method, endpoint, response.status, time.perf_counter() - started)
     return response
 

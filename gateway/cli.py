@@ -1,6 +1,7 @@
 """``shoal``: the command line.
 
     shoal serve [--host 0.0.0.0] [--port 6333] [--storage ./shoal_storage] [--config FILE]
+    shoal --version
 
 Settings are read here, once, and passed down (see ``gateway.settings``).
 """
@@ -13,15 +14,18 @@ import os
 import sys
 from pathlib import Path
 
-import uvloop
+import colorama
 from aiohttp import web
 
+from gateway import serve as serve_app
 from gateway import settings as settings_module
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal: Qdrant's REST API over Ray-hosted shards.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=_version())
+    # The metavar lists the commands for users; _worker (no help) stays out of it.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve}")
     serve = sub.add_parser("serve", help="start the server")
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="REST port (default 6333)")
@@ -33,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     for action in serve._actions[1:]:
         worker._add_action(action)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gateway.routes.service import QDRANT_VERSION
+
+    try:
+        shoal = version("shoal")
+    except PackageNotFoundError:
+        shoal = "dev"
+    return f"shoal {shoal} (Qdrant REST API {QDRANT_VERSION})"
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -51,35 +67,48 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _settings(args: argparse.Namespace):
     settings = settings_module.load(args.config, _overrides(args))
+    # A server's log goes to files and journals: strip terminal colours from
+    # everything written to it, the shards' lines that Ray forwards included
+    # (Ray writes colour codes into its own error texts, whatever its settings).
+    colorama.init(strip=True, convert=False)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    serve_app.quiet_malformed_http()
     return settings
 
 
-def _run(app: web.Application, settings, **sites) -> None:
-    web.run_app(
+def _bound_shard_calls(settings) -> None:
+    """Every call to a shard from this process is bounded by the setting (see
+    ``cluster.shard_client``)."""
+    from cluster.shard_client import ShardClient
+
+    ShardClient.call_timeout = settings.cluster.shard_call_timeout_s
+
+
+def _run(app: web.Application, settings, *, path: str | None = None, reuse_port: bool = False) -> None:
+    serve_app.run(
         app,
-        loop=uvloop.new_event_loop(),  # several times cheaper sockets and callbacks than asyncio's loop
         host=settings.service.host,
         port=settings.service.http_port,
-        access_log=None,
-        print=None,
+        max_connections=settings.service.max_connections,
+        reuse_port=reuse_port,
+        unix_path=path,
         shutdown_timeout=10,
-        **sites,
     )
 
 
 def serve(args: argparse.Namespace, argv: list[str]) -> None:
     from gateway import control as control_module
     from gateway.app import create_app
-    from gateway.state import CONTROL, WORKER_ARGV
+    from gateway.state import CONTROL, HEALTH, WORKER_ARGV
     from gateway.workers import REGISTRY_PATH, Control, worker_count
 
     from cluster import runtime
 
     settings = _settings(args)
+    _bound_shard_calls(settings)
     # Ray first, in the main thread: its core installs a SIGTERM handler of its
     # own, and aiohttp's (installed by run_app below) must be the one that stays,
     # or SIGTERM aborts the process instead of shutting it down cleanly.
@@ -100,6 +129,12 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
         worker_count(settings.service.workers),
     )
     _run(app, settings, **sites)
+    health = app.get(HEALTH)
+    if health is not None and (health.exit_reason is not None or health.ray_problem is not None):
+        # Ray died (cluster.health): exit non-zero, and skip Ray's own exit
+        # handler, a ray.shutdown() that would wait a minute on the dead parts.
+        logging.shutdown()
+        os._exit(1)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -108,6 +143,7 @@ def worker(args: argparse.Namespace) -> None:
     from gateway.workers import worker_ctx
 
     settings = _settings(args)
+    _bound_shard_calls(settings)
     app = create_app(settings, worker_ctx)
     app[CONTROL_DIR] = args.control_dir
     _run(app, settings, reuse_port=True)

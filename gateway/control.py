@@ -5,17 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from cluster import runtime
-from cluster.collections import Collections
+from cluster.collections import Collections, Limits
+from cluster.health import HealthMonitor
 from cluster.metadata import MetadataStore
-from gateway.state import COLLECTIONS, CONTROL, READY, SETTINGS, WORKER_ARGV
+from gateway.state import COLLECTIONS, CONTROL, HEALTH, READY, SETTINGS, WORKER_ARGV
 from gateway.workers import registry_json, worker_count
 
 log = logging.getLogger(__name__)
+
+EXIT_DEADLINE = 20.0  # seconds the shutdown after Ray's death may take before the process ends hard
+
+
+def _exit_soon(reason: str) -> None:
+    """Ray is gone for good: shut down as on SIGTERM (the cleanup below skips the
+    calls to Ray, which would wait on its dead parts for a minute), and end the
+    process hard should that take longer than EXIT_DEADLINE. gateway.cli makes
+    the exit status non-zero."""
+
+    def hard_exit() -> None:
+        time.sleep(EXIT_DEADLINE)
+        os._exit(1)
+
+    threading.Thread(target=hard_exit, name="exit-deadline", daemon=True).start()
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def control_ctx(app: web.Application):
@@ -39,9 +60,16 @@ async def control_ctx(app: web.Application):
         "wal_capacity_bytes": settings.storage.wal_capacity_mb * 1024 * 1024,
         "log_level": settings.log_level,
     }
-    collections = Collections(storage, metadata, shard_options)
+    limits = Limits(max_shards_total=settings.limits.max_shards_total,
+                    start_timeout=settings.limits.shard_start_timeout_s)
+    collections = Collections(storage, metadata, shard_options, limits)
     app[COLLECTIONS] = collections
     control = app.get(CONTROL)
+    health = HealthMonitor(collections.running, _exit_soon, ray_grace=settings.cluster.ray_down_grace_s,
+                           restart_after=settings.cluster.shard_restart_after_s,
+                           ping_timeout=settings.cluster.shard_ping_timeout_s)
+    app[HEALTH] = health
+    health.start()
 
     async def restore():
         try:
@@ -57,15 +85,24 @@ async def control_ctx(app: web.Application):
     task = asyncio.create_task(restore())
     yield
     task.cancel()
+    await health.stop()
+    ray_gone = health.ray_problem is not None
     if control is not None:
         await asyncio.to_thread(control.stop)
-    await collections.close()
+    if ray_gone:
+        log.warning("shards not closed (Ray is unavailable): each recovers from its log at the next start")
+    else:
+        await collections.close()
     await asyncio.to_thread(metadata.close)
-    await asyncio.to_thread(runtime.shutdown)
+    await asyncio.to_thread(runtime.shutdown, ray_gone)
 
 
 
 
 async def registry(request: web.Request):
-    """The registry as HTTP workers read it (internal; see gateway.workers)."""
+    """The registry as HTTP workers read it (internal; see gateway.workers). Only
+    over the control's Unix socket, in a folder only this user can enter: it
+    names the shards' sockets, which are not for clients."""
+    if not isinstance(request.transport.get_extra_info("sockname"), str):
+        raise web.HTTPNotFound()
     return await registry_json(request.app[COLLECTIONS])

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cluster.placement import split_by_shard
+from gateway import errors
 from shard.types import (
     DEFAULT_VECTOR,
     BadInput,
@@ -94,7 +95,7 @@ def vector_rows(config: ShardConfig, ids: list, vectors: list) -> tuple[dict[str
     n = len(ids)
     per_name: dict[str, list] = {name: [None] * n for name in config.vectors}
     for row, vec in enumerate(vectors):
-        named = vec if isinstance(vec, dict) else {DEFAULT_VECTOR: vec}
+        named = vec if isinstance(vec, dict) and not is_inference(vec) else {DEFAULT_VECTOR: vec}
         for name, value in named.items():
             if name not in per_name:
                 raise BadInput(f"Not existing vector name error: {name}")
@@ -117,7 +118,15 @@ def vector_rows(config: ShardConfig, ids: list, vectors: list) -> tuple[dict[str
     return arrays, masks
 
 
+def is_inference(value: Any) -> bool:
+    """A Document, Image or InferenceObject: something for a model to embed (its
+    ``model`` is a name; a named vector's value never is a string)."""
+    return isinstance(value, dict) and isinstance(value.get("model"), str)
+
+
 def _dense(value: Any, dim: int) -> list[float]:
+    if is_inference(value):
+        raise errors.BadRequest(errors.no_inference())
     if isinstance(value, dict):
         raise BadInput("sparse vectors are not supported by Shoal yet")
     if value and isinstance(value[0], list):

@@ -15,6 +15,10 @@ Status codes and text prefixes follow Qdrant:
 - engine NotFound             404 "Not found: <text>"    (StorageError::NotFound)
 - engine Conflict             409 "Wrong input: <text>"  (StorageError::AlreadyExists)
 - Qdrant BadRequest           400 "Bad request: <text>"  (StorageError::BadRequest)
+- shard unreachable / silent  503 "Shard temporarily unavailable: <text>"
+  (StorageError::ShardUnavailable); also every request while Ray is down
+- shard call over its bound   408 "Timeout: Timeout error: Operation 'Search'
+  timed out after N seconds" (CollectionError::timeout as StorageError::Timeout)
 - anything else               500 "Service internal error: <text>"
 - unknown route, wrong method 404 with an EMPTY body: actix puts the method guard
   on each resource, so a wrong method falls through to the default 404 service.
@@ -35,6 +39,7 @@ import re
 import time
 from typing import Any
 
+from cluster.shard_client import ShardTimeout, ShardUnavailable
 from shard.types import BadInput, Conflict, NotFound, ShoalError
 
 # ---------------------------------------------------------------------------
@@ -56,6 +61,7 @@ KNOWN_PREFIXES = (
     VALIDATION_PREFIX,
     SERVICE_ERROR,
     "Deserialize error in ",
+    "Validation error in ",
     "Payload error: ",
     "Forbidden: ",
     "Timeout: ",
@@ -92,14 +98,36 @@ class FormatError(QdrantError):
 
 
 class ValidationError(QdrantError):
-    """The body breaks a validate rule: 422 with every (path, message) pair."""
+    """A request breaks a validate rule: 422 with every (path, message) pair.
+    ``where`` is what broke it, in Qdrant's words: "JSON body", "path
+    parameters" or "query parameters" (src/actix/mod.rs validation_error_handler)."""
 
     status = 422
     body_level = True
 
-    def __init__(self, errors: list[tuple[str, str]]):
-        super().__init__(validation_text(errors))
+    def __init__(self, errors: list[tuple[str, str]], where: str = "JSON body"):
+        super().__init__(validation_text(errors, where))
         self.errors = list(errors)
+
+
+class QueryDeserializeError(QdrantError):
+    """A query parameter does not deserialize: 400 "Deserialize error in query
+    parameters: <serde_urlencoded's message>"."""
+
+    status = 400
+    body_level = True
+
+    def __init__(self, message: str):
+        super().__init__("Deserialize error in query parameters: " + message)
+
+
+class BodyTimeout(QdrantError):
+    """The request body did not arrive in time: 408, and the connection is closed."""
+
+    status = 408
+
+    def __init__(self, seconds: float):
+        super().__init__(f"Timeout: the request body did not arrive within {seconds:g} s", 408)
 
 
 class BadRequest(QdrantError):
@@ -125,9 +153,9 @@ class RouteNotFound(QdrantError):
         super().__init__("", 404)
 
 
-def validation_text(errors: list[tuple[str, str]]) -> str:
+def validation_text(errors: list[tuple[str, str]], where: str = "JSON body") -> str:
     """Qdrant's label_errors: "Validation error in JSON body: [a: x; b: y]"."""
-    return VALIDATION_PREFIX + "[" + "; ".join(f"{path}: {msg}" for path, msg in errors) + "]"
+    return f"Validation error in {where}: [" + "; ".join(f"{path}: {msg}" for path, msg in errors) + "]"
 
 
 # ---------------------------------------------------------------------------
@@ -230,9 +258,34 @@ def dense_sparse_name_clash(name: str) -> str:
     return f"Dense and sparse vector names must be unique - duplicate found with '{name}'"
 
 
+def no_target_or_context() -> str:
+    """400 BadRequest -- discover with neither a target nor a context pair
+    (collection/src/discovery.rs); Shoal says the same for an empty context query."""
+    return "target and/or context_pairs must be specified"
+
+
+def no_inference() -> str:
+    """400 -- a document, image or object to embed. Qdrant answers 500 "InferenceService
+    is not initialized" without an inference service; Shoal has none at all, and
+    says so as the client's error it is."""
+    return "documents, images and objects need an inference service, which Shoal does not have: send vectors"
+
+
 def score_threshold_with_order_by() -> str:
     """400 BadRequest -- query API with order_by and score_threshold."""
     return "Can't use score_threshold with an order_by query."
+
+
+SHARD_UNAVAILABLE = "Shard temporarily unavailable: "
+TIMEOUT = "Timeout: "
+# Qdrant's names of the operations that time out (CollectionError::timeout callers).
+_OPERATIONS = {"search_batch": "Search", "scroll": "Query scroll", "facet": "facet", "sample": "sampling"}
+
+
+def shard_timeout(operation: str, seconds: float) -> str:
+    """408 Timeout -- CollectionError::timeout(secs, "Search") shown as
+    StorageError::Timeout: "Timeout error: Operation 'Search' timed out after 5 seconds"."""
+    return f"Timeout error: Operation '{_OPERATIONS.get(operation, operation)}' timed out after {seconds:g} seconds"
 
 
 # ---------------------------------------------------------------------------
@@ -275,13 +328,29 @@ def status_and_text(exc: BaseException) -> tuple[int, str]:
     exc = _cause(exc)
     if isinstance(exc, QdrantError):
         return exc.status, exc.text
+    if isinstance(exc, ShardUnavailable):
+        return 503, _prefixed(str(exc), SHARD_UNAVAILABLE)
+    if isinstance(exc, ShardTimeout):
+        return 408, TIMEOUT + shard_timeout(exc.operation, exc.seconds)
     if isinstance(exc, NotFound):
         return 404, _prefixed(str(exc), NOT_FOUND)
     if isinstance(exc, Conflict):
         return 409, _prefixed(str(exc), WRONG_INPUT)
     if isinstance(exc, (BadInput, ShoalError)):
         return 400, _prefixed(str(exc), WRONG_INPUT)
-    return 500, SERVICE_ERROR + str(exc)
+    return 500, SERVICE_ERROR + _summary(exc)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _summary(exc: BaseException) -> str:
+    """An internal fault's text for a client: its first line, without terminal
+    colours, at most 300 characters. The traceback goes to the log, not to the
+    client (a Ray error's text holds the remote traceback and file paths)."""
+    text = _ANSI.sub("", str(exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 300 else first[:297] + "..."
 
 
 def error_response(exc: BaseException, started: float | None = None) -> tuple[int, dict[str, Any] | None]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from cluster.collection import Collection, Registry
 from cluster.placement import split_by_shard
-from gateway import convert
+from gateway import convert, errors
 from gateway.merge import merge_scored
 from shard import distances
 from shard.types import (
@@ -66,6 +66,8 @@ class Examples:
         self._vectors: dict = {}
 
     def want(self, value: Any) -> None:
+        if isinstance(value, dict):
+            self.vector(value)  # not a point id: refused here, in its own words
         if not is_vector(value):
             self._ids.append(value)
 
@@ -86,6 +88,8 @@ class Examples:
 
     def vector(self, value: Any) -> np.ndarray:
         if isinstance(value, dict):
+            if convert.is_inference(value):
+                raise errors.BadRequest(errors.no_inference())
             raise BadInput("sparse vectors are not supported by Shoal yet")
         if isinstance(value, list):
             if len(value) != self._dim:
@@ -165,6 +169,8 @@ async def discover_request(collections: Registry, collection: Collection, body: 
     using = body.get("using") or DEFAULT_VECTOR
     examples = Examples(collections, collection, using, body.get("lookup_from"))
     target, context = body.get("target"), body.get("context") or []
+    if target is None and not context:
+        raise errors.BadRequest(errors.no_target_or_context())
     if target is not None:
         examples.want(target)
     for pair in context:

@@ -28,6 +28,12 @@ class ServiceSettings(BaseModel):
         description="HTTP processes sharing the port (SO_REUSEPORT); 0 = one per core. "
         "Extra workers reach shards on this machine directly; collection changes go through the first.",
     )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds a request body may take to arrive; then 408 and the connection is closed."
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Open HTTP connections per HTTP process; beyond it a new connection gets 503 and is closed."
+    )
 
 
 class StorageSettings(BaseModel):
@@ -45,14 +51,46 @@ class ClusterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
 
     ray_address: str | None = Field(
-        None, description="Ray cluster to join (also taken from RAY_ADDRESS). Unset: start a local Ray on 127.0.0.1."
+        None, description="Ray cluster to join (also taken from RAY_ADDRESS). Unset: start a private Ray instance "
+        "on 127.0.0.1 (never one found running on the machine).",
     )
     num_cpus: int | None = Field(None, description="CPUs a locally started Ray may use; unset = all.")
+    ray_down_grace_s: float = Field(
+        10.0, gt=0, description="Seconds Ray may stay unavailable (a head process died, or it stopped answering); "
+        "meanwhile requests answer 503, then the server exits with a non-zero status.",
+    )
+    shard_ping_timeout_s: float = Field(
+        2.0, gt=0, description="Seconds a shard (and Ray) has to answer a health check, made every second; "
+        "a shard that does not is unavailable: its collection answers 503 until it answers again.",
+    )
+    shard_restart_after_s: float = Field(
+        30.0, gt=0, description="Seconds a shard may stay silent before Ray restarts it (it reloads its storage); "
+        "long enough for a snapshot or a graph save that holds the shard for a second or two.",
+    )
+    shard_call_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds any call from the gateway to a shard may take (a read's `timeout` "
+        "parameter may shorten it); then the request answers 408.",
+    )
     raft_host: str = Field("127.0.0.1", description="Address this node's metadata Raft listens on.")
     raft_port: int | None = Field(
         None, description="Port of this node's metadata Raft; unset = the HTTP port + 2 (6335, Qdrant's p2p port)."
     )
     raft_peers: list[str] = Field(default_factory=list, description="Other metadata Raft nodes as host:port; empty = a single-node cluster.")
+
+
+class LimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
+    max_shard_number: int = Field(
+        64, ge=1, description="Largest shard_number of one collection (each shard is a process of its own)."
+    )
+    max_shards_total: int = Field(
+        128, ge=1, description="Shards this server hosts at most, all collections together; a create beyond it is refused."
+    )
+    shard_start_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds a collection's shards may take to start (at create, or loading at start-up); "
+        "beyond it a create is undone and a loading collection is reported unavailable.",
+    )
 
 
 class Settings(BaseSettings):
@@ -61,6 +99,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     storage: StorageSettings = StorageSettings()
     cluster: ClusterSettings = ClusterSettings()
+    limits: LimitSettings = LimitSettings()
     log_level: str = Field("INFO", description="Python logging level of the server.")
 
     @classmethod

@@ -17,3 +17,4 @@ READY = web.AppKey("ready", asyncio.Event)
 CONTROL = web.AppKey("control", object)  # gateway.workers.Control, when HTTP workers run
 WORKER_ARGV = web.AppKey("worker_argv", list)  # the flags workers are started with
 CONTROL_DIR = web.AppKey("control_dir", object)  # in an HTTP worker: the control's folder (Path)
+HEALTH = web.AppKey("health", object)  # in the control process: cluster.health.HealthMonitor

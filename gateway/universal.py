@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from cluster.collection import Collection, Registry
-from gateway import convert, queries
+from gateway import convert, errors, queries
 from gateway.merge import merge_by_id, merge_ordered
 from shard.types import DEFAULT_VECTOR, BadInput, OrderBy, ScoredPoint
 
@@ -58,6 +58,8 @@ async def scored_request(collections, coll, body, query, using):
         engine_query = queries.DiscoverQuery(examples.vector(disc["target"]), queries.context_pairs(examples, pairs))
     elif isinstance(query, dict) and "context" in query:
         pairs = _pairs(query["context"])
+        if not pairs:
+            raise errors.BadRequest(errors.no_target_or_context())
         for p in pairs:
             examples.want(p["positive"])
             examples.want(p["negative"])

@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cluster.collection import Collection, RunningCollections
+from cluster.collection import Collection, RunningCollections, Unavailable
 from cluster.shard_client import DirectShard
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,16 @@ class Control:
 
 
 async def registry_json(collections) -> dict[str, Any]:
-    """What a worker needs: every collection's config and its shards' socket addresses."""
-    out: dict[str, Any] = {"collections": {}, "aliases": collections.aliases()}
-    for name in collections.names():
-        coll = collections.resolve(name)
+    """What a worker needs: every collection's config and its shards' socket
+    addresses, and the collections that could not be started."""
+    out: dict[str, Any] = {"collections": {}, "unavailable": {}, "aliases": collections.aliases()}
+    for coll in collections.running():
         addresses = await asyncio.gather(*(s.socket_address() for s in coll.shards))
-        out["collections"][name] = {"config": coll.config, "incarnation": coll.incarnation, "shards": addresses}
+        out["collections"][coll.name] = {"config": coll.config, "incarnation": coll.incarnation, "shards": addresses}
+    for name in collections.names():
+        down = collections.unavailable(name)
+        if down is not None:
+            out["unavailable"][name] = {"config": down[1].config, "reason": down[1].reason}
     return out
 
 
@@ -110,6 +114,7 @@ class RemoteCollections(RunningCollections):
         self._seen = -1
         self._stale = False
         self._running: dict[str, Collection] = {}
+        self._unavailable: dict[str, Unavailable] = {}
         self._aliases: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
         self._refreshing = asyncio.Lock()
@@ -150,6 +155,7 @@ class RemoteCollections(RunningCollections):
                 coll = Collection(name, entry["config"], entry["incarnation"])
                 coll.shards = [DirectShard(address, i, self.mark_stale) for i, address in enumerate(entry["shards"])]
                 running[name] = coll
+            self._unavailable = {n: Unavailable(u["config"], u["reason"]) for n, u in data["unavailable"].items()}
             self._running, self._aliases, self._seen = running, data["aliases"], version
 
     def _real_name(self, name: str) -> str | None:

@@ -62,6 +62,34 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+class OutsideRoot(RuntimeError):
+    """A path that should lie inside a root folder (a server's storage) does not."""
+
+
+def contained(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path`` resolved (symbolic links and ``..`` followed), checked to lie strictly
+    inside ``root`` resolved; OutsideRoot otherwise. Every path Shoal writes or
+    deletes under its storage goes through this, so that no name from a request, no
+    ``..`` and no planted link can turn a write or a delete onto other files."""
+    base = Path(root).resolve()
+    target = Path(path).resolve()
+    if target == base or base not in target.parents:
+        raise OutsideRoot(f"refusing to touch {target}: it is not inside {base}")
+    return target
+
+
+def remove_tree(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Deletes the directory ``path`` with everything in it, only if it lies inside
+    ``root`` (OutsideRoot, and nothing deleted, otherwise). False if it did not exist.
+    ``shutil.rmtree`` removes links inside the tree without following them."""
+    if not os.path.lexists(path):
+        return False
+    target = contained(root, path)
+    shutil.rmtree(target)
+    fsync_dir(target.parent)
+    return True
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

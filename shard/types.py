@@ -228,6 +228,10 @@ class RecommendQuery:
     negative: tuple[np.ndarray, ...]
     strategy: Literal["best_score", "sum_scores"]
 
+    def __post_init__(self) -> None:
+        if not self.positive and not self.negative:  # there would be nothing to score by
+            raise BadInput("a recommend query needs at least one example")
+
 
 @dataclass(frozen=True)
 class ContextPair:
@@ -244,6 +248,10 @@ class DiscoverQuery:
 @dataclass(frozen=True)
 class ContextQuery:
     context: tuple[ContextPair, ...]
+
+    def __post_init__(self) -> None:
+        if not self.context:  # there would be nothing to score by
+            raise BadInput("a context query needs at least one context pair")
 
 
 Query = Union[NearestQuery, RecommendQuery, DiscoverQuery, ContextQuery]

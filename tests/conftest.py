@@ -83,10 +83,11 @@ class ShoalServer:
     ``kill()`` leaves no Shoal process behind, as a machine crash would.
     """
 
-    def __init__(self, storage: Path, log_dir: Path, port: int | None = None):
+    def __init__(self, storage: Path, log_dir: Path, port: int | None = None, env: dict[str, str] | None = None):
         self.storage = storage
         self.log_dir = log_dir
         self.port = port or free_port()
+        self.extra_env = dict(env or {})  # e.g. SHOAL__LIMITS__... settings for this server
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.leftovers: list[int] = []
@@ -106,6 +107,7 @@ class ShoalServer:
         # PYTHONPATH: it runs on the project's own environment.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:

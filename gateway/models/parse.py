@@ -48,13 +48,19 @@ def _reject_constant(name: str) -> Any:
 
 
 def decode(body: bytes) -> Any:
-    """The JSON value of ``body``, or FormatError with serde_json's message."""
+    """The JSON value of ``body``, or FormatError with serde_json's message.
+    Bodies nested deeper than serde_json's recursion limit are refused as
+    Qdrant refuses them, although orjson reads them."""
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         message = jsontext.syntax_error(bytes(body))
         if message is not None:
             raise FormatError(message) from None
+    else:
+        if jsontext.too_deep(body):
+            raise FormatError(jsontext.syntax_error(bytes(body)) or "recursion limit exceeded")
+        return data
     # orjson refused text that serde_json reads (rare): read it the slow way.
     try:
         return json.loads(bytes(body), parse_constant=_reject_constant)

@@ -6,8 +6,12 @@ import asyncio
 
 from aiohttp import web
 
+from cluster.names import name_problem
 from gateway import convert
-from gateway.routes.common import body, collection, flag, registry, write
+from gateway.errors import ValidationError
+from gateway.params import wait_timeout
+from gateway.routes.common import body, collection, registry, wait_flag, write
+from gateway.state import SETTINGS
 from shard.types import NotFound
 
 routes = web.RouteTableDef()
@@ -21,6 +25,12 @@ async def list_collections(request: web.Request):
 @routes.put("/collections/{collection_name}")
 async def create_collection(request: web.Request):
     data = await body(request, "CreateCollection")
+    limit = request.app[SETTINGS].limits.max_shard_number
+    shards = data.get("shard_number") or 1
+    if shards > limit:
+        # Beyond this server's limit: said as Qdrant says a range it refuses.
+        raise ValidationError([("shard_number", f"value {shards} invalid, must be from 1 to {limit}")])
+    wait_timeout(request)
     await registry(request).create(request.match_info["collection_name"], convert.collection_config(data))
     return True
 
@@ -28,6 +38,7 @@ async def create_collection(request: web.Request):
 @routes.patch("/collections/{collection_name}")
 async def update_collection(request: web.Request):
     data = await body(request, "UpdateCollection")
+    wait_timeout(request)
     coll = collection(request)
     new_config = convert.updated_collection_config(coll.config, data)
     await registry(request).update(coll.name, new_config)
@@ -36,11 +47,14 @@ async def update_collection(request: web.Request):
 
 @routes.delete("/collections/{collection_name}")
 async def delete_collection(request: web.Request):
+    wait_timeout(request)
     return await registry(request).delete(request.match_info["collection_name"])
 
 
 @routes.get("/collections/{collection_name}/exists")
 async def collection_exists(request: web.Request):
+    if registry(request).unavailable(request.match_info["collection_name"]) is not None:
+        return {"exists": True}
     try:
         collection(request)
         return {"exists": True}
@@ -50,6 +64,12 @@ async def collection_exists(request: web.Request):
 
 @routes.get("/collections/{collection_name}")
 async def collection_info(request: web.Request):
+    down = registry(request).unavailable(request.match_info["collection_name"])
+    if down is not None:
+        # Qdrant's "red": the collection exists but its shards are not serving.
+        _, record = down
+        return {"status": "red", "optimizer_status": {"error": record.reason}, "indexed_vectors_count": None,
+                "points_count": None, "segments_count": 0, "config": record.config, "payload_schema": {}}
     coll = collection(request)
     infos = await asyncio.gather(*(s.info() for s in coll.shards))
     schema: dict = {}
@@ -78,15 +98,26 @@ async def collection_info(request: web.Request):
 @routes.post("/collections/aliases")
 async def change_aliases(request: web.Request):
     data = await body(request, "ChangeAliasesOperation")
+    problems = []
+    for i, action in enumerate(data["actions"]):
+        (kind, args), = action.items()
+        field = {"create_alias": "alias_name", "rename_alias": "new_alias_name"}.get(kind)
+        problem = name_problem(args[field]) if field else None
+        if problem is not None:  # a new alias is held to the rule for collection names
+            problems.append((f"actions[{i}].{kind}.{field}", problem))
+    if problems:
+        raise ValidationError(problems)
+    wait_timeout(request)
     await registry(request).change_aliases(data["actions"])
     return True
 
 
 @routes.get("/collections/{collection_name}/aliases")
 async def collection_aliases(request: web.Request):
-    coll = collection(request)
+    down = registry(request).unavailable(request.match_info["collection_name"])
+    name = down[0] if down is not None else collection(request).name
     pairs = registry(request).aliases()
-    return {"aliases": [{"alias_name": a, "collection_name": c} for a, c in sorted(pairs.items()) if c == coll.name]}
+    return {"aliases": [{"alias_name": a, "collection_name": c} for a, c in sorted(pairs.items()) if c == name]}
 
 
 @routes.get("/aliases")
@@ -101,13 +132,15 @@ async def all_aliases(request: web.Request):
 @routes.put("/collections/{collection_name}/index")
 async def create_index(request: web.Request):
     data = await body(request, "CreateFieldIndex")
+    wait = wait_flag(request)
     coll = collection(request)
     op = {"type": "create_index", "field": data["field_name"], "schema": data.get("field_schema")}
-    return await write(coll, {i: op for i in range(len(coll.shards))}, flag(request, "wait"))
+    return await write(coll, {i: op for i in range(len(coll.shards))}, wait)
 
 
 @routes.delete("/collections/{collection_name}/index/{field_name}")
 async def delete_index(request: web.Request):
+    wait = wait_flag(request)
     coll = collection(request)
     op = {"type": "delete_index", "field": request.match_info["field_name"]}
-    return await write(coll, {i: op for i in range(len(coll.shards))}, flag(request, "wait"))
+    return await write(coll, {i: op for i in range(len(coll.shards))}, wait)

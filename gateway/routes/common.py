@@ -8,16 +8,46 @@ from typing import Any
 from aiohttp import web
 
 from cluster.collection import Collection, Registry
+from cluster.names import length_problem, name_problem
+from cluster.shard_client import REQUEST_TIMEOUT
 from gateway import models
-from gateway.state import COLLECTIONS
-from shard.types import BadInput
+from gateway.errors import BodyTimeout, ValidationError
+from gateway.params import ReadParams, read_params, update_params
+from gateway.state import COLLECTIONS, SETTINGS
+
+CREATE_ROUTE = "/collections/{collection_name}"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, which must arrive within ``service.body_timeout_s``: a client
+    that announces more than it sends does not hold its connection for ever
+    (BodyTimeout: 408, and the connection is closed)."""
+    seconds = request.app[SETTINGS].service.body_timeout_s
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(seconds) from None
 
 
 async def body(request: web.Request, model_name: str) -> dict[str, Any]:
     """The request body validated by Qdrant's model ``model_name``, as JSON-shaped
     data (only the fields the client sent)."""
-    raw = await request.read()
+    raw = await read_body(request)
     return models.read(getattr(models, model_name), raw or b"{}")
+
+
+def check_collection_path(request: web.Request) -> None:
+    """The collection name in the path, checked before anything else happens, as
+    Qdrant's path extractor checks it: 1 to 255 characters on every route, and
+    Qdrant's full rule for a new collection (PUT /collections/{name})."""
+    name = request.match_info.get("collection_name")
+    if name is None:
+        return
+    creating = request.method == "PUT" and request.match_info.route.resource.canonical == CREATE_ROUTE
+    problem = name_problem(name) if creating else length_problem(name)
+    if problem is not None:
+        raise ValidationError([("name", problem)], "path parameters")
 
 
 def registry(request: web.Request) -> Registry:
@@ -28,15 +58,18 @@ def collection(request: web.Request) -> Collection:
     return request.app[COLLECTIONS].resolve(request.match_info["collection_name"])
 
 
-def flag(request: web.Request, name: str, default: bool = False) -> bool:
-    value = request.query.get(name)
-    if value is None:
-        return default
-    if value.lower() in ("true", "1", ""):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise BadInput(f"Query deserialize error: `{name}` must be true or false")
+def read_options(request: web.Request) -> ReadParams:
+    """A read's query parameters (Qdrant's ReadParams); its ``timeout`` bounds
+    every shard call made for this request."""
+    params = read_params(request)
+    if params.timeout is not None:
+        REQUEST_TIMEOUT.set(float(params.timeout))
+    return params
+
+
+def wait_flag(request: web.Request) -> bool:
+    """``?wait=`` of a point write (the rest of Qdrant's UpdateParam is read too)."""
+    return update_params(request).wait
 
 
 async def write(coll: Collection, ops: dict[int, dict[str, Any]], wait: bool) -> dict[str, Any]:

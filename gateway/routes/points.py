@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway import convert, queries
 from gateway.merge import merge_by_id, merge_facets, merge_ordered
 from gateway.models import path_point_id
-from gateway.routes.common import body, check_ids_exist, collection, flag, write
+from gateway.routes.common import body, check_ids_exist, collection, read_options, wait_flag, write
 from shard.types import BadInput, PointNotFound
 
 routes = web.RouteTableDef()
@@ -18,14 +18,16 @@ routes = web.RouteTableDef()
 @routes.put("/collections/{collection_name}/points")
 async def upsert(request: web.Request):
     data = await body(request, "PointInsertOperations")
+    wait = wait_flag(request)
     coll = collection(request)
     ops = convert.upsert_ops(coll.shard_config, len(coll.shards), data)
-    return await write(coll, ops, flag(request, "wait"))
+    return await write(coll, ops, wait)
 
 
 @routes.post("/collections/{collection_name}/points")
 async def retrieve(request: web.Request):
     data = await body(request, "PointRequest")
+    read_options(request)
     coll = collection(request)
     return await queries.retrieve(coll, data["ids"], data.get("with_payload"), data.get("with_vector", data.get("with_vectors")))
 
@@ -33,6 +35,7 @@ async def retrieve(request: web.Request):
 @routes.get("/collections/{collection_name}/points/{id}")
 async def get_point(request: web.Request):
     point_id = path_point_id(request.match_info["id"])
+    read_options(request)
     coll = collection(request)
     records = await queries.retrieve(coll, [point_id], True, True)
     if not records:
@@ -49,27 +52,30 @@ async def _by_selector(coll, op: dict, wait: bool, *, must_exist: bool = False):
 @routes.post("/collections/{collection_name}/points/delete")
 async def delete_points(request: web.Request):
     data = await body(request, "PointsSelector")
+    wait = wait_flag(request)
     coll = collection(request)
-    return await _by_selector(coll, {"type": "delete_points", **convert.selector(data)}, flag(request, "wait"))
+    return await _by_selector(coll, {"type": "delete_points", **convert.selector(data)}, wait)
 
 
 @routes.put("/collections/{collection_name}/points/vectors")
 async def update_vectors(request: web.Request):
     data = await body(request, "UpdateVectors")
+    wait = wait_flag(request)
     coll = collection(request)
     ops = convert.update_vectors_ops(coll.shard_config, len(coll.shards), data)
     await check_ids_exist(coll, [p["id"] for p in data["points"]])
-    return await write(coll, ops, flag(request, "wait"))
+    return await write(coll, ops, wait)
 
 
 @routes.post("/collections/{collection_name}/points/vectors/delete")
 async def delete_vectors(request: web.Request):
     data = await body(request, "DeleteVectors")
+    wait = wait_flag(request)
     coll = collection(request)
     for name in data["vector"]:
         coll.shard_config.vector(name)
     op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
-    return await _by_selector(coll, op, flag(request, "wait"), must_exist=True)
+    return await _by_selector(coll, op, wait, must_exist=True)
 
 
 def _payload_op(kind: str, data: dict) -> dict:
@@ -86,8 +92,9 @@ def _payload_op(kind: str, data: dict) -> dict:
 def _payload_route(model: str, kind: str):
     async def handler(request: web.Request):
         data = await body(request, model)
+        wait = wait_flag(request)
         coll = collection(request)
-        return await _by_selector(coll, _payload_op(kind, data), flag(request, "wait"), must_exist=True)
+        return await _by_selector(coll, _payload_op(kind, data), wait, must_exist=True)
 
     handler.__name__ = kind
     return handler
@@ -107,8 +114,8 @@ for _method, _path, _model, _kind in (
 async def batch(request: web.Request):
     """Several update operations in order; each is applied once the previous one is."""
     data = await body(request, "UpdateOperations")
+    wait = wait_flag(request)
     coll = collection(request)
-    wait = flag(request, "wait")
     results = []
     for operation in data["operations"]:
         results.append(await _batch_one(coll, operation, wait))
@@ -138,6 +145,7 @@ async def _batch_one(coll, operation: dict, wait: bool):
 @routes.post("/collections/{collection_name}/points/scroll")
 async def scroll(request: web.Request):
     data = await body(request, "ScrollRequest")
+    read_options(request)
     coll = collection(request)
     limit = data.get("limit") or 10
     order_by = convert.order_by(data.get("order_by"))
@@ -159,6 +167,7 @@ async def scroll(request: web.Request):
 @routes.post("/collections/{collection_name}/points/count")
 async def count(request: web.Request):
     data = await body(request, "CountRequest")
+    read_options(request)
     coll = collection(request)
     counts = await asyncio.gather(*(s.count(data.get("filter")) for s in coll.shards))
     return {"count": sum(counts)}
@@ -167,6 +176,7 @@ async def count(request: web.Request):
 @routes.post("/collections/{collection_name}/facet")
 async def facet(request: web.Request):
     data = await body(request, "FacetRequest")
+    read_options(request)
     coll = collection(request)
     limit = data.get("limit") or 10
     # Each shard counts every value (no limit): a value's total is only right when

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import groups, matrix, queries, universal
-from gateway.routes.common import body, collection, registry
+from gateway.routes.common import body, collection, read_options, registry
 
 routes = web.RouteTableDef()
 PREFIX = "/collections/{collection_name}/points"
@@ -15,6 +15,7 @@ PREFIX = "/collections/{collection_name}/points"
 @routes.post(PREFIX + "/search")
 async def search(request: web.Request):
     data = await body(request, "SearchRequest")
+    read_options(request)
     coll = collection(request)
     return (await queries.run(coll, [queries.search_request(coll, data)]))[0]
 
@@ -22,6 +23,7 @@ async def search(request: web.Request):
 @routes.post(PREFIX + "/search/batch")
 async def search_batch(request: web.Request):
     data = await body(request, "SearchRequestBatch")
+    read_options(request)
     coll = collection(request)
     return await queries.run(coll, [queries.search_request(coll, s) for s in data["searches"]])
 
@@ -29,6 +31,7 @@ async def search_batch(request: web.Request):
 @routes.post(PREFIX + "/recommend")
 async def recommend(request: web.Request):
     data = await body(request, "RecommendRequest")
+    read_options(request)
     coll = collection(request)
     req = await queries.recommend_request(registry(request), coll, data)
     return (await queries.run(coll, [req]))[0]
@@ -37,6 +40,7 @@ async def recommend(request: web.Request):
 @routes.post(PREFIX + "/recommend/batch")
 async def recommend_batch(request: web.Request):
     data = await body(request, "RecommendRequestBatch")
+    read_options(request)
     coll = collection(request)
     reqs = [await queries.recommend_request(registry(request), coll, s) for s in data["searches"]]
     return await queries.run(coll, reqs)
@@ -45,6 +49,7 @@ async def recommend_batch(request: web.Request):
 @routes.post(PREFIX + "/discover")
 async def discover(request: web.Request):
     data = await body(request, "DiscoverRequest")
+    read_options(request)
     coll = collection(request)
     req = await queries.discover_request(registry(request), coll, data)
     return (await queries.run(coll, [req]))[0]
@@ -53,6 +58,7 @@ async def discover(request: web.Request):
 @routes.post(PREFIX + "/discover/batch")
 async def discover_batch(request: web.Request):
     data = await body(request, "DiscoverRequestBatch")
+    read_options(request)
     coll = collection(request)
     reqs = [await queries.discover_request(registry(request), coll, s) for s in data["searches"]]
     return await queries.run(coll, reqs)
@@ -61,6 +67,7 @@ async def discover_batch(request: web.Request):
 @routes.post(PREFIX + "/query")
 async def query(request: web.Request):
     data = await body(request, "QueryRequest")
+    read_options(request)
     coll = collection(request)
     return {"points": await universal.query_points(registry(request), coll, data)}
 
@@ -68,6 +75,7 @@ async def query(request: web.Request):
 @routes.post(PREFIX + "/query/batch")
 async def query_batch(request: web.Request):
     data = await body(request, "QueryRequestBatch")
+    read_options(request)
     coll = collection(request)
     return [{"points": await universal.query_points(registry(request), coll, s)} for s in data["searches"]]
 
@@ -75,6 +83,7 @@ async def query_batch(request: web.Request):
 @routes.post(PREFIX + "/search/groups")
 async def search_groups(request: web.Request):
     data = await body(request, "SearchGroupsRequest")
+    read_options(request)
     coll = collection(request)
     return await groups.grouped(registry(request), coll, data, queries.search_request(coll, data))
 
@@ -82,6 +91,7 @@ async def search_groups(request: web.Request):
 @routes.post(PREFIX + "/recommend/groups")
 async def recommend_groups(request: web.Request):
     data = await body(request, "RecommendGroupsRequest")
+    read_options(request)
     coll = collection(request)
     req = await queries.recommend_request(registry(request), coll, data)
     return await groups.grouped(registry(request), coll, data, req)
@@ -90,6 +100,7 @@ async def recommend_groups(request: web.Request):
 @routes.post(PREFIX + "/query/groups")
 async def query_groups(request: web.Request):
     data = await body(request, "QueryGroupsRequest")
+    read_options(request)
     coll = collection(request)
     query = data.get("query")
     if query is None or (isinstance(query, dict) and ({"order_by", "sample", "fusion", "formula"} & query.keys())):
@@ -101,6 +112,7 @@ async def query_groups(request: web.Request):
 @routes.post(PREFIX + "/search/matrix/pairs")
 async def matrix_pairs(request: web.Request):
     data = await body(request, "SearchMatrixRequest")
+    read_options(request)
     coll = collection(request)
     ids, neighbours = await matrix.compute(coll, data)
     return matrix.as_pairs(ids, neighbours)
@@ -109,6 +121,7 @@ async def matrix_pairs(request: web.Request):
 @routes.post(PREFIX + "/search/matrix/offsets")
 async def matrix_offsets(request: web.Request):
     data = await body(request, "SearchMatrixRequest")
+    read_options(request)
     coll = collection(request)
     ids, neighbours = await matrix.compute(coll, data)
     return matrix.as_offsets(ids, neighbours)

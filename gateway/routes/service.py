@@ -6,8 +6,9 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.state import COLLECTIONS, METRICS, READY
+from gateway.state import COLLECTIONS, HEALTH, METRICS, READY
 from gateway.metrics import CONTENT_TYPE
+from gateway.params import bool_param
 
 routes = web.RouteTableDef()
 
@@ -27,31 +28,50 @@ async def root(request: web.Request):
     return web.json_response({"title": TITLE, "version": QDRANT_VERSION, "commit": f"shoal-{shoal}"})
 
 
+def _ray_problem(request: web.Request) -> str | None:
+    """Why Ray is unavailable, as the control process's health monitor sees it
+    (``cluster.health``); None in an HTTP worker, which has no monitor."""
+    health = request.app.get(HEALTH)
+    return None if health is None else health.ray_problem
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request):
+    problem = _ray_problem(request)
+    if problem is not None:  # the process cannot serve until Ray is back, and exits if it is not
+        return web.Response(status=503, text=f"healthz check failed: {problem}")
     return web.Response(text="healthz check passed")
 
 
 @routes.get("/livez")
 async def livez(request: web.Request):
+    problem = _ray_problem(request)
+    if problem is not None:
+        return web.Response(status=503, text=f"livez check failed: {problem}")
     return web.Response(text="livez check passed")
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request):
-    if request.app[READY].is_set():
-        return web.Response(text="all shards are ready")
-    return web.Response(status=503, text="some shards are not ready")
+    """200 once every shard is loaded and while Ray and every shard answer;
+    503 otherwise, saying why (Ray, or which shard of which collection)."""
+    health = request.app.get(HEALTH)
+    problems = [] if health is None else health.not_ready()
+    if not request.app[READY].is_set():
+        problems.insert(0, "some shards are not ready")
+    if problems:
+        return web.Response(status=503, text="; ".join(problems))
+    return web.Response(text="all shards are ready")
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request):
+    bool_param(request, "anonymize")  # Qdrant's one parameter here: nothing to hide in these figures
     metrics = request.app[METRICS]
     if request.app[READY].is_set():
-        registry = request.app[COLLECTIONS]
-        names = registry.names()
-        counts = await asyncio.gather(*(_points(registry.resolve(n)) for n in names))
-        metrics.set_points(dict(zip(names, counts)))
+        running = request.app[COLLECTIONS].running()
+        counts = await asyncio.gather(*(_points(c) for c in running))
+        metrics.set_points({c.name: n for c, n in zip(running, counts)})
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

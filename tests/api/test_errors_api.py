@@ -168,3 +168,83 @@ def test_rejected_batch_changes_nothing(coll):
                         {"points": [p for i, p in enumerate(points) if i != 17]})
     assert status == 200 and body["result"]["status"] == "completed", body
     assert count(url) == before + 29
+
+
+QUERY_PARAMS = [
+    # (method, path after the collection, body, query, status, text)
+    ("PUT", "/points", {"points": [{"id": 9, "vector": [1.0, 2.0, 3.0]}]}, "wait=maybe",
+     400, "Deserialize error in query parameters: provided string was not `true` or `false`"),
+    ("POST", "/points/delete", {"points": [1]}, "ordering=fast",
+     400, "Deserialize error in query parameters: unknown variant `fast`, expected one of `weak`, `medium`, `strong`"),
+    ("POST", "/points/search", {"vector": [1.0, 2.0, 3.0], "limit": 3}, "consistency=J",
+     400, "Deserialize error in query parameters: failed to deserialize read consistency query parameter value"),
+    ("POST", "/points/count", {}, "timeout=-5", 400, "Deserialize error in query parameters: invalid digit found in string"),
+    ("POST", "/points/scroll", {}, "timeout=abc", 400, "Deserialize error in query parameters: invalid digit found in string"),
+    ("POST", "/points/query", {}, "timeout=0",
+     400, "Deserialize error in query parameters: invalid value: integer `0`, expected a nonzero u64"),
+    ("PATCH", "", {}, "timeout=0", 422, "Validation error in query parameters: [timeout: value 0 invalid, must be 1 or larger]"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, query, status, text", QUERY_PARAMS,
+                         ids=[f"{m} {p} ?{q}" for m, p, _, q, _, _ in QUERY_PARAMS])
+def test_invalid_query_parameters_are_refused_and_change_nothing(coll, method, path, body, query, status, text):
+    url, _ = coll
+    assert_error(call(method, f"{url}{path}?{query}", body), status, text)
+    assert count(url) == 4
+
+
+def test_valid_query_parameters_are_accepted(coll):
+    url, _ = coll
+    status, body = call("POST", f"{url}/points/search?consistency=majority&timeout=10", {"vector": [1.0, 2.0, 3.0], "limit": 2})
+    assert status == 200 and len(body["result"]) == 2, body
+    status, body = call("PUT", f"{url}/points?wait=true&ordering=strong", {"points": [{"id": 9, "vector": [1.0, 2.0, 3.0]}]})
+    assert status == 200 and body["result"]["status"] == "completed", body
+    assert count(url) == 5
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/points/discover", {"limit": 1}),
+    ("/points/discover", {"context": [], "limit": 1}),
+    ("/points/discover/batch", {"searches": [{"target": 1, "limit": 1}, {"context": [], "limit": 2}]}),
+    ("/points/query", {"query": {"context": []}}),
+], ids=["no-target", "empty-context", "batch", "query-context"])
+def test_discover_without_target_or_context_is_a_bad_request(coll, path, body):
+    url, _ = coll
+    assert_error(call("POST", url + path, body), 400, "Bad request: target and/or context_pairs must be specified")
+
+
+def test_deeply_nested_filter_is_a_format_error(coll):
+    url, _ = coll
+    condition = '{"key": "n", "match": {"value": 1}}'
+    for _ in range(200):
+        condition = '{"must": [' + condition + "]}"
+    raw = ('{"vector": [1.0, 2.0, 3.0], "limit": 3, "filter": ' + condition + "}").encode()
+    status, body = call("POST", f"{url}/points/search", raw=raw)
+    assert status == 400, body
+    assert error_text(body).startswith("Format error in JSON body: recursion limit exceeded at line 1 column "), body
+    # 60 levels (120 of JSON) are within serde's limit and are served.
+    condition = '{"key": "n", "match": {"value": 1}}'
+    for _ in range(60):
+        condition = '{"must": [' + condition + "]}"
+    raw = ('{"vector": [1.0, 2.0, 3.0], "limit": 3, "filter": ' + condition + "}").encode()
+    status, body = call("POST", f"{url}/points/search", raw=raw)
+    assert status == 200 and [p["id"] for p in body["result"]] == [1], body
+
+
+INFERENCE = "Bad request: documents, images and objects need an inference service, which Shoal does not have: send vectors"
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/points/query", {"query": {"text": "hello", "model": "bm25"}}),
+    ("POST", "/points/query", {"query": {"nearest": {"image": "x.png", "model": "clip"}}}),
+    ("POST", "/points/query", {"query": {"recommend": {"positive": [{"text": "a", "model": "m"}]}}}),
+    ("POST", "/points/query", {"query": {"context": [{"positive": {"object": {}, "model": "m"}, "negative": 1}]}}),
+    ("POST", "/points/query/batch", {"searches": [{"query": {"discover": {"target": {"text": "a", "model": "m"}, "context": []}}}]}),
+    ("PUT", "/points?wait=true", {"points": [{"id": 9, "vector": {"text": "a", "model": "m"}}]}),
+    ("PUT", "/points/vectors?wait=true", {"points": [{"id": 1, "vector": {"text": "a", "model": "m"}}]}),
+], ids=["document", "image", "recommend", "context", "batch", "upsert", "update-vectors"])
+def test_inference_objects_are_a_bad_request(coll, method, path, body):
+    url, _ = coll
+    assert_error(call(method, url + path, body), 400, INFERENCE)
+    assert count(url) == 4

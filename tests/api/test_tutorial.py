@@ -15,7 +15,7 @@ from faker import Faker
 from qdrant_client.http import models
 from qdrant_client.http.models import CollectionStatus
 
-from .compare import assert_records, assert_same, assert_scored, both
+from .compare import assert_records, assert_scored, both
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

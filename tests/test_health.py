@@ -1,0 +1,148 @@
+"""The health judge (cluster.health.HealthJudge) as a pure object: readings in,
+effects out, no Ray, no clock. And the two answers it leads to (gateway.errors)."""
+
+import logging
+
+import pytest
+
+from cluster.health import (
+    ANSWERED,
+    DEAD,
+    SILENT,
+    STARTING,
+    Exit,
+    HealthJudge,
+    Log,
+    RayChecked,
+    RestartShard,
+    ShardChecked,
+    ShardKey,
+    ShardsRunning,
+)
+from cluster.shard_client import ShardTimeout, ShardUnavailable
+from gateway import errors
+
+A0, A1, B0 = ShardKey("a", 0), ShardKey("a", 1), ShardKey("b", 0)
+
+
+def judge(**kw) -> HealthJudge:
+    j = HealthJudge(ray_grace=kw.get("ray_grace", 10.0), restart_after=kw.get("restart_after", 30.0))
+    j.handle(ShardsRunning(frozenset({A0, A1, B0})))
+    return j
+
+
+def kinds(effects) -> list:
+    return [type(e).__name__ if not isinstance(e, Log) else logging.getLevelName(e.level) for e in effects]
+
+
+def test_all_well_says_nothing():
+    j = judge()
+    assert j.handle(RayChecked(0.0, None), *(ShardChecked(0.0, k, ANSWERED) for k in (A0, A1, B0))) == []
+    assert j.ray_problem is None and j.not_ready() == [] and j.shard_problem(A0) is None
+
+
+def test_ray_down_fails_fast_then_exits_once_after_the_grace():
+    j = judge()
+    first = j.handle(RayChecked(100.0, "Ray's raylet (pid 7) was killed by SIGKILL"))
+    assert kinds(first) == ["WARNING"] and "10 s" in first[0].text
+    assert j.ray_problem == "Ray is unavailable: Ray's raylet (pid 7) was killed by SIGKILL"
+    assert j.not_ready() == [j.ray_problem]
+    assert j.shard_problem(B0) == j.ray_problem  # every shard's calls fail with Ray's reason
+    assert j.handle(RayChecked(109.9, "Ray's raylet (pid 7) was killed by SIGKILL")) == []
+    (exit_,) = j.handle(RayChecked(110.0, "Ray's raylet (pid 7) was killed by SIGKILL"))
+    assert isinstance(exit_, Exit)
+    assert "raylet (pid 7)" in exit_.text and "did not come back within 10 s" in exit_.text and "exits" in exit_.text
+    assert j.handle(RayChecked(111.0, "still down")) == []  # one Exit, one ERROR line
+
+
+def test_ray_back_within_the_grace_is_forgiven():
+    j = judge()
+    j.handle(RayChecked(0.0, "Ray's GCS did not answer within 2 s"))
+    back = j.handle(RayChecked(9.0, None))
+    assert kinds(back) == ["INFO"] and j.ray_problem is None and j.not_ready() == []
+    # A new outage starts its own grace.
+    j.handle(RayChecked(20.0, "again"))
+    assert j.handle(RayChecked(29.0, "again")) == []
+    assert kinds(j.handle(RayChecked(30.0, "again"))) == ["Exit"]
+
+
+def test_silent_shard_is_unavailable_at_once_and_restarted_after_the_threshold():
+    j = judge(restart_after=30.0)
+    effects = j.handle(ShardChecked(0.0, A1, SILENT, "no answer to a health check within 2 s"))
+    assert kinds(effects) == ["WARNING"]
+    assert j.shard_problem(A1) == "shard 1 of collection `a` does not answer (no answer to a health check within 2 s)"
+    assert j.shard_problem(A0) is None and j.not_ready() == [j.shard_problem(A1)]
+    for t in (1.0, 10.0, 29.9):  # a snapshot holding the GIL for a while is no reason to restart
+        assert j.handle(ShardChecked(t, A1, SILENT, "x")) == []
+    effects = j.handle(ShardChecked(30.0, A1, SILENT, "x"))
+    assert effects[-1] == RestartShard(A1) and kinds(effects) == ["WARNING", "RestartShard"]
+    # Not again at once: another threshold first.
+    assert j.handle(ShardChecked(31.0, A1, SILENT, "x")) == []
+    assert j.handle(ShardChecked(60.0, A1, SILENT, "x"))[-1] == RestartShard(A1)
+    # It answers: available again.
+    assert kinds(j.handle(ShardChecked(61.0, A1, ANSWERED))) == ["INFO"]
+    assert j.shard_problem(A1) is None and j.not_ready() == []
+
+
+def test_a_shard_ray_is_restarting_is_left_to_load():
+    j = judge(restart_after=5.0)
+    j.handle(ShardChecked(0.0, A0, SILENT, "x"))
+    assert j.handle(ShardChecked(5.0, A0, SILENT, "x"))[-1] == RestartShard(A0)
+    assert kinds(j.handle(ShardChecked(6.0, A0, STARTING, "Ray is restarting it"))) == ["WARNING"]
+    # Not ready, but its calls are not failed: they wait for it, as reads ride through a crash.
+    assert j.not_ready() == ["shard 0 of collection `a` is restarting (Ray is restarting it)"]
+    assert j.shard_problem(A0) is None
+    for t in (20.0, 100.0, 1000.0):  # a large shard may load for minutes
+        assert j.handle(ShardChecked(t, A0, STARTING, "Ray is restarting it")) == []
+    # Loaded but silent again: a fresh threshold from now.
+    j.handle(ShardChecked(1001.0, A0, SILENT, "x"))
+    assert j.handle(ShardChecked(1005.0, A0, SILENT, "x")) == []
+    assert j.handle(ShardChecked(1006.0, A0, SILENT, "x"))[-1] == RestartShard(A0)
+
+
+def test_a_dead_shard_is_reported_not_restarted():
+    j = judge(restart_after=1.0)
+    j.handle(ShardChecked(0.0, B0, DEAD, "its actor died"))
+    assert j.handle(ShardChecked(100.0, B0, DEAD, "its actor died")) == []
+    assert j.not_ready() == ["shard 0 of collection `b` is down: its actor died"]
+
+
+def test_shard_readings_while_ray_is_down_are_rays_failure():
+    j = judge(restart_after=1.0)
+    j.handle(RayChecked(0.0, "gone"))
+    assert j.handle(ShardChecked(0.0, A0, SILENT, "x"), ShardChecked(50.0, A0, SILENT, "x")) == []
+    j.handle(RayChecked(5.0, None))
+    assert j.not_ready() == []
+
+
+def test_shards_no_longer_running_are_forgotten():
+    j = judge(restart_after=1.0)
+    j.handle(ShardChecked(0.0, B0, SILENT, "x"))
+    j.handle(ShardsRunning(frozenset({A0, A1})))  # collection b deleted
+    assert j.not_ready() == [] and j.handle(ShardChecked(10.0, B0, SILENT, "x")) == []
+    j.handle(ShardsRunning(frozenset({A0, A1, B0})))  # created again: a fresh start
+    assert j.shard_problem(B0) is None
+
+
+def test_not_ready_names_every_silent_shard_in_order():
+    j = judge()
+    j.handle(ShardChecked(0.0, B0, SILENT, "x"), ShardChecked(0.0, A1, STARTING, "y"))
+    assert j.not_ready() == ["shard 1 of collection `a` is restarting (y)", "shard 0 of collection `b` does not answer (x)"]
+
+
+def test_unknown_event_is_refused():
+    with pytest.raises(TypeError):
+        judge().handle("tick")
+
+
+def test_unavailable_shard_answers_qdrants_503():
+    assert errors.status_and_text(ShardUnavailable("shard 0 of collection `a` does not answer")) == (
+        503, "Shard temporarily unavailable: shard 0 of collection `a` does not answer")
+    status, body = errors.error_response(ShardUnavailable("x"))
+    assert status == 503 and body["status"] == {"error": "Shard temporarily unavailable: x"}
+
+
+def test_shard_timeout_answers_qdrants_408():
+    assert errors.status_and_text(ShardTimeout("search_batch", 5.0)) == (
+        408, "Timeout: Timeout error: Operation 'Search' timed out after 5 seconds")
+    assert errors.status_and_text(ShardTimeout("count", 0.5))[1].endswith("Operation 'count' timed out after 0.5 seconds")
