@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -47,11 +48,38 @@ for _var in ("NO_PROXY", "no_proxy"):
     os.environ[_var] = ",".join(filter(None, [os.environ.get(_var), "127.0.0.1,localhost"]))
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
+def _ephemeral_ports() -> range:
+    try:
+        low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(attempts: int = 200) -> int:
+    """A loopback TCP port nobody listens on right now (nor on its + 2, where a
+    server puts its Raft port), below the kernel's ephemeral
+    range: a server binds its ports after Ray has opened many connections, and any
+    of those may have been given an ephemeral port as its own (seen: the Raft port,
+    HTTP port + 2, taken at a restart)."""
+    ephemeral = _ephemeral_ports()
+    rng = random.Random()
+    for _ in range(attempts):
+        port = rng.randrange(10_000, ephemeral.start)
+        if port + 2 in ephemeral:  # the server's Raft port is its HTTP port + 2
+            continue
+        if all(_bindable(p) for p in (port, port + 2)):
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
