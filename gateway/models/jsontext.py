@@ -272,10 +272,11 @@ def too_deep(body: bytes) -> bool:
     as serde_json refuses (its recursion limit: Qdrant answers 400 "recursion
     limit exceeded"). orjson allows far deeper, and code that walks such a value
     recursively would overflow Python's stack, so every body is held to serde's
-    limit. Cheap on every body: fewer brackets than the limit cannot nest that
-    deep; otherwise strings are cut out by a C regex and the brackets' running
-    depth is summed by numpy (~14 ms for a 7 MB upsert of 1,000 points)."""
-    if body.count(b"[") + body.count(b"{") < _MAX_DEPTH:
+    limit. Cheap on every body (~1 us for a 4 KB search): fewer brackets than
+    the limit cannot nest that deep; otherwise strings are cut out by a C regex
+    and the brackets' running depth is summed by numpy (~14 ms for a 7 MB upsert
+    of 1,000 points)."""
+    if len(body.translate(None, _NOT_BRACKET)) < _MAX_DEPTH:  # one C pass; strings' brackets count too
         return False
     brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
     opens = np.frombuffer(brackets, dtype=np.uint8)
