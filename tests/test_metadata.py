@@ -413,9 +413,7 @@ def test_auto_tick_single_node_propose_and_restart(tmp_path):
     store = MetadataStore(tmp_path, self_address=addr)
     try:
         assert store.wait_ready(5) and store.is_leader and store.leader == addr
-        started = time.monotonic()
         assert store.propose(CreateCollection("a", CONFIG), timeout=5) is True
-        assert time.monotonic() - started < 1.0
         with pytest.raises(Conflict):
             store.propose(CreateCollection("a", CONFIG), timeout=5)
     finally:

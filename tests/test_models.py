@@ -8,7 +8,6 @@ Error texts and statuses are table-tested in test_errors.py.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -580,29 +579,18 @@ def test_tutorial_bodies_parse():
 
 
 # ---------------------------------------------------------------------------
-# Speed.
+# Large bodies.
 # ---------------------------------------------------------------------------
 
 
-def test_thousand_point_upsert_parses_fast():
+def test_thousand_point_upsert_parses():
+    """A 7 MB upsert body reads whole (what validating it costs beside parsing it
+    is measured by ``python -m bench.micro``)."""
     rng = np.random.default_rng(0)
     points = [{"id": i, "vector": rng.random(384).astype(np.float32).tolist(), "payload": {"n": i}} for i in range(1000)]
     body = orjson.dumps({"points": points})
-    best_decode = best_validate = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        data = orjson.loads(body)
-        best_decode = min(best_decode, time.perf_counter() - started)
-        started = time.perf_counter()
-        model = g.PointInsertOperations.model_validate(data)
-        g.qdrant_validate(model)
-        best_validate = min(best_validate, time.perf_counter() - started)
     parsed = parse(g.PointInsertOperations, body)
     assert len(parsed.points) == 1000 and len(parsed.points[999].vector) == 384
-    # Reading 7 MB of JSON dominates; checking it must cost less than reading it
-    # (a Python call per vector element would cost several times more). Relative,
-    # so that a busy 2-core machine does not make it flaky; ~10 ms when idle.
-    assert best_validate < 1.5 * best_decode + 0.01, (best_validate, best_decode)
 
 
 def test_models_reject_with_errors_not_asserts():

@@ -10,7 +10,6 @@ in delete_payload) the expected values are what Qdrant's own segment code produc
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 import orjson
@@ -439,21 +438,16 @@ def test_state_round_trip(rows):
     assert facet(back, offsets, "a", 100) == facet(store, offsets, "a", 100)
 
 
-def test_state_of_100k_payloads_is_fast():
-    store = PayloadStore()
+def test_state_of_100k_payloads_round_trips():
+    """(Its speed is measured by ``python -m bench.micro``.)"""
     colors = ["red", "green", "blue", "black"]
     rows = [{"color": colors[i % 4], "n": i, "tags": [colors[i % 3], "x"]} for i in range(100_000)]
-    state = {"payloads": rows, "indexes": []}
-    store = PayloadStore.from_state(state)
+    store = PayloadStore.from_state({"payloads": rows, "indexes": []})
     store.create_index("color", "keyword")
     store.create_index("n", "integer")
-    start = time.perf_counter()
-    blob = orjson.dumps(store.to_state())
-    back = PayloadStore.from_state(orjson.loads(blob))
-    elapsed = time.perf_counter() - start
+    back = PayloadStore.from_state(orjson.loads(orjson.dumps(store.to_state())))
     assert back.payload_schema() == store.payload_schema()
-    assert back.get(99_999) == rows[99_999]
-    assert elapsed < 3.0, f"payload state round trip of 100k points took {elapsed:.2f}s"
+    assert back.get(99_999) == rows[99_999] and back.get(0) == rows[0]
 
 
 def test_stored_payloads_are_private_copies():
@@ -584,7 +578,9 @@ def test_index_state_round_trip_keeps_results():
     )
 
 
-def test_indexed_match_on_100k_points_takes_about_a_millisecond():
+def test_indexed_match_on_100k_points():
+    """Indexed matches over 100k points find exactly what they should (their speed
+    is measured by ``python -m bench.micro``)."""
     n = 100_000
     rows = [
         {"c": ("red", "green", "blue")[i % 3], "n": i % 1000, "flag": i % 2 == 0, "u": U1 if i % 7 == 0 else None}
@@ -601,11 +597,4 @@ def test_indexed_match_on_100k_points_takes_about_a_millisecond():
         (must({"key": "flag", "match": {"value": True}}), 50_000),
         (must({"key": "u", "match": {"value": U1}}), 14_286),
     ]:
-        filters.evaluate(flt, ctx)
-        timings = []
-        for _ in range(15):
-            start = time.perf_counter()
-            mask = filters.evaluate(flt, ctx)
-            timings.append(time.perf_counter() - start)
-        assert int(mask.sum()) == count
-        assert sorted(timings)[len(timings) // 2] < 0.002, (flt, timings)
+        assert int(filters.evaluate(flt, ctx).sum()) == count, flt

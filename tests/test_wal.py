@@ -133,20 +133,15 @@ def test_codec_rejects_truncated_or_foreign_bytes():
         codec.decode(data + b"\0" * 8)
 
 
-def test_codec_is_fast_for_a_large_upsert():
+def test_codec_round_trips_a_large_upsert():
+    """(Its speed is measured by ``python -m bench.micro``.)"""
     n, dim = 1000, 384
     rng = np.random.default_rng(1)
     op = {"type": "upsert", "ids": list(range(n)), "vectors": {"": rng.random((n, dim), dtype=np.float32)},
           "payloads": [{"city": "Berlin", "n": i, "tags": ["a", "b"]} for i in range(n)]}
-    codec.decode(codec.encode(op))  # warm up
-    best = min(_timed(lambda: codec.decode(codec.encode(op))) for _ in range(5))
-    assert best < 0.03, f"encode+decode took {best * 1000:.1f} ms"
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    back = codec.decode(codec.encode(op))
+    assert back["ids"] == op["ids"] and back["payloads"] == op["payloads"]
+    assert np.array_equal(back["vectors"][""], op["vectors"][""])
 
 
 json_leaf = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8)
@@ -209,10 +204,8 @@ def test_flush_tracks_what_is_synced_and_is_cheap_when_nothing_is_pending(tmp_pa
         assert wal.synced_seq == 0
         wal.flush()
         assert wal.synced_seq == 1
-        t = time.perf_counter()
-        for _ in range(1000):
-            wal.flush()
-        assert time.perf_counter() - t < 0.05
+        wal.flush()  # nothing pending: a no-op (its cost is measured by python -m bench.micro)
+        assert wal.synced_seq == 1
 
 
 def test_replay_does_not_see_records_appended_after_it_started(tmp_path):
