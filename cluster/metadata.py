@@ -27,7 +27,8 @@ PySyncObj facts this module relies on (0.3.x):
   (``election_timeout`` below); ``wait_ready`` waits for that.
 - Without ``bindAddress`` PySyncObj listens on 0.0.0.0; the store always binds the
   exact address it advertises. Its peer protocol is pickle over TCP with admin
-  commands: keep it on a trusted network (``password`` turns on its encryption).
+  commands; with ``password`` every message is authenticated and encrypted (Fernet)
+  before it is unpickled, so the gateway always passes one (``cluster.keys``).
 - Its tick thread stops when the thread that built the SyncObj exits; the store ties
   it to the main thread instead, so building it from an executor thread is safe.
 - ``appendEntriesUseBatch=False`` makes a proposal wake the Raft thread at once (a

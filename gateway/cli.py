@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="REST port (default 6333)")
     serve.add_argument("--storage", type=Path, help="storage folder (default ./shoal_storage)")
     serve.add_argument("--config", type=Path, help="YAML settings file")
+    serve.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local Ray)")
+    serve.add_argument("--raft-host", help="address of this gateway's metadata Raft (default 127.0.0.1)")
+    serve.add_argument("--raft-port", type=int, help="port of this gateway's metadata Raft (default: REST port + 2)")
+    serve.add_argument("--peers", help="the other gateways' Raft addresses, HOST:PORT,... (default: none)")
+    serve.add_argument("--cluster-secret", help="shared secret of the gateways, required with --peers "
+                       "(prefer SHOAL__CLUSTER__SECRET: a flag shows in the process list)")
     # An HTTP worker, started by the control process (see gateway.workers).
     worker = sub.add_parser("_worker")
     worker.add_argument("--control-dir", type=Path, required=True)
@@ -59,9 +65,19 @@ def _overrides(args: argparse.Namespace) -> dict:
         out.setdefault("service", {})["http_port"] = args.port
     if args.storage is not None:
         out.setdefault("storage", {})["storage_path"] = args.storage
+    cluster = {
+        "ray_address": args.ray_address,
+        "raft_host": args.raft_host,
+        "raft_port": args.raft_port,
+        "raft_peers": [p.strip() for p in args.peers.split(",") if p.strip()] if args.peers is not None else None,
+        "secret": args.cluster_secret,
+    }
+    for key, value in cluster.items():
+        if value is not None:
+            out.setdefault("cluster", {})[key] = value
     # Ray's own variable names the cluster to join, as every Ray program honours it.
     if os.environ.get("RAY_ADDRESS") and not os.environ.get("SHOAL__CLUSTER__RAY_ADDRESS"):
-        out.setdefault("cluster", {})["ray_address"] = os.environ["RAY_ADDRESS"]
+        out.setdefault("cluster", {}).setdefault("ray_address", os.environ["RAY_ADDRESS"])
     return out
 
 

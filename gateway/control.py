@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cluster import runtime
+from cluster import keys, runtime
 from cluster.collections import Collections, Limits
 from cluster.health import HealthMonitor
 from cluster.metadata import MetadataStore
@@ -47,11 +47,13 @@ async def control_ctx(app: web.Application):
     storage = Path(settings.storage.storage_path)
     storage.mkdir(parents=True, exist_ok=True)
     raft_port = settings.cluster.raft_port or settings.service.http_port + 2
+    secret = settings.cluster.secret.get_secret_value() if settings.cluster.secret else None
     metadata = await asyncio.to_thread(
         MetadataStore,
         storage / "raft",
         self_address=f"{settings.cluster.raft_host}:{raft_port}",
         partners=settings.cluster.raft_peers,
+        password=keys.raft_password(secret, settings.cluster.raft_peers),
     )
     await asyncio.to_thread(metadata.wait_ready, 30)
     shard_options = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -76,6 +76,17 @@ class ClusterSettings(BaseModel):
         None, description="Port of this node's metadata Raft; unset = the HTTP port + 2 (6335, Qdrant's p2p port)."
     )
     raft_peers: list[str] = Field(default_factory=list, description="Other metadata Raft nodes as host:port; empty = a single-node cluster.")
+    secret: SecretStr | None = Field(
+        None, description="Shared secret of a cluster of gateways: authenticates their Raft traffic (and, on a "
+        "cluster, their connections to shards on other nodes). Required with raft_peers. Prefer the environment "
+        "(SHOAL__CLUSTER__SECRET) to a flag or a file: a flag shows in the process list.",
+    )
+
+    @model_validator(mode="after")
+    def _peers_need_a_secret(self) -> "ClusterSettings":
+        if self.raft_peers and not (self.secret and self.secret.get_secret_value()):
+            raise ValueError("cluster.secret is required when cluster.raft_peers is set")
+        return self
 
 
 class LimitSettings(BaseModel):

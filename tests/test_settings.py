@@ -36,3 +36,15 @@ def test_unknown_setting_is_refused(tmp_path):
     config.write_text("service:\n  htp_port: 1\n")
     with pytest.raises(Exception, match="htp_port"):
         settings_module.load(config)
+
+
+def test_cluster_flags(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    args = _parser().parse_args(["serve", "--ray-address", "10.0.0.9:6379", "--raft-host", "10.0.0.5",
+                                 "--raft-port", "7335", "--peers", "10.0.0.6:7335, 10.0.0.7:7335",
+                                 "--cluster-secret", "s3cret"])
+    c = settings_module.load(None, _overrides(args)).cluster
+    assert (c.ray_address, c.raft_host, c.raft_port) == ("10.0.0.9:6379", "10.0.0.5", 7335)  # the flag wins
+    assert c.raft_peers == ["10.0.0.6:7335", "10.0.0.7:7335"] and c.secret.get_secret_value() == "s3cret"
+    with pytest.raises(Exception, match="cluster.secret is required"):
+        settings_module.load(None, _overrides(_parser().parse_args(["serve", "--peers", "10.0.0.6:7335"])))
