@@ -31,6 +31,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
+from cluster.replicas import STATES, ReplicaState, can_be_source_of_truth, placement_problem
 from shard.types import BadInput, Conflict, NotFound, ShoalError
 
 OP_VERSION = 1
@@ -187,10 +188,83 @@ class ChangeAliases(MetaOp):
         return {"actions": [a.to_json() for a in self.actions]}
 
 
+# -- replicas (docs/cluster.md). Each names the collection's incarnation: a
+# decision about an earlier life of a re-created collection is refused.
+
+
+@dataclass(frozen=True)
+class AddReplica(MetaOp):
+    """A new replica of one shard, on a node that holds none of that shard yet."""
+
+    kind: ClassVar[str] = "add_replica"
+    collection: str
+    incarnation: str
+    shard: int
+    replica: str
+    node: str
+    state: str = ReplicaState.PARTIAL.value
+
+    def body(self) -> dict[str, Any]:
+        return {"collection": self.collection, "incarnation": self.incarnation, "shard": self.shard,
+                "replica": self.replica, "node": self.node, "state": self.state}
+
+
+@dataclass(frozen=True)
+class SetReplicaState(MetaOp):
+    """A replica's new state; with ``from_state``, only if it is in that state now
+    (else dismissed: result False, nothing changed), as Qdrant's from_state."""
+
+    kind: ClassVar[str] = "set_replica_state"
+    collection: str
+    incarnation: str
+    shard: int
+    replica: str
+    state: str
+    from_state: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"collection": self.collection, "incarnation": self.incarnation, "shard": self.shard,
+                "replica": self.replica, "state": self.state, "from_state": self.from_state}
+
+
+@dataclass(frozen=True)
+class RemoveReplica(MetaOp):
+    """Drop a replica (not the primary: promote another first)."""
+
+    kind: ClassVar[str] = "remove_replica"
+    collection: str
+    incarnation: str
+    shard: int
+    replica: str
+
+    def body(self) -> dict[str, Any]:
+        return {"collection": self.collection, "incarnation": self.incarnation, "shard": self.shard,
+                "replica": self.replica}
+
+
+@dataclass(frozen=True)
+class SetPrimary(MetaOp):
+    """Make an active replica the shard's primary; ``epoch`` must be the shard's
+    epoch plus one (two controllers racing cannot both win)."""
+
+    kind: ClassVar[str] = "set_primary"
+    collection: str
+    incarnation: str
+    shard: int
+    replica: str
+    epoch: int
+
+    def body(self) -> dict[str, Any]:
+        return {"collection": self.collection, "incarnation": self.incarnation, "shard": self.shard,
+                "replica": self.replica, "epoch": self.epoch}
+
+
+ReplicaOp = Union[AddReplica, SetReplicaState, RemoveReplica, SetPrimary]
+
 _OPS: dict[str, type[MetaOp]] = {
     cls.kind: cls
     for cls in (CreateCollection, DeleteCollection, UpdateCollection, CreateAlias, DeleteAlias,
-                RenameAlias, ChangeAliases)
+                RenameAlias, ChangeAliases, AddReplica, SetReplicaState, RemoveReplica, SetPrimary)
 }
 
 
@@ -214,6 +288,33 @@ def _obj(data: dict[str, Any], key: str, default: Any = None) -> dict[str, Any]:
     return value
 
 
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MalformedOp(f"field `{key}` must be a non-negative integer")
+    return value
+
+
+def _state(data: dict[str, Any], key: str, optional: bool = False) -> str | None:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if value not in STATES:
+        raise MalformedOp(f"field `{key}` must be a replica state")
+    return value
+
+
+def _replica_op(kind: str, data: dict[str, Any]) -> MetaOp:
+    where = (_str(data, "collection"), _str(data, "incarnation"), _int(data, "shard"), _str(data, "replica"))
+    if kind == "add_replica":
+        return AddReplica(*where, _str(data, "node"), _state(data, "state"))
+    if kind == "set_replica_state":
+        return SetReplicaState(*where, _state(data, "state"), _state(data, "from_state", optional=True))
+    if kind == "remove_replica":
+        return RemoveReplica(*where)
+    return SetPrimary(*where, _int(data, "epoch"))
+
+
 def op_from_json(data: Any) -> MetaOp:
     """Parses an op's JSON dict. MalformedOp for anything else."""
     if not isinstance(data, dict):
@@ -233,6 +334,8 @@ def op_from_json(data: Any) -> MetaOp:
         return DeleteAlias(_str(data, "alias"))
     if kind == "rename_alias":
         return RenameAlias(_str(data, "old"), _str(data, "new"))
+    if kind in ("add_replica", "set_replica_state", "remove_replica", "set_primary"):
+        return _replica_op(kind, data)
     if kind == "change_aliases":
         actions = data.get("actions")
         if not isinstance(actions, list):
@@ -282,6 +385,9 @@ def _apply(s: dict[str, Any], op: MetaOp) -> tuple[OpResult, bool]:
     """Applies ``op`` to ``s`` (a fresh top level the caller owns): (result, changed)."""
     collections, aliases = s["collections"], s["aliases"]
     if isinstance(op, CreateCollection):
+        problem = placement_problem(op.placement, op.config.get("params", {}).get("shard_number", 1))
+        if problem is not None:
+            return OpResult.failure("bad_input", f"placement of `{op.name}`: {problem}"), False
         if op.name in collections:
             return OpResult.failure("conflict", f"Collection `{op.name}` already exists!"), False
         if op.name in aliases:
@@ -300,6 +406,8 @@ def _apply(s: dict[str, Any], op: MetaOp) -> tuple[OpResult, bool]:
         return OpResult.success(existed), existed or bool(dropped)
     if isinstance(op, UpdateCollection):
         return _update(collections, aliases, op)
+    if isinstance(op, (AddReplica, SetReplicaState, RemoveReplica, SetPrimary)):
+        return _replica(collections, op)
     if isinstance(op, ChangeAliases):
         # Qdrant's update_aliases applies the actions one by one and stops at the
         # first error, keeping the ones before it.
@@ -359,6 +467,50 @@ def _update(collections: dict, aliases: dict, op: UpdateCollection) -> tuple[OpR
     if new_config == config:
         return OpResult.success(True), False
     collections[name] = {**record, "config": new_config}
+    return OpResult.success(True), True
+
+
+def _replica(collections: dict, op: ReplicaOp) -> tuple[OpResult, bool]:
+    """Apply a replica op to a copy of the collection's record (copy on write)."""
+    record = collections.get(op.collection)
+    placement = (record or {}).get("placement") or {}
+    if record is None or placement.get("incarnation") != op.incarnation:
+        return OpResult.failure("not_found", f"Collection `{op.collection}` doesn't exist!"), False
+    shards = placement.get("shards")
+    if not isinstance(shards, list) or not 0 <= op.shard < len(shards):
+        return OpResult.failure("not_found", f"Shard {op.shard} of `{op.collection}` doesn't exist!"), False
+    shard = copy.deepcopy(shards[op.shard])
+    replicas = shard["replicas"]
+    if isinstance(op, AddReplica):
+        if op.replica in replicas:
+            return OpResult.failure("conflict", f"Replica {op.replica} of shard {op.shard} already exists"), False
+        if any(r["node"] == op.node for r in replicas.values()):
+            return OpResult.failure("bad_input", f"Shard {op.shard} already has a replica on node {op.node}"), False
+        replicas[op.replica] = {"node": op.node, "state": op.state}
+    elif op.replica not in replicas:
+        return OpResult.failure("not_found", f"Replica {op.replica} of shard {op.shard} doesn't exist!"), False
+    elif isinstance(op, SetReplicaState):
+        current = replicas[op.replica]["state"]
+        if op.from_state is not None and current != op.from_state:
+            return OpResult.success(False), False  # dismissed, as Qdrant's from_state
+        if current == op.state:
+            return OpResult.success(True), False
+        replicas[op.replica]["state"] = op.state
+    elif isinstance(op, RemoveReplica):
+        if shard["primary"] == op.replica:
+            return OpResult.failure("bad_input", f"Replica {op.replica} is the primary of shard {op.shard}: "
+                                                 "promote another first"), False
+        del replicas[op.replica]
+    else:  # SetPrimary
+        if op.epoch != shard["epoch"] + 1:
+            return OpResult.failure("conflict", f"Shard {op.shard} is at epoch {shard['epoch']}, "
+                                                f"not {op.epoch - 1}"), False
+        if not can_be_source_of_truth(replicas[op.replica]["state"]):
+            return OpResult.failure("bad_input", f"Replica {op.replica} is not active"), False
+        shard["primary"], shard["epoch"] = op.replica, op.epoch
+    new_shards = list(shards)
+    new_shards[op.shard] = shard
+    collections[op.collection] = {**record, "placement": {**placement, "shards": new_shards}}
     return OpResult.success(True), True
 
 

@@ -33,8 +33,10 @@ from cluster.metadata_ops import (
     op_from_json,
     resolve,
 )
+from cluster.replicas import initial_placement
 from shard.types import BadInput, Conflict, NotFound
 
+PLACEMENT = {"incarnation": "a" * 32, "shards": initial_placement(1, 2, ["node1", "node2"])}
 CONFIG = {"vectors": {"": {"size": 4, "distance": "Cosine"}}, "hnsw_config": {"m": 16, "ef_construct": 100},
           "optimizers_config": {"indexing_threshold": 20000}, "shard_number": 2}
 
@@ -49,7 +51,7 @@ def run(state, *ops):
 
 
 def with_collections(*names):
-    state, results = run(empty_state(), *(CreateCollection(n, CONFIG, {"shards": [0, 1]}) for n in names))
+    state, results = run(empty_state(), *(CreateCollection(n, CONFIG, PLACEMENT) for n in names))
     assert all(r.ok for r in results)
     return state
 
@@ -60,9 +62,9 @@ def with_collections(*names):
 
 
 def test_create_collection():
-    state, result = apply(empty_state(), CreateCollection("a", CONFIG, {"shards": {"0": "node1"}}))
+    state, result = apply(empty_state(), CreateCollection("a", CONFIG, PLACEMENT))
     assert result == OpResult.success(True)
-    assert state == {"collections": {"a": {"config": CONFIG, "placement": {"shards": {"0": "node1"}}}},
+    assert state == {"collections": {"a": {"config": CONFIG, "placement": PLACEMENT}},
                      "aliases": {}, "version": 1}
     assert state["collections"]["a"]["config"] is not CONFIG  # copied, not shared
 
@@ -116,7 +118,7 @@ def test_update_collection_merges_the_diff():
     assert config["vectors"][""] == {"size": 4, "distance": "Cosine", "on_disk": True}
     assert "params" not in config
     assert state["collections"]["a"]["config"] == CONFIG  # input untouched
-    assert new["collections"]["a"]["placement"] == {"shards": [0, 1]}
+    assert new["collections"]["a"]["placement"] == PLACEMENT
 
 
 def test_update_collection_replace_sets_and_removes_keys():
@@ -328,7 +330,7 @@ def test_three_nodes_apply_the_same_ops_in_the_same_order(cluster3, tmp_path):
     assert tick_until(nodes, lambda: leader_of(nodes) is not None and all(n.leader for n in nodes))
     leader = leader_of(nodes)
     follower = next(n for n in nodes if n is not leader)
-    ops = [CreateCollection("a", CONFIG, {"shards": {"0": addrs[0]}}), CreateCollection("b", CONFIG),
+    ops = [CreateCollection("a", CONFIG, PLACEMENT), CreateCollection("b", CONFIG),
            CreateAlias("x", "a"), CreateCollection("a", CONFIG), UpdateCollection("x", {"shard_number": 5}),
            RenameAlias("x", "y"), DeleteCollection("b"), CreateAlias("z", "b")]
     proposals = [leader.submit(op) for op in ops[:5]]

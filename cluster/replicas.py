@@ -1,0 +1,102 @@
+"""Shard replicas as data: their states, what each state may do, and where a new
+collection's replicas go. Pure: no Ray, no clock, no I/O (docs/cluster.md).
+
+A collection's placement, as the metadata holds it::
+
+    {"incarnation": "<32 hex>",
+     "shards": [{"epoch": 1, "primary": "r0",
+                 "replicas": {"r0": {"node": "<node id>", "state": "initializing"}, ...}}, ...]}
+
+Replica ids are short strings chosen by the proposer (``r0``, ``r1``, ...), unique
+within a shard for the life of the collection. The primary sequences the shard's
+writes; the epoch grows by one each time the primary changes, so that a write
+carrying an older epoch is refused.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Sequence
+
+
+class ReplicaState(str, Enum):
+    """Qdrant's replica states, where they mean the same (replica_set_state.rs)."""
+
+    INITIALIZING = "initializing"  # created, not serving yet
+    ACTIVE = "active"  # up to date: serves reads, takes writes
+    PARTIAL = "partial"  # receiving a transfer or catching up: takes writes, serves no read
+    DEAD = "dead"  # missed a write or lost its node: neither
+
+
+STATES = frozenset(s.value for s in ReplicaState)
+
+
+def is_readable(state: str) -> bool:
+    """Only an up-to-date replica answers reads."""
+    return state == ReplicaState.ACTIVE
+
+
+def takes_writes(state: str) -> bool:
+    """Writes are forwarded to replicas that are, or are becoming, up to date."""
+    return state in (ReplicaState.ACTIVE, ReplicaState.PARTIAL)
+
+
+def can_be_source_of_truth(state: str) -> bool:
+    """A transfer's source, or a new primary, must hold every acknowledged write."""
+    return state == ReplicaState.ACTIVE
+
+
+def replica_id(n: int) -> str:
+    return f"r{n}"
+
+
+def next_replica_id(shard: dict[str, Any]) -> str:
+    """The first ``r<n>`` not used in ``shard`` (ids are never reused while listed)."""
+    used = set(shard["replicas"])
+    n = 0
+    while replica_id(n) in used:
+        n += 1
+    return replica_id(n)
+
+
+def initial_placement(shard_number: int, replication_factor: int, nodes: Sequence[str]) -> list[dict[str, Any]]:
+    """Where a new collection's replicas go: each shard's replicas on distinct
+    nodes, spread round-robin so that nodes hold about the same number, as many
+    per shard as there are nodes at most (the controller adds the rest when
+    nodes join). Replica r0 of each shard starts as its primary, epoch 1; every
+    replica starts ``initializing``. ``nodes`` in a stable order (the caller sorts)."""
+    if not nodes:
+        raise ValueError("no node to place replicas on")
+    copies = min(replication_factor, len(nodes))
+    shards = []
+    for shard in range(shard_number):
+        chosen = [nodes[(shard + k) % len(nodes)] for k in range(copies)]
+        replicas = {replica_id(k): {"node": node, "state": ReplicaState.INITIALIZING.value}
+                    for k, node in enumerate(chosen)}
+        shards.append({"epoch": 1, "primary": replica_id(0), "replicas": replicas})
+    return shards
+
+
+def placement_problem(placement: Any, shard_number: int) -> str | None:
+    """Why ``placement`` is not a well-formed placement of ``shard_number`` shards
+    (None when it is): checked before a create is proposed, and by ``apply``."""
+    if not isinstance(placement, dict) or "shards" not in placement:
+        return None  # a placement of the single-node layout (incarnation only)
+    shards = placement["shards"]
+    if not isinstance(shards, list) or len(shards) != shard_number:
+        return f"placement must list {shard_number} shard(s)"
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict) or not isinstance(shard.get("replicas"), dict) or not shard["replicas"]:
+            return f"shard {i}: no replicas"
+        if not isinstance(shard.get("epoch"), int) or shard["epoch"] < 1:
+            return f"shard {i}: bad epoch"
+        if shard.get("primary") not in shard["replicas"]:
+            return f"shard {i}: the primary is not one of its replicas"
+        nodes = [r.get("node") for r in shard["replicas"].values() if isinstance(r, dict)]
+        if len(nodes) != len(shard["replicas"]) or not all(isinstance(n, str) and n for n in nodes):
+            return f"shard {i}: every replica needs a node"
+        if len(set(nodes)) != len(nodes):
+            return f"shard {i}: two replicas on one node"
+        if any(r.get("state") not in STATES for r in shard["replicas"].values()):
+            return f"shard {i}: unknown replica state"
+    return None
