@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,15 +224,49 @@ class Collections(RunningCollections):
     async def create(self, name: str, config: dict[str, Any]) -> None:
         """Create ``name``: all shards running and the create committed, or
         nothing (no metadata entry, no actors, no files)."""
-        problem = name_problem(name)
-        if problem is not None:  # the gateway answers this first, with Qdrant's 422
-            raise BadInput(f"collection name `{name}`: {problem}")
+        self._check_name(name)
         async with self._names.hold(name):
             if name in self._running or name in self._unavailable:
                 raise Conflict(f"Collection `{name}` already exists!")
-            op = CreateCollection(name, config, placement={"incarnation": new_incarnation()})
-            # Refuse what the commit would refuse (name taken by an alias, ...)
-            # before starting any shard: apply is pure, so this is a dry run.
+            await self._create_locked(name, config, new_incarnation())
+
+    async def recover(self, name: str, config: dict[str, Any], shard_folders: list[Path]) -> None:
+        """Make ``name`` hold what a snapshot holds: an existing collection of that
+        name is dropped (as Qdrant replaces it), then the snapshot's shard folders
+        become the shards' snapshots of a new incarnation, which starts as a
+        create does (all or nothing)."""
+        self._check_name(name)
+        async with self._names.hold(name):
+            if name in self._running or name in self._unavailable or self.metadata.collection(name):
+                await self._delete_locked(name)
+            incarnation = new_incarnation()
+            folder = self._dir(incarnation)
+
+            def place() -> None:
+                for i, source in enumerate(shard_folders):
+                    target = contained(self.storage, folder / f"shard-{i}" / "snapshot")
+                    target.parent.mkdir(parents=True)
+                    shutil.move(source, target)
+                fsync_dir(folder)
+
+            try:
+                await asyncio.to_thread(place)
+            except BaseException:
+                await asyncio.to_thread(self._remove_files, incarnation)
+                raise
+            await self._create_locked(name, config, incarnation)
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        problem = name_problem(name)
+        if problem is not None:  # the gateway answers this first, with Qdrant's 422
+            raise BadInput(f"collection name `{name}`: {problem}")
+
+    async def _create_locked(self, name: str, config: dict[str, Any], incarnation: str) -> None:
+        op = CreateCollection(name, config, placement={"incarnation": incarnation})
+        # Refuse what the commit would refuse (name taken by an alias, ...)
+        # before starting any shard: apply is pure, so this is a dry run.
+        try:
             metadata_ops.apply(self.metadata.state(), op)[1].unwrap()
             shard_count = config["params"].get("shard_number", 1)
             total = self._shard_count() + shard_count
@@ -239,21 +274,24 @@ class Collections(RunningCollections):
                 raise BadInput(
                     f"creating `{name}` would bring this server to {total} shards, above its limit of "
                     f"{self.limits.max_shards_total} (setting limits.max_shards_total)")
-            self._starting[name] = shard_count
+        except BaseException:
+            await asyncio.to_thread(self._remove_files, incarnation)
+            raise
+        self._starting[name] = shard_count
+        try:
+            collection = await self._start(name, config, incarnation)  # stops its own on failure
             try:
-                collection = await self._start(name, config, op.placement["incarnation"])  # stops its own on failure
-                try:
-                    await asyncio.to_thread(self.metadata.propose, op)
-                except BaseException:
-                    await self._stop(collection, take_snapshot=False)
-                    raise
+                await asyncio.to_thread(self.metadata.propose, op)
             except BaseException:
-                await asyncio.to_thread(self._remove_files, op.placement["incarnation"])
+                await self._stop(collection, take_snapshot=False)
                 raise
-            finally:
-                del self._starting[name]
-            self._running[name] = collection
-            self.on_change()
+        except BaseException:
+            await asyncio.to_thread(self._remove_files, incarnation)
+            raise
+        finally:
+            del self._starting[name]
+        self._running[name] = collection
+        self.on_change()
 
     def _shard_count(self) -> int:
         running = sum(len(c.shards) for c in self._running.values())
@@ -263,22 +301,25 @@ class Collections(RunningCollections):
         """Drop ``name`` (not an alias of it, as Qdrant): metadata first, then its
         actors, then its files. An unavailable collection can be deleted too."""
         async with self._names.hold(name):
-            entry = self.metadata.collection(name)
-            if entry is None and name not in self._running and name not in self._unavailable:
-                return False
-            await asyncio.to_thread(self.metadata.propose, DeleteCollection(name))
-            collection = self._running.pop(name, None)
-            self._unavailable.pop(name, None)
-            self.on_change()
-            if collection is not None:
-                await self._stop(collection, take_snapshot=False)
-            incarnation = (entry or {}).get("placement", {}).get("incarnation")
-            if collection is not None:
-                incarnation = collection.incarnation
-            if is_incarnation(incarnation):
-                # Off the event loop: a collection's folder can hold gigabytes.
-                await asyncio.to_thread(self._remove_files, incarnation)
-            return True
+            return await self._delete_locked(name)
+
+    async def _delete_locked(self, name: str) -> bool:
+        entry = self.metadata.collection(name)
+        if entry is None and name not in self._running and name not in self._unavailable:
+            return False
+        await asyncio.to_thread(self.metadata.propose, DeleteCollection(name))
+        collection = self._running.pop(name, None)
+        self._unavailable.pop(name, None)
+        self.on_change()
+        if collection is not None:
+            await self._stop(collection, take_snapshot=False)
+        incarnation = (entry or {}).get("placement", {}).get("incarnation")
+        if collection is not None:
+            incarnation = collection.incarnation
+        if is_incarnation(incarnation):
+            # Off the event loop: a collection's folder can hold gigabytes.
+            await asyncio.to_thread(self._remove_files, incarnation)
+        return True
 
     async def update(self, name: str, config: dict[str, Any]) -> None:
         """Replace a collection's config (the caller applied the PATCH diff to it)."""

@@ -99,9 +99,11 @@ class ShardClient:
         """Run one ``LocalShard`` method on the shard, bounded in time (see above)."""
         if self.problem is not None:
             raise ShardUnavailable(self.problem)
-        if timeout is None:
-            timeout = REQUEST_TIMEOUT.get()
-        limit = self.call_timeout if timeout is None else min(timeout, self.call_timeout)
+        if timeout is None:  # the request's own timeout may shorten the bound, never lengthen it
+            asked = REQUEST_TIMEOUT.get()
+            limit = self.call_timeout if asked is None else min(asked, self.call_timeout)
+        else:  # a call known to take long (a snapshot) names its own bound
+            limit = timeout
         task = asyncio.current_task()
         cancelling = task.cancelling()
         call = _Call(self, task, time.monotonic() + limit)

@@ -25,9 +25,10 @@ from gateway.routes import collections as collection_routes
 from gateway.routes import points as point_routes
 from gateway.routes import search as search_routes
 from gateway.routes import service as service_routes
+from gateway.routes import snapshots as snapshot_routes
 from gateway.routes.common import check_collection_path
 from gateway.settings import Settings
-from gateway.state import COLLECTIONS, HEALTH, METRICS, READY, SETTINGS
+from gateway.state import COLLECTIONS, CONTROL_TASKS, HEALTH, METRICS, READY, SETTINGS
 from gateway.workers import Forward, RemoteCollections, forward
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,10 @@ def create_app(settings: Settings, lifecycle) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[READY] = asyncio.Event()
+    app[CONTROL_TASKS] = set()
     app.cleanup_ctx.append(lifecycle)
     # aiohttp tries the routes under one prefix ("/collections") in the order they
     # were added, one regular expression each: the busiest go first.
-    for module in (search_routes, point_routes, collection_routes, service_routes):
+    for module in (search_routes, point_routes, collection_routes, snapshot_routes, service_routes):
         app.router.add_routes(module.routes)
     return app

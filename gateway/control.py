@@ -17,7 +17,8 @@ from cluster import keys, runtime
 from cluster.collections import Collections, Limits
 from cluster.health import HealthMonitor
 from cluster.metadata import MetadataStore
-from gateway.state import COLLECTIONS, CONTROL, HEALTH, READY, SETTINGS, WORKER_ARGV
+from cluster.snapshots import Snapshots
+from gateway.state import COLLECTIONS, CONTROL, HEALTH, READY, SETTINGS, SNAPSHOTS, WORKER_ARGV
 from gateway.workers import registry_json, worker_count
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ async def control_ctx(app: web.Application):
                     start_timeout=settings.limits.shard_start_timeout_s)
     collections = Collections(storage, metadata, shard_options, limits)
     app[COLLECTIONS] = collections
+    app[SNAPSHOTS] = Snapshots(storage, settings.storage.snapshots_path or storage / "snapshots",
+                               shard_timeout=settings.limits.snapshot_timeout_s,
+                               max_upload_bytes=settings.limits.max_snapshot_upload_mb * 1024 * 1024)
+    await asyncio.to_thread(app[SNAPSHOTS].clean)
     control = app.get(CONTROL)
     health = HealthMonitor(collections.running, _exit_soon, ray_grace=settings.cluster.ray_down_grace_s,
                            restart_after=settings.cluster.shard_restart_after_s,

@@ -42,6 +42,10 @@ class StorageSettings(BaseModel):
     storage_path: Path = Field(Path("./shoal_storage"), description="Folder holding every collection, its log and snapshots, and the metadata.")
     wal_capacity_mb: int = Field(32, description="Log size per shard after which the shard snapshots itself and trims its log.")
     indexing_threads: int = Field(0, description="Threads each shard uses to build its HNSW graphs; 0 = all cores.")
+    snapshots_path: Path | None = Field(
+        None, description="Folder of the collection snapshots (and of the files `recover` may read); "
+        "unset = `snapshots` inside storage_path."
+    )
     search_threads: int = Field(
         1, ge=1, description="Threads each shard uses to score one batch of searches (graph and matrix products); 1 leaves the other cores to the HTTP processes and the other shards."
     )
@@ -97,6 +101,12 @@ class LimitSettings(BaseModel):
     )
     max_shards_total: int = Field(
         128, ge=1, description="Shards this server hosts at most, all collections together; a create beyond it is refused."
+    )
+    snapshot_timeout_s: float = Field(
+        3600.0, gt=0, description="Seconds a shard may take to export its part of a snapshot."
+    )
+    max_snapshot_upload_mb: int = Field(
+        16384, ge=1, description="Largest snapshot file accepted by an upload, in MiB."
     )
     shard_start_timeout_s: float = Field(
         300.0, gt=0, description="Seconds a collection's shards may take to start (at create, or loading at start-up); "

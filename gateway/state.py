@@ -18,3 +18,5 @@ CONTROL = web.AppKey("control", object)  # gateway.workers.Control, when HTTP wo
 WORKER_ARGV = web.AppKey("worker_argv", list)  # the flags workers are started with
 CONTROL_DIR = web.AppKey("control_dir", object)  # in an HTTP worker: the control's folder (Path)
 HEALTH = web.AppKey("health", object)  # in the control process: cluster.health.HealthMonitor
+SNAPSHOTS = web.AppKey("snapshots", object)  # in the control process: cluster.snapshots.Snapshots
+CONTROL_TASKS = web.AppKey("control_tasks", set)  # work a request started and left running (wait=false)

@@ -168,7 +168,7 @@ class RemoteCollections(RunningCollections):
     async def create(self, *args: Any) -> None:
         raise Forward()
 
-    delete = update = change_aliases = create
+    delete = update = change_aliases = recover = create
 
     async def close(self) -> None:
         if self._session is not None:

@@ -484,6 +484,20 @@ class LocalShard:
                 self._snapshot_seq = seq
                 self._log_bytes -= logged
 
+    def export(self, folder: str) -> dict[str, int]:
+        """A consistent copy of the shard as of now in ``folder`` (made afresh; the
+        caller chose a path inside its storage), in the snapshot layout, and
+        what it holds: ``{"seq", "points"}``. Taken as a snapshot is, in two
+        halves, so reads and writes go on meanwhile; the shard's own snapshot
+        and log are untouched."""
+        with self._snapshotting:
+            with self._lock:
+                self._check_open()
+                seq, points = self.seq, len(self.points)
+                staged = snapshot.stage(self, Path(folder))
+            snapshot.finish(self, staged)
+        return {"seq": seq, "points": points}
+
     def _snapshot_locked(self) -> None:
         if self.seq == self._snapshot_seq:
             return

@@ -39,6 +39,7 @@ BinaryQuantizationEncoding = enum("one_bit", "two_bits", "one_and_half_bits")
 BinaryQuantizationQueryEncoding = enum("default", "binary", "scalar4bits", "scalar8bits")
 MultiVectorComparator = enum("max_sim")
 Modifier = enum("none", "idf")
+SnapshotPriority = enum("no_sync", "snapshot", "replica")
 
 # ---------------------------------------------------------------------------
 # Config diffs.
@@ -394,3 +395,18 @@ class CreateFieldIndex(QModel):
         Optional[PayloadFieldSchema], NESTED, Field(validation_alias=AliasChoices("field_schema", "field_type"))
     ] = None
 
+
+
+# ---------------------------------------------------------------------------
+# Snapshots.
+# ---------------------------------------------------------------------------
+
+
+class SnapshotRecover(QModel):
+    """PUT /collections/{name}/snapshots/recover. ``location`` is a URL in Qdrant
+    (``file://`` or ``http(s)://``); the route reads it."""
+
+    location: Str
+    priority: Optional[SnapshotPriority] = None
+    checksum: Optional[Str] = None
+    api_key: Optional[Str] = None

@@ -42,9 +42,8 @@ UNSERVED = {
     # distributed mode
     "cluster_status", "recover_current_peer", "remove_peer",
     "collection_cluster_info", "update_collection_cluster",
-    # snapshots over the API (collection, full and shard snapshots)
-    "recover_from_uploaded_snapshot", "recover_from_snapshot", "list_snapshots", "create_snapshot",
-    "delete_snapshot", "get_snapshot", "list_full_snapshots", "create_full_snapshot",
+    # full-storage and shard snapshots (collection snapshots are served)
+    "list_full_snapshots", "create_full_snapshot",
     "delete_full_snapshot", "get_full_snapshot", "recover_shard_from_uploaded_snapshot",
     "recover_shard_from_snapshot", "list_shard_snapshots", "create_shard_snapshot",
     "delete_shard_snapshot", "get_shard_snapshot",
