@@ -65,16 +65,17 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def free_port(attempts: int = 200) -> int:
+def free_port(attempts: int = 200, low: int = 10_000) -> int:
     """A loopback TCP port nobody listens on right now (nor on its + 2, where a
     server puts its Raft port), below the kernel's ephemeral
     range: a server binds its ports after Ray has opened many connections, and any
     of those may have been given an ephemeral port as its own (seen: the Raft port,
-    HTTP port + 2, taken at a restart)."""
+    HTTP port + 2, taken at a restart). `low` raises the floor, e.g. above
+    the 10002-19999 that `ray start` keeps for its workers by default."""
     ephemeral = _ephemeral_ports()
     rng = random.Random()
     for _ in range(attempts):
-        port = rng.randrange(10_000, ephemeral.start)
+        port = rng.randrange(low, ephemeral.start)
         if port + 2 in ephemeral:  # the server's Raft port is its HTTP port + 2
             continue
         if all(_bindable(p) for p in (port, port + 2)):

@@ -126,7 +126,7 @@ def test_another_ray_cluster_is_not_joined_and_its_end_changes_nothing(short_tmp
     with open(short_tmp / "other-ray.log", "wb") as out:
         other = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address", "127.0.0.1",
-             "--port", str(free_port()), "--num-cpus", "1", "--include-dashboard", "false", "--block"],
+             "--port", str(free_port(low=20_000)), "--num-cpus", "1", "--include-dashboard", "false", "--block"],
             env=other_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = Server(short_tmp / "storage", short_tmp, env)
