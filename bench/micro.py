@@ -10,7 +10,10 @@ measured in the same run on the same data, as a ratio:
   orjson of the same vectors and payloads;
 - reading a 1,000-point upsert body: Qdrant's validation against orjson's parse
   of the same bytes;
-- a no-op WAL flush, against a bare ``os.fstat`` (one system call).
+- a no-op WAL flush, against a bare ``os.fstat`` (one system call);
+- a shard frame on TCP (pickled, MAC'd, checked, unpickled: ``cluster.wire``),
+  a ~4 KB search request and a 10-hit answer, against the same frame plain, as
+  the Unix socket sends it.
 
     python -m bench.micro            # a few seconds
 """
@@ -26,9 +29,11 @@ from typing import Callable
 import numpy as np
 import orjson
 
+from cluster import wire
 from gateway import models as g
 from shard import codec, filters
 from shard.payload import PayloadStore
+from shard.types import NearestQuery, PayloadSelector, ScoredPoint, SearchRequest
 from shard.wal import WriteAheadLog
 
 
@@ -119,12 +124,50 @@ def wal_flush() -> tuple[float, float]:
     return shoal, reference
 
 
+def _sealed_pair() -> tuple[wire.SealedFraming, wire.SealedFraming]:
+    """Both ends' framings of one TCP connection, as the handshake makes them."""
+    client, server = wire.ClientHandshake(b"k" * 32), wire.ServerHandshake(b"k" * 32)
+    proof, sender = client.finish(server.reply(client.hello()))
+    return sender, server.finish(proof)
+
+
+def _frame_trip(obj: object, framing_pair) -> Callable[[], object]:
+    """Pickle ``obj`` into a frame, seal it, check it and unpickle it: what the
+    two ends of a connection do with each frame."""
+    sender, receiver = framing_pair
+
+    def trip() -> None:
+        for _ in range(1000):
+            receiver.take(bytearray(sender.seal([wire.frame(obj)])))
+
+    return trip
+
+
+def mac_request() -> tuple[float, float]:
+    rng = np.random.default_rng(2)
+    request = SearchRequest(NearestQuery(rng.random(1024, dtype=np.float32)), limit=10, with_payload=PayloadSelector(),
+                            filter={"must": [{"key": "city", "match": {"value": "Berlin"}}]})
+    obj = (7, "search_batch", (wire.searches_to_wire([request]),), {})
+    assert 4000 < len(wire.frame(obj)) < 4600  # the ~4 KB of the row's name
+    plain = (wire.PLAIN, wire.PLAIN)
+    return best_of(_frame_trip(obj, _sealed_pair())) / 1000, best_of(_frame_trip(obj, plain)) / 1000
+
+
+def mac_answer() -> tuple[float, float]:
+    hits = [ScoredPoint(i, 3, 0.9 - i / 100, {"city": "Berlin", "n": i, "tags": ["a", "b"]}) for i in range(10)]
+    obj = (7, True, wire.hits_to_wire([hits]))
+    plain = (wire.PLAIN, wire.PLAIN)
+    return best_of(_frame_trip(obj, _sealed_pair())) / 1000, best_of(_frame_trip(obj, plain)) / 1000
+
+
 ROWS = [
     ("payload state of 100k points, dump + load", "orjson round trip of the rows", payload_state),
     ("indexed keyword match over 100k points", "numpy == over 100k codes", indexed_match),
     ("WAL codec, 1,000 x 384 upsert, encode + decode", "np.save/np.load + orjson", wal_codec),
     ("validating a 1,000-point upsert body", "orjson parse of the same body", upsert_validation),
     ("no-op WAL flush", "one os.fstat", wal_flush),
+    ("TCP frame with MAC, 4.2 KB search request", "the same frame plain (Unix)", mac_request),
+    ("TCP frame with MAC, 10-hit answer (~0.5 KB)", "the same frame plain (Unix)", mac_answer),
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from cluster.transport import ShardServer, machine_identity
+from cluster.transport import Endpoints, ShardServer, machine_identity
 from shard.local_shard import LocalShard
 from shard.types import ShardConfig
 
@@ -34,7 +34,20 @@ class ShardActor:
             wal_capacity_bytes=options.get("wal_capacity_bytes", 32 * 1024 * 1024),
         )
 
-        self.server = ShardServer(self.shard)
+        # Other machines reach the shard over TCP only when the options carry both
+        # a secret (``wire_secret``: random bytes, e.g. a key derived from the
+        # cluster secret) and a host to bind (``tcp_host``; ``tcp_port``, 0 = any;
+        # ``tcp_advertise_host``, what other machines dial if not ``tcp_host``).
+        # Without them, as by default, there is no TCP listener.
+        secret, tcp_host = options.get("wire_secret"), options.get("tcp_host")
+        listen = secret is not None and tcp_host is not None
+        self.server = ShardServer(
+            self.shard,
+            secret=secret if listen else None,
+            tcp_host=tcp_host if listen else None,
+            tcp_port=options.get("tcp_port", 0),
+            advertise_host=options.get("tcp_advertise_host"),
+        )
 
     def ready(self) -> bool:
         """Answers once the shard is loaded; also the health monitor's ping.
@@ -46,6 +59,11 @@ class ShardActor:
         """(machine identity, socket address): where a gateway on this machine
         reaches the shard without a Ray call (see ``cluster.transport``)."""
         return machine_identity(), self.server.address
+
+    def endpoints(self) -> Endpoints:
+        """Every way to reach the shard without a Ray call: its Unix socket (for a
+        gateway on this machine) and, if it listens, its TCP (host, port)."""
+        return self.server.endpoints()
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one LocalShard method; the only entry point the gateway uses."""

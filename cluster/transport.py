@@ -1,15 +1,18 @@
-"""The fast hop between gateway and shard: an actor-hosted Unix socket.
+"""The fast hop between gateway and shard: sockets the shard actor hosts.
 
-A Ray actor call costs milliseconds per request; on one node that hop, not the
-search, would decide Shoal's speed. So each shard actor also serves its
-``LocalShard`` over a Unix socket (Linux abstract namespace: no file, no path
-length limit), and a gateway on the same node talks to it directly. Ray still
-places, starts and restarts the actor; a gateway on another node keeps using
-Ray calls.
+A Ray actor call costs milliseconds per request; that hop, not the search,
+would decide Shoal's speed. So each shard actor also serves its ``LocalShard``
+over a Unix socket (Linux abstract namespace: no file, no path length limit),
+which a gateway on the same machine uses directly, and, given a secret, over
+TCP for gateways on other machines. Ray still places, starts and restarts the
+actor.
 
-Frames are ``<u32 length><pickle>``: requests ``(id, method, args, kwargs)``,
-answers ``(id, ok, result_or_exception)``. Both ends are Shoal processes on one
-machine (pickle is what Ray itself would send).
+Both carry the same frames (``cluster.wire``): requests ``(id, method, args,
+kwargs)``, answers ``(id, ok, result_or_exception)``, pickled (what Ray itself
+would send). The Unix socket serves only this user's processes; TCP serves only
+peers that proved they know the secret, and every TCP frame is authenticated
+before it is unpickled (``cluster.wire`` says how, and what it does not give:
+confidentiality).
 
 Concurrent searches are batched: while the shard works on one batch, newly
 arrived searches queue, and the next round scores them in one ``search_batch``
@@ -23,56 +26,22 @@ import asyncio
 import itertools
 import logging
 import os
-import pickle
 import socket
 import struct
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from shard.types import NearestQuery, ScoredPoint, SearchRequest
+from cluster import wire
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<I")
-
-
-def _hits_to_wire(results: list[list[ScoredPoint]]) -> list[list[tuple]]:
-    """Search answers as plain tuples: pickle handles them ~8x faster than
-    dataclass instances, and the answers of every search cross this socket."""
-    return [[(p.id, p.version, p.score, p.payload, p.vector, p.order_value) for p in hits] for hits in results]
-
-
-def _hits_from_wire(results: list[list[tuple]]) -> list[list[ScoredPoint]]:
-    return [[ScoredPoint(*t) for t in hits] for hits in results]
-
-
-_SEARCH_FIELDS = tuple(f.name for f in fields(SearchRequest))[1:]  # all but the query
-
-
-def _searches_to_wire(requests: list[SearchRequest]) -> list:
-    """Nearest searches as tuples with the vector as raw float32 bytes: pickle
-    takes them ~2x faster than the dataclasses and the array, and every search
-    crosses this socket. Other queries go as they are."""
-    wire = []
-    for req in requests:
-        vector = req.query.vector if type(req.query) is NearestQuery else None
-        if vector is not None and vector.dtype == np.float32 and vector.ndim == 1:
-            wire.append((vector.tobytes(), *(getattr(req, name) for name in _SEARCH_FIELDS)))
-        else:
-            wire.append(req)
-    return wire
-
-
-def _searches_from_wire(wire: list) -> list[SearchRequest]:
-    return [
-        SearchRequest(NearestQuery(np.frombuffer(r[0], dtype=np.float32)), *r[1:]) if type(r) is tuple else r
-        for r in wire
-    ]
+HANDSHAKE_TIMEOUT = 5.0  # seconds a TCP peer has to prove itself; then it is dropped
+MAX_HANDSHAKES = 64  # TCP connections proving themselves at once; more are dropped at once
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def machine_identity() -> str:
@@ -86,29 +55,19 @@ def machine_identity() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
-def _frame(obj: Any) -> bytes:
-    data = pickle.dumps(obj, protocol=5)
-    return HEADER.pack(len(data)) + data
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a shard is served: ``unix`` for a gateway on ``machine`` (compare
+    with ``machine_identity()``), ``tcp`` (host, port) for any other, or None
+    when the shard has no TCP listener."""
 
-
-def _take_frames(buffer: bytearray) -> list:
-    """Every whole frame at the front of ``buffer``, unpickled, and removed from it."""
-    frames = []
-    at = 0
-    while len(buffer) - at >= HEADER.size:
-        (length,) = HEADER.unpack_from(buffer, at)
-        if len(buffer) - at - HEADER.size < length:
-            break
-        start = at + HEADER.size
-        frames.append(pickle.loads(buffer[start : start + length]))
-        at = start + length
-    if at:
-        del buffer[:at]
-    return frames
+    machine: str
+    unix: str
+    tcp: tuple[str, int] | None = None
 
 
 class ShardServer:
-    """Serves one shard's methods on a Unix socket.
+    """Serves one shard's methods on a Unix socket, and on TCP when given a secret.
 
     One thread per connection (a gateway keeps one connection per shard): it
     blocks for a request, then takes every further request already waiting in
@@ -120,22 +79,57 @@ class ShardServer:
     halves let them overlap (~2,700 req/s). Other calls (writes, retrieves, …)
     run on a small pool so that a large upsert does not hold searches up; their
     answers share the connection under a lock.
+
+    TCP: ``tcp_host`` and ``tcp_port`` (0: any free port) to bind, ``secret``
+    (bytes, see ``cluster.wire``) required with them; ``advertise_host`` is the
+    host other machines should dial, by default ``tcp_host`` (a wildcard bind
+    needs one).
     """
 
-    def __init__(self, shard: Any, workers: int = 4):
+    def __init__(
+        self,
+        shard: Any,
+        workers: int = 4,
+        *,
+        secret: bytes | None = None,
+        tcp_host: str | None = None,
+        tcp_port: int = 0,
+        advertise_host: str | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ):
+        if tcp_host is not None:
+            if secret is None:
+                raise ValueError("a shard's TCP listener needs a secret: its frames are pickles")
+            wire.check_secret(secret)
+            if tcp_host in _WILDCARDS and not advertise_host:
+                raise ValueError(f"a shard listening on {tcp_host!r} needs the host other machines should dial")
         self.shard = shard
         self.address = f"\0shoal-{uuid.uuid4().hex}"
+        self.tcp_address: tuple[str, int] | None = None
+        self._secret = secret
+        self._handshake_timeout = handshake_timeout
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._calls = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard-call")
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.address)
-        self._listener.listen(64)
+        self._connections: set[socket.socket] = set()
         self._closed = False
-        threading.Thread(target=self._accept, name="shard-accept", daemon=True).start()
+        self._listeners = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)]
+        self._listeners[0].bind(self.address)
+        self._listeners[0].listen(64)
+        threading.Thread(target=self._accept_unix, name="shard-accept", daemon=True).start()
+        if tcp_host is not None:
+            family = socket.getaddrinfo(tcp_host, tcp_port, type=socket.SOCK_STREAM)[0][0]
+            listener = socket.create_server((tcp_host, tcp_port), family=family, backlog=64)
+            self._listeners.append(listener)
+            self.tcp_address = (advertise_host or tcp_host, listener.getsockname()[1])
+            threading.Thread(target=self._accept_tcp, args=(listener,), name="shard-accept-tcp", daemon=True).start()
 
-    def _accept(self) -> None:
+    def endpoints(self) -> Endpoints:
+        return Endpoints(machine_identity(), self.address, self.tcp_address)
+
+    def _accept_unix(self) -> None:
         while not self._closed:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = self._listeners[0].accept()
             except OSError:
                 return
             if not _same_user(conn):
@@ -144,15 +138,40 @@ class ShardServer:
                 log.warning("shard socket: refused a connection from another user")
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn,), name="shard-conn", daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn, wire.PLAIN), name="shard-conn", daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
-        inbox = _FrameReader(conn)
+    def _accept_tcp(self, listener: socket.socket) -> None:
+        while not self._closed:
+            try:
+                conn, peer = listener.accept()
+            except OSError:
+                return
+            if not self._handshakes.acquire(blocking=False):
+                log.warning("shard TCP: %d connections already proving themselves; dropped %s", MAX_HANDSHAKES, peer)
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_tcp, args=(conn, peer), name="shard-conn-tcp", daemon=True).start()
+
+    def _serve_tcp(self, conn: socket.socket, peer) -> None:
+        try:
+            _tune_tcp(conn)
+            framing = _prove(conn, wire.ServerHandshake(self._secret), self._handshake_timeout)
+        except OSError as exc:  # HandshakeFailed is a ConnectionError; a stall, a timeout
+            log.warning("shard TCP: refused %s: %s", peer, exc)
+            conn.close()
+            return
+        finally:
+            self._handshakes.release()
+        self._serve(conn, framing)
+
+    def _serve(self, conn: socket.socket, framing) -> None:
+        self._connections.add(conn)
+        inbox = _FrameReader(conn, framing)
         send_lock = threading.Lock()
 
         def send(frames: list[bytes]) -> None:
-            with send_lock:
-                conn.sendall(b"".join(frames))
+            with send_lock:  # sealed in the order written: SealedFraming counts them
+                conn.sendall(framing.seal(frames))
 
         queued: list[tuple] = []  # searches waiting for a round
         try:
@@ -170,9 +189,12 @@ class ShardServer:
                     n = (len(queued) + 1) // 2
                     searches, queued = queued[:n], queued[n:]
                     send(self._search(searches))
+        except wire.FrameRejected as exc:
+            log.warning("shard TCP: refused a frame (%s); connection closed", exc)
         except (ConnectionError, OSError):
             pass
         finally:
+            self._connections.discard(conn)
             conn.close()
 
     def _call(self, request: tuple, send) -> None:
@@ -182,13 +204,13 @@ class ShardServer:
         except Exception as exc:  # the caller re-raises it
             answer = (req_id, False, exc)
         try:
-            send([_answer_frame(answer)])
+            send([wire.answer_frame(answer)])
         except OSError:
             pass  # the gateway went away; it will retry or report
 
     def _search(self, searches: list[tuple]) -> list[bytes]:
         """Answer frames for a round of search_batch requests, scored together."""
-        batches = [(req_id, _searches_from_wire(args[0])) for req_id, _, args, _ in searches]
+        batches = [(req_id, wire.searches_from_wire(args[0])) for req_id, _, args, _ in searches]
         try:
             results = self.shard.search_batch([r for _, batch in batches for r in batch])
         except Exception:
@@ -196,19 +218,26 @@ class ShardServer:
             frames = []
             for req_id, batch in batches:
                 try:
-                    frames.append(_answer_frame((req_id, True, _hits_to_wire(self.shard.search_batch(batch)))))
+                    frames.append(wire.answer_frame((req_id, True, wire.hits_to_wire(self.shard.search_batch(batch)))))
                 except Exception as exc:
-                    frames.append(_answer_frame((req_id, False, exc)))
+                    frames.append(wire.answer_frame((req_id, False, exc)))
             return frames
         frames, at = [], 0
         for req_id, batch in batches:
-            frames.append(_answer_frame((req_id, True, _hits_to_wire(results[at : at + len(batch)]))))
+            frames.append(wire.answer_frame((req_id, True, wire.hits_to_wire(results[at : at + len(batch)]))))
             at += len(batch)
         return frames
 
     def close(self) -> None:
+        """Stop listening and drop every connection (their gateways see them close)."""
         self._closed = True
-        self._listener.close()
+        for sock in self._listeners + list(self._connections):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept or recv
+            except OSError:
+                pass
+        for listener in self._listeners:
+            listener.close()
         self._calls.shutdown(wait=False)
 
 
@@ -221,23 +250,51 @@ def _same_user(conn: socket.socket) -> bool:
     return uid in (os.getuid(), 0)
 
 
-def _answer_frame(answer: tuple) -> bytes:
+def _tune_tcp(sock) -> None:
+    """No Nagle delay on small frames; keepalives, so that a connection whose
+    peer machine vanished is noticed in about a minute instead of never."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _prove(conn: socket.socket, handshake: wire.ServerHandshake, timeout: float) -> wire.SealedFraming:
+    """Run the server's side of the handshake on a blocking socket, all of it
+    within ``timeout`` seconds. Reads exactly the handshake's bytes, never more."""
+    deadline = time.monotonic() + timeout
+
+    def receive(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = conn.recv(size - len(data))
+            if not chunk:
+                raise wire.HandshakeFailed("closed during the handshake")
+            data += chunk
+        return data
+
     try:
-        return _frame(answer)
-    except Exception as exc:  # an unpicklable result: say so rather than hang the caller
-        return _frame((answer[0], False, RuntimeError(f"could not send the answer: {exc}")))
+        conn.sendall(handshake.reply(receive(wire.HELLO_SIZE)))
+        framing = handshake.finish(receive(wire.PROOF))
+    except TimeoutError:
+        raise wire.HandshakeFailed(f"no handshake within {timeout:g} s") from None
+    conn.settimeout(None)
+    return framing
 
 
 class _FrameReader:
     """Reads whole frames from a blocking socket; ``block=False`` returns only
     what has already arrived."""
 
-    def __init__(self, conn: socket.socket):
+    def __init__(self, conn: socket.socket, framing):
         self.conn = conn
+        self.framing = framing
         self.buffer = bytearray()
 
     def read(self, block: bool) -> list[tuple]:
-        frames = _take_frames(self.buffer)
+        frames = self.framing.take(self.buffer)
         if frames and block:
             return frames
         while True:
@@ -248,7 +305,7 @@ class _FrameReader:
             if not chunk:
                 raise ConnectionError("peer closed")
             self.buffer += chunk
-            frames += _take_frames(self.buffer)
+            frames += self.framing.take(self.buffer)
             if block and frames:
                 return frames
             if not block and len(chunk) < (1 << 20):
@@ -258,8 +315,9 @@ class _FrameReader:
 class ShardChannel:
     """The gateway's end: many concurrent calls multiplexed on one connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing=wire.PLAIN):
         self._reader, self._writer = reader, writer
+        self._framing = framing
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future] = {}
         self._reading = asyncio.create_task(self._read_answers())
@@ -268,6 +326,7 @@ class ShardChannel:
 
     @classmethod
     async def connect(cls, address: str) -> ShardChannel:
+        """To a shard's Unix socket (this machine)."""
         # Connect by hand: uvloop rejects abstract-namespace names given as a path.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -278,6 +337,28 @@ class ShardChannel:
         sock.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**26)
         return cls(reader, writer)
+
+    @classmethod
+    async def connect_tcp(cls, host: str, port: int, secret: bytes,
+                          timeout: float = HANDSHAKE_TIMEOUT) -> ShardChannel:
+        """To a shard's TCP listener (any machine), once each side has proved it
+        knows ``secret``; a failure of any kind is a ConnectionError."""
+        handshake = wire.ClientHandshake(secret)
+        writer = None
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, limit=2**26)
+                _tune_tcp(writer.get_extra_info("socket"))
+                writer.write(handshake.hello())
+                proof, framing = handshake.finish(await reader.readexactly(wire.REPLY_SIZE))
+                writer.write(proof)
+        except (OSError, asyncio.IncompleteReadError) as exc:  # TimeoutError and HandshakeFailed are OSErrors
+            if writer is not None:
+                writer.close()
+            if isinstance(exc, ConnectionError):
+                raise
+            raise ConnectionError(f"shard at {host}:{port}: {str(exc) or type(exc).__name__}") from None
+        return cls(reader, writer, framing)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.closed:
@@ -290,17 +371,17 @@ class ShardChannel:
             # reach the shard together, which then scores them as one batch.
             asyncio.get_running_loop().call_soon(self._flush)
         if method == "search_batch":
-            args = (_searches_to_wire(args[0]),)
-        self._outbox.append(_frame((req_id, method, args, kwargs)))
+            args = (wire.searches_to_wire(args[0]),)
+        self._outbox.append(wire.frame((req_id, method, args, kwargs)))
         ok, result = await future
         if not ok:
             raise result
-        return _hits_from_wire(result) if method == "search_batch" else result
+        return wire.hits_from_wire(result) if method == "search_batch" else result
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
         if not self.closed:
-            self._writer.write(b"".join(frames))
+            self._writer.write(self._framing.seal(frames))
 
     async def _read_answers(self) -> None:
         buffer = bytearray()
@@ -311,12 +392,13 @@ class ShardChannel:
                 if not chunk:
                     raise ConnectionError("the shard closed the connection")
                 buffer += chunk
-                for req_id, ok, result in _take_frames(buffer):
+                for req_id, ok, result in self._framing.take(buffer):
                     future = self._waiting.pop(req_id, None)
                     if future is not None and not future.done():
                         future.set_result((ok, result))
-        except (ConnectionError, OSError) as exc:
+        except (ConnectionError, OSError) as exc:  # FrameRejected too: the connection is dropped
             self._fail(ConnectionError(f"shard connection lost: {exc}"))
+            self._writer.close()
         except asyncio.CancelledError:
             self._fail(ConnectionError("shard channel closed"))
             raise
