@@ -82,7 +82,7 @@ def start(address: str | None, num_cpus: int | None = None) -> None:
     # mkdtemp makes it 0700; Ray makes the session folder inside it world-writable,
     # so the session goes one level down, behind this folder's permissions.
     root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
-    started = _started(os.getpid())
+    started = process_started(os.getpid())
     if started is not None:  # who owns it, for _remove_stale_folders after a crash
         (root / "owner").write_text(f"{os.getpid()} {started}")
     _private_token()
@@ -116,7 +116,7 @@ def start(address: str | None, num_cpus: int | None = None) -> None:
         log.warning("the local Ray instance runs on %s, not on loopback", node_ip)
 
 
-def _started(pid: int) -> str | None:
+def process_started(pid: int) -> str | None:
     """When process ``pid`` started (Linux: /proc), to tell it from a later one
     given the same pid; None if there is no such process (or no /proc)."""
     try:
@@ -140,7 +140,7 @@ def _remove_stale_folders() -> None:
             pid, started = (folder / "owner").read_text().split()
         except (OSError, ValueError):
             continue  # not one of ours, or being created
-        if _started(int(pid)) != started:
+        if process_started(int(pid)) != started:
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.runtime import process_started
 from tests.api.rawhttp import call, error_text
 from tests.conftest import AGAINST_MEMORY, ShoalServer, _proc_table, free_port
 
@@ -61,13 +62,6 @@ def _ray_process(server: ShoalServer, binary: bytes) -> int:
     found = [pid for pid in server.pids() if _cmdline(pid).split(b"\0")[0].endswith(b"/" + binary)]
     assert len(found) == 1, f"{binary!r} among the server's processes: {found}"
     return found[0]
-
-
-def _started(pid: int) -> str:
-    """Process start time, as /proc/<pid>/stat gives it (field 22)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read().decode(errors="replace")
-    return stat[stat.rfind(")") + 2 :].split()[19]
 
 
 def _session(leader: int) -> set[int]:
@@ -133,7 +127,7 @@ def test_another_ray_cluster_is_not_joined_and_its_end_changes_nothing(short_tmp
     # Folders an embedded Ray left behind: a killed server's goes at the next start,
     # a running one's stays (this test process stands in for its owner).
     stale, live = short_tmp / "t" / "shoal-ray-stale", short_tmp / "t" / "shoal-ray-live"
-    for folder, owner in ((stale, "999999999 1"), (live, f"{os.getpid()} {_started(os.getpid())}")):
+    for folder, owner in ((stale, "999999999 1"), (live, f"{os.getpid()} {process_started(os.getpid())}")):
         folder.mkdir()
         (folder / "owner").write_text(owner)
     try:
