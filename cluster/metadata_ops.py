@@ -31,7 +31,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from cluster.replicas import STATES, ReplicaState, can_be_source_of_truth, placement_problem
+from cluster.replicas import STATES, ReplicaState, can_be_source_of_truth, ids_used, placement_problem, replica_number
 from shard.types import BadInput, Conflict, NotFound, ShoalError
 
 OP_VERSION = 1
@@ -194,7 +194,8 @@ class ChangeAliases(MetaOp):
 
 @dataclass(frozen=True)
 class AddReplica(MetaOp):
-    """A new replica of one shard, on a node that holds none of that shard yet."""
+    """A new replica of one shard, on a node that holds none of that shard yet. Its id
+    is ``r<n>`` and new to the shard: never one it listed before (``next_replica_id``)."""
 
     kind: ClassVar[str] = "add_replica"
     collection: str
@@ -482,11 +483,19 @@ def _replica(collections: dict, op: ReplicaOp) -> tuple[OpResult, bool]:
     shard = copy.deepcopy(shards[op.shard])
     replicas = shard["replicas"]
     if isinstance(op, AddReplica):
+        number = replica_number(op.replica)
         if op.replica in replicas:
             return OpResult.failure("conflict", f"Replica {op.replica} of shard {op.shard} already exists"), False
+        if number is None:
+            return OpResult.failure("bad_input", f"Replica id {op.replica!r} is not r0, r1, ..."), False
+        if number < ids_used(shard):
+            # The id names an actor and its storage: a stop asked for the replica that had it
+            # would stop the new one and delete its storage.
+            return OpResult.failure("conflict", f"Replica id {op.replica} of shard {op.shard} was used before"), False
         if any(r["node"] == op.node for r in replicas.values()):
             return OpResult.failure("bad_input", f"Shard {op.shard} already has a replica on node {op.node}"), False
         replicas[op.replica] = {"node": op.node, "state": op.state}
+        shard["next_replica"] = number + 1
     elif op.replica not in replicas:
         return OpResult.failure("not_found", f"Replica {op.replica} of shard {op.shard} doesn't exist!"), False
     elif isinstance(op, SetReplicaState):
@@ -500,6 +509,7 @@ def _replica(collections: dict, op: ReplicaOp) -> tuple[OpResult, bool]:
         if shard["primary"] == op.replica:
             return OpResult.failure("bad_input", f"Replica {op.replica} is the primary of shard {op.shard}: "
                                                  "promote another first"), False
+        shard["next_replica"] = ids_used(shard)  # kept past the removed id
         del replicas[op.replica]
     else:  # SetPrimary
         if op.epoch != shard["epoch"] + 1:

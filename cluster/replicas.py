@@ -4,17 +4,21 @@ collection's replicas go. Pure: no Ray, no clock, no I/O (docs/cluster.md).
 A collection's placement, as the metadata holds it::
 
     {"incarnation": "<32 hex>",
-     "shards": [{"epoch": 1, "primary": "r0",
+     "shards": [{"epoch": 1, "primary": "r0", "next_replica": 2,
                  "replicas": {"r0": {"node": "<node id>", "state": "initializing"}, ...}}, ...]}
 
-Replica ids are short strings chosen by the proposer (``r0``, ``r1``, ...), unique
-within a shard for the life of the collection. The primary sequences the shard's
-writes; the epoch grows by one each time the primary changes, so that a write
-carrying an older epoch is refused.
+Replica ids are ``r0``, ``r1``, ... chosen by the proposer, unique within a shard for
+the life of the collection: ``next_replica`` counts the ids a shard has used, and
+``apply`` refuses an id below it. An id names the replica's actor and its storage, so
+a new replica that took a removed one's id could be stopped, and its storage deleted,
+by the stop asked for the old one. The primary sequences the shard's writes; the
+epoch grows by one each time the primary changes, so that a write carrying an older
+epoch is refused.
 """
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any, Sequence
 
@@ -50,13 +54,27 @@ def replica_id(n: int) -> str:
     return f"r{n}"
 
 
+_REPLICA_ID = re.compile(r"r(0|[1-9][0-9]*)")
+
+
+def replica_number(replica: str) -> int | None:
+    """``n`` of the id ``r<n>`` (written as ``replica_id`` writes it), else None."""
+    match = _REPLICA_ID.fullmatch(replica) if isinstance(replica, str) else None
+    return int(match.group(1)) if match else None
+
+
+def ids_used(shard: dict[str, Any]) -> int:
+    """How many ids ``shard`` has used (``r0`` up to the one before this number): its
+    ``next_replica``, or, for a shard without one, one past its highest listed id."""
+    numbers = [replica_number(r) for r in shard["replicas"]]
+    mark = shard.get("next_replica", 0)
+    return max([mark if isinstance(mark, int) else 0] + [n + 1 for n in numbers if n is not None])
+
+
 def next_replica_id(shard: dict[str, Any]) -> str:
-    """The first ``r<n>`` not used in ``shard`` (ids are never reused while listed)."""
-    used = set(shard["replicas"])
-    n = 0
-    while replica_id(n) in used:
-        n += 1
-    return replica_id(n)
+    """The id a new replica of ``shard`` takes: never one it has used, even if that
+    replica is gone."""
+    return replica_id(ids_used(shard))
 
 
 def initial_placement(shard_number: int, replication_factor: int, nodes: Sequence[str]) -> list[dict[str, Any]]:
@@ -73,7 +91,7 @@ def initial_placement(shard_number: int, replication_factor: int, nodes: Sequenc
         chosen = [nodes[(shard + k) % len(nodes)] for k in range(copies)]
         replicas = {replica_id(k): {"node": node, "state": ReplicaState.INITIALIZING.value}
                     for k, node in enumerate(chosen)}
-        shards.append({"epoch": 1, "primary": replica_id(0), "replicas": replicas})
+        shards.append({"epoch": 1, "primary": replica_id(0), "next_replica": copies, "replicas": replicas})
     return shards
 
 
@@ -92,6 +110,12 @@ def placement_problem(placement: Any, shard_number: int) -> str | None:
             return f"shard {i}: bad epoch"
         if shard.get("primary") not in shard["replicas"]:
             return f"shard {i}: the primary is not one of its replicas"
+        if any(replica_number(r) is None for r in shard["replicas"]):
+            return f"shard {i}: replica ids must be r0, r1, ..."
+        mark = shard.get("next_replica")
+        if "next_replica" in shard and (not isinstance(mark, int) or isinstance(mark, bool)
+                                        or mark < ids_used({"replicas": shard["replicas"]})):
+            return f"shard {i}: next_replica must be past every replica id"
         nodes = [r.get("node") for r in shard["replicas"].values() if isinstance(r, dict)]
         if len(nodes) != len(shard["replicas"]) or not all(isinstance(n, str) and n for n in nodes):
             return f"shard {i}: every replica needs a node"

@@ -99,6 +99,13 @@ def test_initial_placement_places_no_more_copies_than_nodes():
      "shard 0: two replicas on one node"),
     ({"shards": [{"epoch": 1, "primary": "r0", "replicas": {"r0": {"node": "a", "state": "gone"}}}]},
      "shard 0: unknown replica state"),
+    ({"shards": [{"epoch": 1, "primary": "a", "replicas": {"a": {"node": "a", "state": "active"}}}]},
+     "shard 0: replica ids must be r0, r1, ..."),
+    ({"shards": [{"epoch": 1, "primary": "r0", "next_replica": 1,
+                  "replicas": {"r0": {"node": "a", "state": "active"}, "r1": {"node": "b", "state": "active"}}}]},
+     "shard 0: next_replica must be past every replica id"),
+    ({"shards": [{"epoch": 1, "primary": "r0", "next_replica": 4,
+                  "replicas": {"r0": {"node": "a", "state": "active"}}}]}, None),
 ])
 def test_placement_problems_are_named(placement, problem):
     assert placement_problem(placement, 1) == problem
@@ -115,7 +122,25 @@ def test_state_predicates():
     assert [is_readable(s.value) for s in ReplicaState] == [False, True, False, False]
     assert [takes_writes(s.value) for s in ReplicaState] == [False, True, True, False]
     assert [can_be_source_of_truth(s.value) for s in ReplicaState] == [False, True, False, False]
-    assert next_replica_id({"replicas": {"r0": {}, "r2": {}}}) == "r1"
+    assert next_replica_id({"replicas": {"r0": {}, "r2": {}}}) == "r3"  # a gap is an id used before
+    assert next_replica_id({"next_replica": 5, "replicas": {"r0": {}, "r2": {}}}) == "r5"
+
+
+def test_replica_ids_are_never_reused():
+    """An id names a replica's actor and its storage: a replica added with the id of one
+    removed could be stopped, its storage deleted, by the stop asked for the old one."""
+    state = activate_all(created())
+    state, _ = apply(state, AddReplica("c", INC, 0, "r2", "n3", "partial"))
+    state, result = apply(state, RemoveReplica("c", INC, 0, "r2"))
+    assert result.ok and shard(state, 0)["next_replica"] == 3 and next_replica_id(shard(state, 0)) == "r3"
+    for op, error, words in [(AddReplica("c", INC, 0, "r2", "n3"), "conflict", "r2 of shard 0 was used before"),
+                             (AddReplica("c", INC, 0, "r1", "n3"), "conflict", "already exists"),
+                             (AddReplica("c", INC, 0, "x", "n3"), "bad_input", "is not r0, r1"),
+                             (AddReplica("c", INC, 0, "r03", "n3"), "bad_input", "is not r0, r1")]:
+        new, result = apply(state, op)
+        assert new is state and result.error == error and words in result.message, result
+    state, result = apply(state, AddReplica("c", INC, 0, "r7", "n3"))  # the proposer may skip ids
+    assert result.ok and next_replica_id(shard(state, 0)) == "r8"
 
 
 # ------------------------------------------------------------------ the ops
@@ -184,13 +209,14 @@ def test_replica_ops_are_pure_deterministic_and_keep_the_invariants():
     nodes = ["n1", "n2", "n3", "n4"]
     inc, lives = INC, 0
     state = activate_all(created(shards=3, replication=2, nodes=nodes))
+    listed: dict[int, set] = {s: set(shard(state, s)["replicas"]) for s in range(3)}  # ever, in this life
     for step in range(600):
         s = rng.randrange(3)
         current = shard(state, s)
         r = rng.choice(list(current["replicas"]) + ["r7"])
         op = rng.choice([
-            AddReplica("c", inc, s, f"r{rng.randrange(8)}", rng.choice(nodes + ["n5"]),
-                       rng.choice(["partial", "initializing"])),
+            AddReplica("c", inc, s, rng.choice([next_replica_id(current), f"r{rng.randrange(8)}"]),
+                       rng.choice(nodes + ["n5"]), rng.choice(["partial", "initializing"])),
             SetReplicaState("c", inc, s, r, rng.choice(["active", "dead", "partial"]),
                             rng.choice([None, "active", "dead"])),
             RemoveReplica("c", inc, s, r),
@@ -201,10 +227,13 @@ def test_replica_ops_are_pure_deterministic_and_keep_the_invariants():
         assert state == before  # inputs never change
         assert apply(before, op) == (new, result)  # same inputs, same outputs
         state = new
-        for sh in state["collections"]["c"]["placement"]["shards"]:
+        for i, sh in enumerate(state["collections"]["c"]["placement"]["shards"]):
             replica_nodes = [x["node"] for x in sh["replicas"].values()]
             assert len(replica_nodes) == len(set(replica_nodes)) and sh["primary"] in sh["replicas"]
             assert sh["epoch"] >= 1
+            if isinstance(op, AddReplica) and result.ok and op.shard == i:  # an id never listed before
+                assert op.replica not in listed[i] and next_replica_id(sh) not in listed[i] | set(sh["replicas"])
+                listed[i].add(op.replica)
         if step % 150 == 149:  # a delete and a new life: ops about the old one are refused
             state, _ = apply(state, DeleteCollection("c"))
             old, lives = inc, lives + 1
@@ -212,6 +241,7 @@ def test_replica_ops_are_pure_deterministic_and_keep_the_invariants():
             placement = {"incarnation": inc, "shards": initial_placement(3, 2, nodes)}
             state, result = apply(state, CreateCollection("c", config(3), placement))
             assert result.ok
+            listed = {s: set(shard(state, s)["replicas"]) for s in range(3)}
             unchanged, result = apply(state, SetReplicaState("c", old, 0, "r0", "dead"))
             assert unchanged is state and result.error == "not_found"
             state = activate_all(state, inc)
