@@ -13,13 +13,16 @@ measured in the same run on the same data, as a ratio:
 - a no-op WAL flush, against a bare ``os.fstat`` (one system call);
 - a shard frame on TCP (pickled, MAC'd, checked, unpickled: ``cluster.wire``),
   a ~4 KB search request and a 10-hit answer, against the same frame plain, as
-  the Unix socket sends it.
+  the Unix socket sends it;
+- a shard's content hash (``shard.digest``: ids, vectors, payloads, in any
+  order) at 100k x 384, against blake2b over the raw vector bytes alone.
 
     python -m bench.micro            # a few seconds
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -32,6 +35,7 @@ import orjson
 from cluster import wire
 from gateway import models as g
 from shard import codec, filters
+from shard.digest import content_digest
 from shard.payload import PayloadStore
 from shard.types import NearestQuery, PayloadSelector, ScoredPoint, SearchRequest
 from shard.wal import WriteAheadLog
@@ -160,6 +164,17 @@ def mac_answer() -> tuple[float, float]:
     return best_of(_frame_trip(obj, _sealed_pair())) / 1000, best_of(_frame_trip(obj, plain)) / 1000
 
 
+def shard_digest() -> tuple[float, float]:
+    n, dim = 100_000, 384
+    data = np.random.default_rng(3).standard_normal((n, dim), dtype=np.float32)
+    live = np.ones(n, bool)
+    vectors = {"": (data, live)}
+    ids = list(range(n))
+    payloads = [{"pos": ("noun", "verb", "adj", "adv")[i % 4], "n": i} for i in range(n)]
+    shoal = best_of(lambda: content_digest(ids, live, vectors, payloads), 3)
+    return shoal, best_of(lambda: hashlib.blake2b(data).digest(), 3)
+
+
 ROWS = [
     ("payload state of 100k points, dump + load", "orjson round trip of the rows", payload_state),
     ("indexed keyword match over 100k points", "numpy == over 100k codes", indexed_match),
@@ -168,6 +183,7 @@ ROWS = [
     ("no-op WAL flush", "one os.fstat", wal_flush),
     ("TCP frame with MAC, 4.2 KB search request", "the same frame plain (Unix)", mac_request),
     ("TCP frame with MAC, 10-hit answer (~0.5 KB)", "the same frame plain (Unix)", mac_answer),
+    ("content hash of a 100k x 384 shard + payloads", "blake2b of the raw vector bytes", shard_digest),
 ]
 
 

@@ -48,6 +48,27 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def snapshot_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the name of a snapshot file, or None. A snapshot
+    name comes from a request (a path segment, a recover location): it must be
+    one plain file name, never a path nor a hidden file, so that it can only
+    ever name an entry of a snapshots folder. Qdrant answers a name that is not
+    its own file name as a snapshot not found (``shard_snapshot_path_unchecked``),
+    and so does Shoal for every name refused here."""
+    problem = length_problem(name)
+    if problem is not None:
+        return problem
+    if name.startswith("."):
+        return "cannot start with a dot"
+    for char in ("/", "\\"):
+        if char in name:
+            return f'cannot contain "{char}" char'
+    control = _CONTROL.search(name)
+    if control is not None:
+        return f"cannot contain control character {control.group()!r}"
+    return None
+
+
 def new_incarnation() -> str:
     """A fresh id for one life of a collection: its files and actors are named by it."""
     return uuid.uuid4().hex

@@ -25,7 +25,7 @@ import orjson
 from shard import fileio, hnsw
 from shard.payload import PayloadStore
 from shard.points import PointTable
-from shard.types import ShardConfig
+from shard.types import BadInput, ShardConfig
 from shard.vectors import VectorStore
 
 if TYPE_CHECKING:
@@ -111,8 +111,9 @@ def save(shard: LocalShard, target: Path) -> None:
     finish(shard, stage(shard, target))
 
 
-def load(target: Path, config: ShardConfig) -> ShardState | None:
-    """The saved state, or None when there is no snapshot yet."""
+def load(target: Path, config: ShardConfig, with_graphs: bool = True) -> ShardState | None:
+    """The saved state, or None when there is no snapshot yet. Without
+    ``with_graphs`` no graph file is read: the graphs are rebuilt from the vectors."""
     target = fileio.recover_dir(target)
     if target is None or not (target / "meta.json").exists():
         return None
@@ -131,8 +132,29 @@ def load(target: Path, config: ShardConfig) -> ShardState | None:
         graph_file = target / f"hnsw-{i}.bin"
         graphs[name] = (
             hnsw.HnswIndex.load(graph_file, params.size, params.distance, config.hnsw_for(name), np.flatnonzero(mask))
-            if graph_file.exists()
+            if with_graphs and graph_file.exists()
             else None
         )
         indexed[name] = mask if graphs[name] is not None else np.zeros(len(mask), dtype=bool)
     return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed)
+
+
+def load_export(folder: Path, config: ShardConfig) -> ShardState:
+    """A shard's export (``LocalShard.export``) from outside, such as a snapshot
+    being recovered, read as a state for ``config``: BadInput when it is not
+    one (other vector names or sizes, arrays that do not fit, damaged files).
+    Its graph files are never parsed (native code would read them): the graphs
+    are rebuilt from the vectors."""
+    try:
+        meta = orjson.loads((folder / "meta.json").read_bytes())
+        names = meta["vectors"]
+        if not isinstance(names, dict) or set(names) != set(config.vectors):
+            raise BadInput(f"the shard holds the vectors {sorted(names)}, the collection {sorted(config.vectors)}")
+        if not isinstance(meta["seq"], int) or meta["seq"] < 0:
+            raise BadInput("the shard's sequence number is not one")
+        state = load(folder, config, with_graphs=False)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as exc:  # orjson: ValueError
+        raise BadInput(f"the snapshot's shard cannot be read: {type(exc).__name__}: {exc}") from None
+    if state is None:
+        raise BadInput("the snapshot holds no shard")
+    return state

@@ -62,6 +62,50 @@ class Conflict(ShoalError):
     """The thing to create exists already: 409 "Wrong input: …" (no prefix in the message)."""
 
 
+class ReplicationError(ShoalError):
+    """A replicated write or a catch-up request that this shard refuses. Meant for
+    the cluster layer, which acts on it (re-sends, fills a gap, starts a transfer);
+    a client only sees one if that layer lets it through."""
+
+
+class StaleEpoch(ReplicationError):
+    """The write carries an older epoch than this shard has seen: it comes from a
+    deposed primary (or a gateway that has not yet heard of the new one)."""
+
+    def __init__(self, epoch: int, current: int):
+        self.epoch = epoch
+        self.current = current
+        super().__init__(f"stale epoch {epoch}: this shard has seen epoch {current}")
+
+    def __reduce__(self):
+        return (StaleEpoch, (self.epoch, self.current))
+
+
+class SequenceGap(ReplicationError):
+    """A replicated write skips ahead: the shard needs ``expected`` first. Nothing changed."""
+
+    def __init__(self, expected: int, got: int | None = None):
+        self.expected = expected
+        self.got = got
+        super().__init__(f"sequence gap: expected seq {expected}" + ("" if got is None else f", got {got}"))
+
+    def __reduce__(self):
+        return (SequenceGap, (self.expected, self.got))
+
+
+class LogTruncated(ReplicationError):
+    """The log no longer holds the records after ``after_seq`` (it starts at
+    ``first_seq``): a catch-up from there needs a full transfer."""
+
+    def __init__(self, after_seq: int, first_seq: int):
+        self.after_seq = after_seq
+        self.first_seq = first_seq
+        super().__init__(f"the log starts at seq {first_seq}: records after {after_seq} are gone")
+
+    def __reduce__(self):
+        return (LogTruncated, (self.after_seq, self.first_seq))
+
+
 # ---------------------------------------------------------------------------
 # Collection and shard configuration.
 # ---------------------------------------------------------------------------

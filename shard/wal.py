@@ -13,9 +13,11 @@ On disk: a directory of segment files named by the first sequence number they ho
 
 all little-endian. Sequence numbers are u64, start at 1 and never repeat or go back,
 across restarts and truncations (the next one is the last frame's + 1, or the name of
-the empty last segment). ``floor`` is non-zero only in a segment started by
-``truncate_before``: every record <= floor is covered by a snapshot, so older segments
-that a crash kept from being deleted are deleted on the next open.
+the empty last segment). A replica logs with ``append_at(seq, ...)``, which insists on
+that next number, so its log numbers every write as the primary's does. ``floor`` is
+non-zero only in a segment started by ``truncate_before``: every record <= floor is
+covered by a snapshot, so older segments that a crash kept from being deleted are
+deleted on the next open.
 
 Crash handling, decided deliberately:
 - The LAST segment is the only place a crash can tear (kill -9 mid-write, or a power
@@ -34,15 +36,15 @@ Crash handling, decided deliberately:
 - Segment files are created as ``.tmp`` + fsync + rename, so a named segment always
   has a whole header; a bad header is corruption.
 
-Threading: one writer. ``append``, ``append_many``, ``flush``, ``truncate_before`` and
-``close`` must be called by one thread at a time (the shard holds its update lock).
-``replay`` reads through its own file handles and may run while appends continue (it
-stops at the records that existed when it was called), but not during
-``truncate_before``, which deletes files.
+Threading: one writer. ``append``, ``append_many``, ``append_at``, ``flush``,
+``truncate_before`` and ``close`` must be called by one thread at a time (the shard
+holds its update lock). ``replay`` reads through its own file handles and may run
+while appends continue (it stops at the records that existed when it was called),
+but not during ``truncate_before``, which deletes files.
 
 Startup protocol for a shard: open the log, load the snapshot (covering seq S, or
-S = 0), ``truncate_before(S)`` (guarantees new seqs > S even if a power cut lost an
-unsynced tail the snapshot had seen), then ``replay(S)``.
+S = 0), ``truncate_before(S, keep_bytes)`` (guarantees new seqs > S even if a power cut
+lost an unsynced tail the snapshot had seen), then ``replay(S)``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shard.fileio import ensure_dir, fsync_dir
@@ -71,6 +74,7 @@ MAX_RECORD_BYTES = (1 << 32) - 1
 MAX_SEQ = (1 << 64) - 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
 _IOV_MAX = 512
+_MARK_EVERY = 256  # a segment remembers the offset of every 256th frame (see _Segment.marks)
 _SEG_NAME = re.compile(r"^(\d{20})\.wal$")
 
 
@@ -93,6 +97,16 @@ class _Segment:
     path: Path
     first_seq: int
     floor: int
+    # marks[k]: byte offset of the frame of seq first_seq + k * _MARK_EVERY, for the
+    # frames seen so far (by the scan at open or a replay). A replay from the middle
+    # of a segment starts at the nearest mark instead of walking every frame before
+    # it, so a replica catching up in batches costs O(batch), not O(segment), a batch.
+    marks: list[int] = field(default_factory=lambda: [SEGMENT_HEADER_SIZE])
+
+
+def _next_mark(seg: _Segment) -> int:
+    """The seq of the first frame of ``seg`` whose offset is not yet marked."""
+    return seg.first_seq + len(seg.marks) * _MARK_EVERY
 
 
 def _frame_crc(length: int, seq: int, payload) -> int:
@@ -141,6 +155,7 @@ class WriteAheadLog:
         self._next_seq = 1
         self._synced_seq = 0
         self._broken: BaseException | None = None
+        self._marking = threading.Lock()  # concurrent replays extend a segment's marks
         self._open()
 
     # -- properties ---------------------------------------------------------
@@ -167,13 +182,17 @@ class WriteAheadLog:
 
     def disk_bytes(self) -> int:
         """Bytes used by all segment files."""
-        total = 0
+        return sum(self._segment_sizes())
+
+    def _segment_sizes(self) -> list[int]:
+        """Bytes of each segment file, oldest first."""
+        sizes = []
         for seg in self._segments[:-1]:
             try:
-                total += seg.path.stat().st_size
+                sizes.append(seg.path.stat().st_size)
             except FileNotFoundError:
-                pass
-        return total + self._size
+                sizes.append(0)
+        return sizes + [self._size]
 
     # -- opening ------------------------------------------------------------
 
@@ -226,6 +245,7 @@ class WriteAheadLog:
         expected = seg.first_seq
         offset = SEGMENT_HEADER_SIZE
         reason = None
+        due = _next_mark(seg)
         with open(seg.path, "rb", buffering=1 << 20) as f:
             file_size = os.fstat(f.fileno()).st_size
             f.seek(offset)
@@ -233,6 +253,8 @@ class WriteAheadLog:
                 reason, length = _check_frame(f, offset, file_size, expected)
                 if reason is not None:
                     break
+                if expected == due:
+                    due = self._mark(seg, expected, offset)
                 offset += FRAME_HEADER_SIZE + length
                 expected += 1
         if offset < file_size:
@@ -257,6 +279,15 @@ class WriteAheadLog:
 
     def append(self, record: bytes | bytearray | memoryview) -> int:
         """Logs one record; returns its seq once the kernel has it (not yet fsynced)."""
+        return self.append_many([record])[0]
+
+    def append_at(self, seq: int, record: bytes | bytearray | memoryview) -> int:
+        """Logs one record as number ``seq``, which must be ``next_seq`` (WalError,
+        and nothing written, otherwise): a replica logs the primary's records under
+        the primary's numbers, so both logs number every write alike."""
+        self._check_writable()
+        if seq != self._next_seq:
+            raise WalError(f"cannot log seq {seq}: the next seq of this log is {self._next_seq}")
         return self.append_many([record])[0]
 
     def append_many(self, records: Sequence[bytes | bytearray | memoryview]) -> list[int]:
@@ -366,26 +397,42 @@ class WriteAheadLog:
         self._segments.append(_Segment(path, first_seq, floor))
         self._size = SEGMENT_HEADER_SIZE
 
-    def truncate_before(self, seq: int) -> None:
+    def truncate_before(self, seq: int, keep_bytes: int = 0) -> None:
         """Drops records <= ``seq`` (a durable snapshot covers them) where whole
         segments allow, and guarantees ``next_seq > seq`` from now on, across restarts.
 
-        When every record is covered, the active segment is retired too: a new
+        ``keep_bytes`` keeps the newest covered records anyway, as many whole
+        segments as it takes for the log to hold at least that many bytes (the
+        active segment always stays then): a replica that fell behind reads them
+        (``replay``) instead of needing a whole copy. A snapshot beyond the log
+        (``seq >= next_seq``: a power cut took an unsynced tail the snapshot had
+        seen) drops every record all the same, since the log would have a hole.
+
+        When every record is dropped, the active segment is retired too: a new
         empty segment starting at max(next_seq, seq + 1), with floor ``seq``, is made
         durable first, then the old files are deleted oldest first, so a crash in
-        between only leaves files the next open deletes.
+        between only leaves files the next open deletes. (Retained segments carry
+        no floor: a crash while deleting them leaves only more retained records.)
         """
         self._check_writable()
         if seq <= 0:
             return
+        if seq >= self._next_seq:
+            keep_bytes = 0
         active = self._segments[-1]
         active_has_records = self.last_seq >= active.first_seq
-        if seq >= self.last_seq and (active_has_records or seq >= self._next_seq):
+        if seq >= self.last_seq and ((active_has_records and keep_bytes <= 0) or seq >= self._next_seq):
             self._roll(max(self._next_seq, seq + 1), seq)
             self._next_seq = self._segments[-1].first_seq
             self._synced_seq = max(self._synced_seq, self._next_seq - 1)
+        sizes = self._segment_sizes() if keep_bytes > 0 else []
+        kept = sum(sizes)  # bytes of the segments not yet deleted
         deleted = False
         while len(self._segments) > 1 and self._segments[1].first_seq - 1 <= seq:
+            if keep_bytes > 0:
+                if kept - sizes[0] < keep_bytes:
+                    break
+                kept -= sizes.pop(0)
             self._segments.pop(0).path.unlink(missing_ok=True)
             deleted = True
         if deleted:
@@ -426,9 +473,12 @@ class WriteAheadLog:
         with open(seg.path, "rb", buffering=1 << 20) as f:
             if size is None:
                 size = os.fstat(f.fileno()).st_size
-            offset = SEGMENT_HEADER_SIZE
+            # Start at the last mark at or before the first wanted frame.
+            k = min(max(after_seq + 1 - seg.first_seq, 0) // _MARK_EVERY, len(seg.marks) - 1)
+            offset = seg.marks[k]
             f.seek(offset)
-            expected = seg.first_seq
+            expected = seg.first_seq + k * _MARK_EVERY
+            due = _next_mark(seg)
             while expected <= seg_end:
                 head = f.read(FRAME_HEADER_SIZE)
                 if len(head) < FRAME_HEADER_SIZE:
@@ -438,6 +488,8 @@ class WriteAheadLog:
                     raise CorruptWal(seg.path, offset, f"seq {seq} where {expected} was expected")
                 if offset + FRAME_HEADER_SIZE + length > size:
                     raise CorruptWal(seg.path, offset, "frame runs past the end of the segment")
+                if seq == due:
+                    due = self._mark(seg, seq, offset)
                 if seq <= after_seq:
                     f.seek(length, os.SEEK_CUR)
                 else:
@@ -449,6 +501,17 @@ class WriteAheadLog:
                 expected += 1
             if closed and offset != size:
                 raise CorruptWal(seg.path, offset, f"unexpected bytes after seq {seg_end}")
+
+    def _mark(self, seg: _Segment, seq: int, offset: int) -> int:
+        """Remembers that the frame of ``seq`` starts at ``offset`` if that is the
+        next mark the segment lacks (marks grow in order, without holes; another
+        replay may have added it meanwhile). Returns the seq of the next mark due:
+        readers compare each frame's seq with it and call this only then, which
+        keeps a full replay as fast as without marks."""
+        with self._marking:
+            if seq == _next_mark(seg):
+                seg.marks.append(offset)
+            return _next_mark(seg)
 
     # -- closing ------------------------------------------------------------
 
