@@ -13,9 +13,13 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from cluster.replicator import ServedShard
 from cluster.transport import Endpoints, ShardServer, machine_identity
+from shard.fileio import remove_tree
 from shard.local_shard import LocalShard
 from shard.types import ShardConfig
+
+NODE_ADDRESS = "node"  # tcp_host meaning: the address of the node the actor runs on
 
 
 class ShardActor:
@@ -41,13 +45,22 @@ class ShardActor:
         # Without them, as by default, there is no TCP listener.
         secret, tcp_host = options.get("wire_secret"), options.get("tcp_host")
         listen = secret is not None and tcp_host is not None
+        if tcp_host == NODE_ADDRESS:
+            tcp_host = self.node_address()
+        # Served: the shard's methods plus replication (``cluster.replicator``).
+        self.served = ServedShard(self.shard, secret)
         self.server = ShardServer(
-            self.shard,
+            self.served,
             secret=secret if listen else None,
             tcp_host=tcp_host if listen else None,
             tcp_port=options.get("tcp_port", 0),
             advertise_host=options.get("tcp_advertise_host"),
         )
+
+    def node_address(self) -> str:
+        """The address other machines reach this one at (``cluster.runtime``
+        answers with the Ray node's)."""
+        raise NotImplementedError("only a shard actor started by cluster.runtime knows its node's address")
 
     def ready(self) -> bool:
         """Answers once the shard is loaded; also the health monitor's ping.
@@ -66,9 +79,15 @@ class ShardActor:
         return self.server.endpoints()
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run one LocalShard method; the only entry point the gateway uses."""
-        return getattr(self.shard, method)(*args, **kwargs)
+        """Run one served method (LocalShard's, or replication's); the only entry
+        point the gateway uses."""
+        return getattr(self.served, method)(*args, **kwargs)
 
     def close(self, take_snapshot: bool = True) -> None:
         self.server.close()
-        self.shard.close(take_snapshot=take_snapshot)
+        self.served.close(take_snapshot=take_snapshot)
+
+    def destroy(self) -> None:
+        """Close, and delete the shard's storage: the replica is no longer wanted."""
+        self.close(take_snapshot=False)
+        remove_tree(self.shard.path.parent, self.shard.path)

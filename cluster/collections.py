@@ -42,9 +42,14 @@ from cluster.metadata_ops import (
     DeleteAlias,
     DeleteCollection,
     RenameAlias,
+    SetReplicaState,
     UpdateCollection,
 )
 from cluster.names import is_incarnation, name_problem, new_incarnation
+from cluster.controller import ReplicaFailed, ReplicaStarted
+from cluster.replica_set import ReplicaSet
+from cluster.replicator import Peer
+from cluster.replicas import ReplicaState, initial_placement
 from cluster.shard_client import ShardUnavailable
 from cluster.shards import ShardHandle
 from shard.fileio import OutsideRoot, contained, fsync_dir, remove_tree
@@ -125,17 +130,21 @@ class Collections(RunningCollections):
 
     # ------------------------------------------------------------------ shards
 
-    async def _start(self, name: str, config: dict[str, Any], incarnation: str) -> Collection:
+    async def _start(self, name: str, config: dict[str, Any], incarnation: str,
+                     placement: dict[str, Any] | None = None) -> Collection:
         """Start the shards of one collection and wait until every one answers;
         if any fails or the wait exceeds ``limits.start_timeout``, stop them all
-        and raise."""
+        and raise. A ``placement`` that lists replicas: ``_start_replicated``."""
+        if placement is not None and isinstance(placement.get("shards"), list):
+            return await self._start_replicated(name, config, incarnation, placement)
         folder = self._dir(incarnation)
         collection = Collection(name, config, incarnation)
         shard_config = collection.shard_config.to_json()
+        nodes = await asyncio.to_thread(runtime.shard_nodes)
         for i in range(config["params"].get("shard_number", 1)):
             actor = runtime.spawn_shard(f"shard-{incarnation}-{i}", str(folder / f"shard-{i}"),
-                                        shard_config, self.shard_options)
-            collection.shards.append(ShardHandle(actor, i))
+                                        shard_config, self.shard_options, node=_node_for(incarnation, i, nodes))
+            collection.shards.append(ShardHandle(actor, i, self.shard_options.get("wire_secret")))
         try:
             async with asyncio.timeout(self.limits.start_timeout):
                 await asyncio.gather(*(s.ready() for s in collection.shards))
@@ -147,13 +156,181 @@ class Collections(RunningCollections):
             raise
         return collection
 
+    async def _start_replicated(self, name: str, config: dict[str, Any], incarnation: str,
+                                placement: dict[str, Any]) -> Collection:
+        """Start every replica the placement lists on a live node (each a detached
+        actor pinned to its node: ``shard-<incarnation>-<shard>-<replica>``, its data
+        in ``shard-<shard>-<replica>``; one already running is reused), wait until
+        they answer, and give each shard a ReplicaSet over them. Replicas that
+        cannot start are left to the controller, unless a shard has no replica that
+        could serve: then the start fails, as an unreplicated one does."""
+        folder = self._dir(incarnation)
+        collection = Collection(name, config, incarnation)
+        shard_config = collection.shard_config.to_json()
+        alive = set(await asyncio.to_thread(runtime.shard_nodes))
+        secret = self.shard_options.get("wire_secret")
+        handles: list[dict[str, ShardHandle]] = []
+        for i, entry in enumerate(placement["shards"]):
+            started = {}
+            for replica, info in sorted(entry["replicas"].items()):
+                if info["node"] not in alive or info["state"] == "dead":
+                    continue
+                actor = runtime.spawn_shard(f"shard-{incarnation}-{i}-{replica}", str(folder / f"shard-{i}-{replica}"),
+                                            shard_config, self.shard_options, node=info["node"], detached=True)
+                started[replica] = ShardHandle(actor, i, secret)
+            handles.append(started)
+        every = [h for started in handles for h in started.values()]
+        try:
+            async with asyncio.timeout(self.limits.start_timeout):
+                results = await asyncio.gather(*(h.ready() for h in every), return_exceptions=True)
+                failed = {id(h): r for h, r in zip(every, results) if isinstance(r, BaseException)}
+                for i, started in enumerate(handles):
+                    for replica in [r for r, h in started.items() if id(h) in failed]:
+                        log.warning("collection `%s`: replica %s of shard %d did not start: %s", name, replica, i,
+                                    failed[id(started[replica])])
+                        del started[replica]
+                    if not any(placement["shards"][i]["replicas"][r]["state"] == ReplicaState.ACTIVE for r in started):
+                        raise ShardUnavailable(f"shard {i} of collection `{name}` has no replica that could serve")
+                endpoints = [dict(zip(started, await asyncio.gather(*(runtime.endpoints(h.actor)
+                                                                          for h in started.values()))))
+                             for started in handles]
+        except BaseException as exc:
+            await asyncio.gather(*(h.stop(take_snapshot=False) for h in every), return_exceptions=True)
+            if isinstance(exc, TimeoutError):
+                raise ShardUnavailable(f"the replicas of collection `{name}` did not start within "
+                                       f"{self.limits.start_timeout:g} s (setting limits.shard_start_timeout_s)") from None
+            raise
+        params = config["params"]
+        for i, entry in enumerate(placement["shards"]):
+            collection.shards.append(ReplicaSet(
+                i, entry, handles[i], endpoints[i], own_node=runtime.own_node(),
+                write_factor=params.get("write_consistency_factor") or 1,
+                read_fan_out=params.get("read_fan_out_factor") or 0,
+                mark_dead=self._marker(name, incarnation)))
+        return collection
+
+    def _marker(self, name: str, incarnation: str):
+        """The ``mark_dead`` of a replicated collection's shards: commit each replica's
+        ``dead`` through Raft (from the state it was seen in: a change since wins),
+        then hand every shard of the collection the placement as now committed."""
+
+        async def mark_dead(shard: int, states: dict[str, str]) -> None:
+            for replica, state in states.items():
+                await asyncio.to_thread(self.metadata.propose,
+                                        SetReplicaState(name, incarnation, shard, replica, "dead", from_state=state))
+                log.warning("collection `%s`: replica %s of shard %d missed a write: marked dead", name, replica, shard)
+            self._refresh_placement(name)
+
+        return mark_dead
+
+    # ------------------------------------------------- the controller's hands
+
+    def _replica_set(self, name: str, incarnation: str, shard: int) -> ReplicaSet:
+        collection = self._running.get(name)
+        if collection is None or collection.incarnation != incarnation or not 0 <= shard < len(collection.shards) \
+                or not isinstance(collection.shards[shard], ReplicaSet):
+            raise ShardUnavailable(f"no running replicated shard {shard} of `{name}` ({incarnation})")
+        return collection.shards[shard]
+
+    def _replica_actor(self, name: str, incarnation: str, shard: int, replica: str, node: str):
+        collection = self._running[name]
+        folder = self._dir(incarnation)
+        return runtime.spawn_shard(f"shard-{incarnation}-{shard}-{replica}", str(folder / f"shard-{shard}-{replica}"),
+                                   collection.shard_config.to_json(), self.shard_options, node=node, detached=True)
+
+    async def start_replica(self, name: str, incarnation: str, shard: int, replica: str, node: str) -> int:
+        """Run a replica's actor on ``node`` (or find it running), add it to its
+        shard's set; the sequence its storage holds."""
+        replicas = self._replica_set(name, incarnation, shard)
+        handle = replicas.replicas.get(replica)
+        if handle is None:
+            handle = ShardHandle(self._replica_actor(name, incarnation, shard, replica, node), shard,
+                                 self.shard_options.get("wire_secret"))
+        async with asyncio.timeout(self.limits.start_timeout):
+            await handle.ready()
+            where = await runtime.endpoints(handle.actor)
+            seq = await handle.call("applied_seq")
+        replicas = self._replica_set(name, incarnation, shard)  # still there after the wait
+        replicas.update(replicas.shard, {**replicas.replicas, replica: handle}, {**replicas.endpoints, replica: where})
+        return seq
+
+    async def stop_replica(self, name: str, incarnation: str, shard: int, replica: str) -> None:
+        """End a replica's actor and delete its storage (the actor does, on its node)."""
+        try:
+            replicas = self._replica_set(name, incarnation, shard)
+        except ShardUnavailable:
+            replicas = None
+        handle = replicas.replicas.get(replica) if replicas is not None else None
+        if handle is not None:
+            replicas.update(replicas.shard, {r: h for r, h in replicas.replicas.items() if r != replica},
+                            {r: e for r, e in replicas.endpoints.items() if r != replica})
+            await runtime.destroy(handle.actor)
+        else:
+            await runtime.destroy_named(f"shard-{incarnation}-{shard}-{replica}")
+
+    async def transfer(self, name: str, incarnation: str, shard: int, source: str, target: str,
+                       timeout: float) -> int:
+        """Have ``target`` pull a copy of ``source`` (``ServedShard.transfer_from``);
+        the target's sequence after it."""
+        replicas = self._replica_set(name, incarnation, shard)
+        if source not in replicas.endpoints or target not in replicas.replicas:
+            raise ShardUnavailable(f"replica {source if source not in replicas.endpoints else target} "
+                                   f"of shard {shard} of `{name}` is not running")
+        return await replicas.replicas[target].call("transfer_from", Peer(source, replicas.endpoints[source]),
+                                                    timeout, timeout=timeout + 30)
+
+    async def sweep_replicas(self, state: dict[str, Any]) -> list:
+        """The controller's sweep: each replica the metadata lists, reported running
+        (with its sequence) or not."""
+        reports, checks = [], []
+        for name, record in sorted(state["collections"].items()):
+            placement = record.get("placement") or {}
+            if not isinstance(placement.get("shards"), list):
+                continue
+            for shard, entry in enumerate(placement["shards"]):
+                for replica in sorted(entry["replicas"]):
+                    key = (name, placement["incarnation"], shard, replica)
+                    try:
+                        handle = self._replica_set(*key[:3]).replicas.get(replica)
+                    except ShardUnavailable:
+                        handle = None
+                    if handle is None:
+                        reports.append(ReplicaFailed(*key, reason="not running"))
+                    else:
+                        checks.append((key, handle))
+
+        async def check(key, handle):
+            try:
+                return ReplicaStarted(*key, applied_seq=await handle.call("applied_seq", timeout=5))
+            except Exception as exc:  # noqa: BLE001 - any failure: not running for the controller
+                return ReplicaFailed(*key, reason=str(exc))
+
+        return reports + list(await asyncio.gather(*(check(k, h) for k, h in checks)))
+
+    def placement_changed(self) -> None:
+        """Hand every replicated shard the placement as the metadata now holds it."""
+        for name in list(self._running):
+            self._refresh_placement(name)
+
+    def _refresh_placement(self, name: str) -> None:
+        collection, entry = self._running.get(name), self.metadata.collection(name)
+        if collection is None or entry is None or entry["placement"].get("incarnation") != collection.incarnation:
+            return
+        for shard, placed in zip(collection.shards, entry["placement"].get("shards") or ()):
+            if isinstance(shard, ReplicaSet):
+                listed = placed["replicas"]
+                shard.update(placed, {r: h for r, h in shard.replicas.items() if r in listed},
+                             {r: e for r, e in shard.endpoints.items() if r in listed})
+
     @staticmethod
     async def _stop(collection: Collection, take_snapshot: bool = True) -> None:
-        results = await asyncio.gather(*(s.stop(take_snapshot=take_snapshot) for s in collection.shards),
+        handles = [(s.index, h) for s in collection.shards
+                   for h in (s.replicas.values() if isinstance(s, ReplicaSet) else [s])]
+        results = await asyncio.gather(*(h.stop(take_snapshot=take_snapshot) for _, h in handles),
                                        return_exceptions=True)
-        for shard, result in zip(collection.shards, results):
+        for (index, _), result in zip(handles, results):
             if isinstance(result, BaseException):
-                log.warning("collection `%s`: shard %d did not stop cleanly: %s", collection.name, shard.index, result)
+                log.warning("collection `%s`: shard %d did not stop cleanly: %s", collection.name, index, result)
 
     # ----------------------------------------------------------------- restore
 
@@ -183,7 +360,7 @@ class Collections(RunningCollections):
         if not is_incarnation(incarnation):
             raise OutsideRoot(f"its metadata names no valid storage folder ({incarnation!r})")
         await asyncio.to_thread(self._move_legacy_folder, name, incarnation)
-        return await self._start(name, entry["config"], incarnation)
+        return await self._start(name, entry["config"], incarnation, placement)
 
     def _move_legacy_folder(self, name: str, incarnation: str) -> None:
         """Earlier versions kept a collection at ``collections/<name>/<incarnation>``:
@@ -241,12 +418,21 @@ class Collections(RunningCollections):
                 await self._delete_locked(name)
             incarnation = new_incarnation()
             folder = self._dir(incarnation)
+            placement = await self._placement(config, incarnation)
 
             def place() -> None:
                 for i, source in enumerate(shard_folders):
-                    target = contained(self.storage, folder / f"shard-{i}" / "snapshot")
-                    target.parent.mkdir(parents=True)
-                    shutil.move(source, target)
+                    if "shards" not in placement:
+                        targets = [f"shard-{i}"]
+                    else:  # every replica starts from the same copy
+                        targets = [f"shard-{i}-{r}" for r in sorted(placement["shards"][i]["replicas"])]
+                    for n, sub in enumerate(targets):
+                        target = contained(self.storage, folder / sub / "snapshot")
+                        target.parent.mkdir(parents=True)
+                        if n == len(targets) - 1:
+                            shutil.move(source, target)
+                        else:
+                            shutil.copytree(source, target)
                 fsync_dir(folder)
 
             try:
@@ -254,7 +440,7 @@ class Collections(RunningCollections):
             except BaseException:
                 await asyncio.to_thread(self._remove_files, incarnation)
                 raise
-            await self._create_locked(name, config, incarnation)
+            await self._create_locked(name, config, incarnation, placement)
 
     @staticmethod
     def _check_name(name: str) -> None:
@@ -262,13 +448,40 @@ class Collections(RunningCollections):
         if problem is not None:  # the gateway answers this first, with Qdrant's 422
             raise BadInput(f"collection name `{name}`: {problem}")
 
-    async def _create_locked(self, name: str, config: dict[str, Any], incarnation: str) -> None:
-        op = CreateCollection(name, config, placement={"incarnation": incarnation})
+    async def _placement(self, config: dict[str, Any], incarnation: str) -> dict[str, Any]:
+        """Where a new collection's shards go. On one node, the unreplicated layout
+        (one actor per shard, as ever). On a cluster of several nodes, replicas:
+        ``replication_factor`` per shard (at most one per node), round the nodes, all
+        ``active`` once started (a new shard has no data to miss), r0 the primary."""
+        nodes = await asyncio.to_thread(runtime.shard_nodes)
+        if len(nodes) < 2:
+            return {"incarnation": incarnation}
+        params = config["params"]
+        factor = params.get("replication_factor") or 1
+        if factor > 1 and not self.shard_options.get("wire_secret"):
+            raise BadInput("replicas on several machines forward writes to each other over TCP, which needs "
+                           "cluster.secret: set it, or create the collection with replication_factor 1")
+        shards = initial_placement(params.get("shard_number", 1), factor, nodes)
+        for shard in shards:
+            for replica in shard["replicas"].values():
+                replica["state"] = ReplicaState.ACTIVE.value
+        return {"incarnation": incarnation, "shards": shards}
+
+    async def _create_locked(self, name: str, config: dict[str, Any], incarnation: str,
+                             placement: dict[str, Any] | None = None) -> None:
+        try:
+            if placement is None:
+                placement = await self._placement(config, incarnation)
+        except BaseException:
+            await asyncio.to_thread(self._remove_files, incarnation)
+            raise
+        op = CreateCollection(name, config, placement=placement)
         # Refuse what the commit would refuse (name taken by an alias, ...)
         # before starting any shard: apply is pure, so this is a dry run.
         try:
             metadata_ops.apply(self.metadata.state(), op)[1].unwrap()
-            shard_count = config["params"].get("shard_number", 1)
+            shard_count = sum(len(s["replicas"]) for s in placement["shards"]) if "shards" in placement \
+                else config["params"].get("shard_number", 1)
             total = self._shard_count() + shard_count
             if total > self.limits.max_shards_total:
                 raise BadInput(
@@ -279,7 +492,7 @@ class Collections(RunningCollections):
             raise
         self._starting[name] = shard_count
         try:
-            collection = await self._start(name, config, incarnation)  # stops its own on failure
+            collection = await self._start(name, config, incarnation, placement)  # stops its own on failure
             try:
                 await asyncio.to_thread(self.metadata.propose, op)
             except BaseException:
@@ -294,7 +507,9 @@ class Collections(RunningCollections):
         self.on_change()
 
     def _shard_count(self) -> int:
-        running = sum(len(c.shards) for c in self._running.values())
+        """Shard actors running or starting (a replicated shard counts its replicas)."""
+        running = sum(len(s.replicas) if isinstance(s, ReplicaSet) else 1
+                      for c in self._running.values() for s in c.shards)
         return running + sum(self._starting.values())
 
     async def delete(self, name: str) -> bool:
@@ -348,11 +563,32 @@ class Collections(RunningCollections):
             self.on_change()  # actions before a failing one are kept, as in Qdrant
 
     async def close(self) -> None:
+        """At shutdown: close every unreplicated shard cleanly (snapshot, log). The
+        replicas of replicated collections belong to the cluster, not to this
+        gateway: they keep running, for the other gateways and for this one's restart."""
         running, self._running = self._running, {}
-        await asyncio.gather(*(self._stop(c) for c in running.values()), return_exceptions=True)
+        own = [c for c in running.values() if not any(isinstance(s, ReplicaSet) for s in c.shards)]
+        await asyncio.gather(*(self._stop(c) for c in own), return_exceptions=True)
 
 
 def _reason(error: BaseException) -> str:
     """A one-line reason for an API answer: the error's own words, no traceback."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def _node_for(incarnation: str, shard: int, nodes: list[str]) -> str | None:
+    """The node a shard of an unreplicated collection starts on: the shards go
+    round the nodes, from a point the incarnation picks (so that collections of
+    one shard spread too). Pinned even when only one node has CPUs: a shard asks
+    Ray for no CPU, so Ray would also place it on a node without CPUs (a gateway's
+    own, which is there to route). None when no node has CPUs: Ray's choice.
+
+    This placement is not recorded: a restart of the gateway recomputes it from
+    the nodes alive then, so the nodes must share the storage folder, and a shard
+    whose node is lost is unavailable until the node is back. Replicated
+    collections are placed by the controller and recorded in the metadata
+    (docs/cluster.md)."""
+    if not nodes:
+        return None
+    return nodes[(int(incarnation[:8], 16) + shard) % len(nodes)]

@@ -11,6 +11,17 @@ every running shard through Ray's control path, each bounded by a timeout:
   unavailable"), ``/healthz``, ``/livez`` and ``/readyz`` answer 503; if Ray
   is not back within ``cluster.ray_down_grace_s`` the server logs one ERROR
   line and exits with a non-zero status.
+- On a joined cluster (``serve_while_ray_down``), Ray down usually means its
+  head (the GCS) is: the shards, on other machines, still answer over their
+  sockets, and with GCS fault tolerance the head comes back with every actor.
+  So only the requests that need Ray itself (starting or stopping shards:
+  creating, deleting or recovering a collection) answer 503; the others are
+  served, shards are still pinged (a silent one fails fast, but is restarted
+  only once Ray is back: restarting is the GCS's work), ``/readyz`` stays 200
+  and names the degradation, and the server exits only after the longer
+  ``cluster.head_down_grace_s``; or at once when Ray is gone for good (the
+  head came back as another cluster, having no GCS fault tolerance; or the
+  GCS declared this node dead: ``runtime.ClusterGone``).
 - A shard silent (its ping unanswered): calls to it fail at once with 503 and
   ``/readyz`` names it; silent for ``cluster.shard_restart_after_s`` (long
   enough for a snapshot or a graph save holding the GIL), it is restarted
@@ -51,9 +62,11 @@ ANSWERED, SILENT, STARTING, DEAD = runtime.ANSWERED, runtime.SILENT, runtime.STA
 class ShardKey:
     collection: str
     shard: int
+    replica: str = ""  # of a replicated shard, each replica is watched on its own
 
     def __str__(self) -> str:
-        return f"shard {self.shard} of collection `{self.collection}`"
+        where = f"shard {self.shard} of collection `{self.collection}`"
+        return f"replica {self.replica} of {where}" if self.replica else where
 
 
 @dataclass(frozen=True)
@@ -65,10 +78,12 @@ class ShardsRunning:
 
 @dataclass(frozen=True)
 class RayChecked:
-    """Ray's liveness at ``now``: ``problem`` is None when it answered."""
+    """Ray's liveness at ``now``: ``problem`` is None when it answered; ``final``
+    when no waiting can bring it back (``runtime.ClusterGone``)."""
 
     now: float
     problem: str | None
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,9 @@ class HealthJudge:
 
     ray_grace: float  # seconds Ray may stay down before the server exits
     restart_after: float  # seconds a shard may stay silent before it is restarted
+    # A joined cluster: while Ray is down, serve what the shards can answer (see above).
+    serve_while_ray_down: bool = False
+    grace_setting: str = "cluster.ray_down_grace_s"  # the setting ray_grace came from, named on exit
     _ray_problem: str | None = None
     _ray_down_since: float | None = None
     _exiting: bool = False
@@ -133,11 +151,25 @@ class HealthJudge:
         """Why Ray is unavailable, or None while it answers."""
         return None if self._ray_problem is None else f"Ray is unavailable: {self._ray_problem}"
 
+    def request_problem(self, needs_ray: bool = False) -> str | None:
+        """Why an API request must fail at once, or None. While Ray is down:
+        every request on the embedded instance; on a joined cluster only one
+        that ``needs_ray`` (starts or stops shards), the others go to the shards."""
+        if self._ray_problem is None or (self.serve_while_ray_down and not needs_ray):
+            return None
+        return self.ray_problem
+
+    @property
+    def pings_shards(self) -> bool:
+        """Whether to ping the shards now: while Ray answers, and on a joined
+        cluster also while it does not (they may well answer)."""
+        return self._ray_problem is None or self.serve_while_ray_down
+
     def shard_problem(self, key: ShardKey) -> str | None:
         """Why calls to this shard must fail now, or None. A shard Ray is
         restarting is not failed: its calls wait for it (bounded), as reads
         always rode through a crash."""
-        if self._ray_problem is not None:
+        if self._ray_problem is not None and not self.serve_while_ray_down:
             return self.ray_problem
         shard = self._shards.get(key)
         if shard is None or shard.state in (ANSWERED, STARTING):
@@ -154,9 +186,16 @@ class HealthJudge:
 
     def not_ready(self) -> list[str]:
         """Every reason the server is not ready, Ray's first; empty when ready."""
-        if self._ray_problem is not None:
+        if self._ray_problem is not None and not self.serve_while_ray_down:
             return [self.ray_problem]
         return [self._describe(k, self._shards[k]) for k in sorted(self._shards) if self._shards[k].state != ANSWERED]
+
+    def degraded(self) -> list[str]:
+        """What does not work while the server is still ready (a joined cluster
+        whose Ray is down); empty otherwise."""
+        if self._ray_problem is None or not self.serve_while_ray_down:
+            return []
+        return [f"{self.ray_problem}; collections cannot be created, deleted or recovered until it is back"]
 
     # Events in, effects out.
 
@@ -183,33 +222,44 @@ class HealthJudge:
         effects: list[Effect] = []
         if self._ray_problem is None:
             self._ray_down_since = event.now
-            effects.append(Log(logging.WARNING, f"Ray is unavailable: {event.problem}; requests answer 503, "
+            meanwhile = ("requests the shards can answer are served, collections cannot be created, deleted or "
+                         "recovered," if self.serve_while_ray_down else "requests answer 503,")
+            effects.append(Log(logging.WARNING, f"Ray is unavailable: {event.problem}; {meanwhile} "
                                                 f"and the server exits if Ray is not back within {self.ray_grace:g} s"))
         self._ray_problem = event.problem
-        if not self._exiting and event.now - self._ray_down_since >= self.ray_grace:
+        if self._exiting:
+            return effects
+        if event.final:
+            self._exiting = True
+            effects.append(Exit(f"Ray is unavailable: {event.problem}; no wait can bring it back: the server exits"))
+        elif event.now - self._ray_down_since >= self.ray_grace:
             self._exiting = True
             effects.append(Exit(f"Ray is unavailable: {event.problem}; it did not come back within "
-                                f"{self.ray_grace:g} s (setting cluster.ray_down_grace_s): the server exits"))
+                                f"{self.ray_grace:g} s (setting {self.grace_setting}): the server exits"))
         return effects
 
     def _shard(self, event: ShardChecked) -> list[Effect]:
         shard = self._shards.get(event.key)
-        if shard is None or self._ray_problem is not None:
+        if shard is None or (self._ray_problem is not None and not self.serve_while_ray_down):
             return []  # not watched, or Ray's failure rather than the shard's
         was = shard.state
-        shard.state, shard.detail = event.state, event.detail
-        if event.state == ANSWERED:
+        # Nothing restarts an actor while the GCS is away: one that cannot be reached then is silent.
+        state = SILENT if event.state == STARTING and self._ray_problem is not None else event.state
+        shard.state, shard.detail = state, event.detail
+        if state == ANSWERED:
             shard.silent_since = shard.restarted_at = None
             return [Log(logging.INFO, f"{event.key} answers again")] if was != ANSWERED else []
         effects: list[Effect] = []
-        if event.state != was:
+        if state != was:
             effects.append(Log(logging.WARNING, self._describe(event.key, shard) + (
-                "; requests to it wait for it" if event.state == STARTING else "; requests to it answer 503")))
-        if event.state != SILENT:
+                "; requests to it wait for it" if state == STARTING else "; requests to it answer 503")))
+        if state != SILENT:
             shard.silent_since = None  # Ray is restarting it (let it load), or cannot
             return effects
         if shard.silent_since is None:
             shard.silent_since = event.now
+        if self._ray_problem is not None:
+            return effects  # restarting is the GCS's work: once Ray is back
         last = max(shard.silent_since, shard.restarted_at or shard.silent_since)
         if event.now - last >= self.restart_after:
             shard.restarted_at = event.now
@@ -226,11 +276,14 @@ class HealthMonitor:
     """Runs the checks every CHECK_EVERY seconds and carries out the judge's
     effects. ``running`` lists the running collections (each with ``name`` and
     ``shards``, handles with ``index``, ``ping``, ``restart``, ``set_problem``);
-    ``on_exit`` is called once, with the ERROR line's text, when the server must end."""
+    ``on_exit`` is called once, with the ERROR line's text, when the server must end.
+    ``serve_while_ray_down`` and ``grace_setting``: see ``HealthJudge``."""
 
     def __init__(self, running: Callable[[], Iterable], on_exit: Callable[[str], None], *, ray_grace: float,
-                 restart_after: float, ping_timeout: float, clock: Callable[[], float] = time.monotonic):
-        self.judge = HealthJudge(ray_grace=ray_grace, restart_after=restart_after)
+                 restart_after: float, ping_timeout: float, clock: Callable[[], float] = time.monotonic,
+                 serve_while_ray_down: bool = False, grace_setting: str = "cluster.ray_down_grace_s"):
+        self.judge = HealthJudge(ray_grace=ray_grace, restart_after=restart_after,
+                                 serve_while_ray_down=serve_while_ray_down, grace_setting=grace_setting)
         self._running = running
         self._on_exit = on_exit
         self._ping_timeout = ping_timeout
@@ -243,8 +296,14 @@ class HealthMonitor:
     def ray_problem(self) -> str | None:
         return self.judge.ray_problem
 
+    def request_problem(self, needs_ray: bool = False) -> str | None:
+        return self.judge.request_problem(needs_ray)
+
     def not_ready(self) -> list[str]:
         return self.judge.not_ready()
+
+    def degraded(self) -> list[str]:
+        return self.judge.degraded()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="health-monitor")
@@ -269,18 +328,20 @@ class HealthMonitor:
     def _watch(self) -> dict[ShardKey, object]:
         """The running shards' handles, and the judge told of them. A key whose
         handle changed (a collection deleted and created again) starts afresh."""
-        handles = {ShardKey(c.name, s.index): s for c in self._running() for s in c.shards}
+        handles = {ShardKey(c.name, s.index, replica): handle for c in self._running() for s in c.shards
+                   for replica, handle in (getattr(s, "replicas", None) or {"": s}).items()}
         kept = frozenset(k for k, h in handles.items() if self._handles.get(k) is h)
         self.judge.handle(ShardsRunning(kept), ShardsRunning(frozenset(handles)))
         self._handles = handles
         return handles
 
     async def check(self) -> None:
-        """One round: Ray, then (while Ray answers) every shard, at once."""
+        """One round: Ray, then (while Ray answers, or on a joined cluster) every
+        shard, at once."""
         handles = self._watch()
         problem = await runtime.ray_problem(self._ping_timeout)
-        effects = self.judge.handle(RayChecked(self._clock(), problem))
-        if problem is None and handles:
+        effects = self.judge.handle(RayChecked(self._clock(), problem, isinstance(problem, runtime.ClusterGone)))
+        if handles and self.judge.pings_shards:
             pinged = handles
             pings = await asyncio.gather(*(h.ping(self._ping_timeout) for h in pinged.values()), return_exceptions=True)
             now = self._clock()

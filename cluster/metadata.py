@@ -68,6 +68,27 @@ DUMP_VERSION = 1
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if k.isupper()}
 
 
+_CANDIDATE = 1  # PySyncObj's _RAFT_STATE.CANDIDATE
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    """One node's view of the metadata Raft (``MetadataStore.raft_status``)."""
+
+    self_address: str
+    partners: tuple[str, ...]
+    role: str  # "leader", "follower" or "candidate"
+    leader: str | None  # the leader's address, if one is known
+    term: int
+    commit: int  # the last log index this node knows to be committed
+    applied: int  # the last one it has applied
+    # partner -> (looks in a row that found it unreachable, time of the latest), one
+    # look per connection retry period (cluster.metadata RaftTimings.connection_retry)
+    unreachable: dict[str, tuple[int, float]]
+    last_tick: float | None  # wall-clock time of the Raft thread's last tick
+    running: bool
+
+
 class MetadataUnavailable(ShoalError):
     """The metadata change could not be committed (no leader, timeout, node closing).
     Its outcome may be unknown: the op may still be applied later."""
@@ -105,6 +126,12 @@ class _Replica(SyncObj):
         self._meta_state: dict[str, Any] = metadata_ops.empty_state()
         self._on_apply = on_apply
         self._dump_sync_ticks = 0
+        # What GET /cluster reports of the Raft thread: when it last ticked, and
+        # which partners it found unreachable at its last looks (see raft_status).
+        self.last_tick: float | None = None
+        self.unreachable: dict[str, tuple[int, float]] = {}
+        self._look_every = conf.connectionRetryTime
+        self._next_look = 0.0
         conf.serializer = self._write_dump
         conf.deserializer = self._read_dump
         super().__init__(self_address, list(partners), conf)
@@ -138,6 +165,10 @@ class _Replica(SyncObj):
             flush()
 
     def _after_tick(self) -> None:
+        now = time.time()
+        self.last_tick = now
+        if now >= self._next_look:
+            self._look_at_partners(now)
         if self._dump_sync_ticks:
             # The dump was renamed into place (and the journal compacted on the
             # following tick): make both durable.
@@ -146,6 +177,19 @@ class _Replica(SyncObj):
             dump = self.conf.fullDumpFile
             if dump:
                 fsync_dir(Path(dump).parent)
+
+    def _look_at_partners(self, now: float) -> None:
+        """Once per connection retry period: count, per partner, the looks in a
+        row that found it unreachable. A new dict each time, so that readers in
+        other threads never see one being changed."""
+        self._next_look = now + self._look_every
+        unreachable = {}
+        for node in self.otherNodes:
+            if not self.isNodeConnected(node):
+                address = getattr(node, "address", None) or node.id
+                count, _ = self.unreachable.get(address, (0, now))
+                unreachable[address] = (count + 1, now)
+        self.unreachable = unreachable
 
     # -- full dump as JSON ----------------------------------------------------
 
@@ -371,6 +415,24 @@ class MetadataStore:
         return {"self": self.self_address, "leader": self.leader, "is_leader": self.is_leader,
                 "term": s["raft_term"], "commit_index": s["commit_idx"], "last_applied": s["last_applied"],
                 "log_len": s["log_len"], "partners": list(self.partners), "has_quorum": s["has_quorum"]}
+
+    def raft_status(self) -> RaftStatus:
+        """This node's view of the Raft, for ``GET /cluster``. Read from another
+        thread without locks: each value is one attribute read of PySyncObj's
+        (getStatus() iterates dicts the Raft thread changes)."""
+        replica = self._replica
+        state = getattr(replica, "_SyncObj__raftState", None)
+        leader = self.leader
+        if replica._isLeader():
+            role = "leader"
+        elif state == _CANDIDATE:
+            role = "candidate"
+        else:
+            role = "follower"
+        return RaftStatus(
+            self_address=self.self_address, partners=self.partners, role=role, leader=leader,
+            term=replica.raftCurrentTerm, commit=replica.raftCommitIndex, applied=replica.raftLastApplied,
+            unreachable=dict(replica.unreachable), last_tick=replica.last_tick, running=not self._closed)
 
     def force_compaction(self) -> None:
         """Writes a full dump at the next tick and trims the journal (PySyncObj does

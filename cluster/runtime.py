@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -29,11 +30,21 @@ import ray
 from ray._private import ray_constants
 from ray._raylet import Config
 from ray.core.generated import gcs_pb2
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, ActorUnschedulableError, RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from cluster.actor import ShardActor
+from cluster import actor as shard_actor
+from cluster.shard_client import ShardUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class ShardActor(shard_actor.ShardActor):
+    """The shard actor as Ray runs it (its processes are named ``ray::ShardActor``)."""
+
+    def node_address(self) -> str:
+        return ray.util.get_node_ip_address()
+
 
 # Control calls (ready, endpoint, health pings) get threads of their own in each
 # shard actor, so that long data calls filling the default group cannot hold
@@ -44,6 +55,11 @@ RESTART_WAIT = 60.0  # seconds an idempotent call waits for a restarting actor
 CLOSE_TIMEOUT = 60.0  # seconds a shard may take to close cleanly (snapshot) at shutdown
 SHUTDOWN_TIMEOUT = 15.0  # seconds ray.shutdown() may take before the head processes are killed
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+# Ray ends a process (std::_Exit, nothing cleaned up) whose GCS client has not
+# reconnected within this many seconds; 60 by default.
+GCS_RECONNECT_VAR = "RAY_gcs_rpc_server_reconnect_timeout_s"
+GCS_RECONNECT_MARGIN = 30.0  # seconds the driver outlives the gateway's own grace
+NODES_TIMEOUT = 60.0  # seconds the GCS has to list the nodes (as Ray bounds its own requests)
 FOLDER_PREFIX = "shoal-ray-"  # the embedded instance's folder, in the system's temp folder
 
 # What a health ping found (``ping``); ``cluster.health`` reads the same words.
@@ -62,15 +78,20 @@ _embedded: _Embedded | None = None
 _node_id = None  # this process's Ray node (ray.NodeID), for liveness checks
 
 
-def start(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the Ray cluster at ``address``, or start a private one on 127.0.0.1."""
+def start(address: str | None, num_cpus: int | None = None, node_ip_address: str | None = None,
+          head_down_grace: float | None = None) -> None:
+    """Join the Ray cluster at ``address`` (through the node at ``node_ip_address``
+    if given), or start a private one on 127.0.0.1. Joined, this process is to
+    outlive an unreachable head (GCS) for ``head_down_grace`` seconds."""
     global _embedded, _node_id
     if ray.is_initialized():
         return
     # The shards' log lines reach this process's log through Ray: no terminal colours.
     os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if address:
-        ray.init(address=address, logging_level="WARNING", namespace="shoal")
+        if head_down_grace is not None:
+            _outlive_the_head(head_down_grace)
+        _join(address, node_ip_address)
         try:
             _node_id = ray.NodeID.from_hex(ray.get_runtime_context().get_node_id())
         except Exception:  # noqa: BLE001 - a Ray Client (ray://) has no node: no GCS checks
@@ -114,6 +135,45 @@ def start(address: str | None, num_cpus: int | None = None) -> None:
     node_ip = ray.util.get_node_ip_address()
     if node_ip != "127.0.0.1":
         log.warning("the local Ray instance runs on %s, not on loopback", node_ip)
+
+
+def _outlive_the_head(grace: float) -> None:
+    """Have Ray keep this driver alive while its GCS is unreachable for a little
+    longer than ``grace`` (the gateway decides when to give up, with one clear
+    line, rather than Ray's _Exit after its default 60 s). Set in the
+    environment before ``ray.init``, when the driver's core worker reads Ray's
+    config; as KubeRay sets it for worker nodes. A value the environment already
+    gives stands, with a warning if Ray would end the process first."""
+    given = os.environ.get(GCS_RECONNECT_VAR)
+    if given is None:
+        os.environ[GCS_RECONNECT_VAR] = str(math.ceil(grace + GCS_RECONNECT_MARGIN))
+        return
+    try:
+        shorter = float(given) < grace
+    except ValueError:
+        shorter = False
+    if shorter:
+        log.warning("%s=%s: Ray ends this server after %s s without its head, before the %g s of "
+                    "cluster.head_down_grace_s", GCS_RECONNECT_VAR, given, given, grace)
+
+
+JOIN_WAIT = 60.0  # seconds a gateway waits for its machine's Ray node to be known to the head
+
+
+def _join(address: str, node_ip_address: str | None) -> None:
+    """``ray.init`` onto a running cluster. The node on this machine may not be
+    known to the head yet (a pod whose raylet starts beside the gateway, a node
+    that just rejoined): Ray then says "No node info found"; wait for it."""
+    deadline = time.monotonic() + JOIN_WAIT
+    while True:
+        try:
+            ray.init(address=address, logging_level="WARNING", namespace="shoal", _node_ip_address=node_ip_address)
+            return
+        except RuntimeError as exc:
+            if "No node info found" not in str(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("this machine's Ray node is not known to the head yet (%s): retrying", _first_line(exc))
+            time.sleep(1.0)
 
 
 def process_started(pid: int) -> str | None:
@@ -216,11 +276,21 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
+class ClusterGone(str):
+    """A ``ray_problem`` that no waiting cures: the Ray cluster this process
+    joined is gone. Its GCS declared this node dead (a dead node never comes
+    back), or the head answers as another cluster: it was started again
+    without GCS fault tolerance, so it knows nothing of this one (Ray's
+    ``WrongClusterID``), and the old cluster's raylets, and the shards with
+    them, end at their next liveness check of the GCS."""
+
+
 async def ray_problem(timeout: float) -> str | None:
-    """None while Ray answers; else what is wrong, in a few words. For the
-    embedded instance first its head processes (GCS server, raylet: children
-    of this process, so their death is seen at once), then, for any instance,
-    a liveness call to the GCS about this node, bounded by ``timeout``."""
+    """None while Ray answers; else what is wrong, in a few words (a
+    ``ClusterGone`` if it is final). For the embedded instance first its head
+    processes (GCS server, raylet: children of this process, so their death is
+    seen at once), then, for any instance, a liveness call to the GCS about
+    this node, bounded by ``timeout``."""
     if not ray.is_initialized():
         return "Ray is not running"
     if _embedded is not None:
@@ -236,9 +306,12 @@ async def ray_problem(timeout: float) -> str | None:
     try:
         alive = await asyncio.wait_for(gcs.async_check_alive([_node_id], timeout=timeout), timeout + 1)
     except Exception as exc:  # noqa: BLE001 - any failure means the same here
+        if "WrongClusterID" in str(exc):
+            return ClusterGone(f"Ray's head answers as another cluster ({_first_line(exc)}): it was started again "
+                               "without GCS fault tolerance, and the cluster this server joined is gone")
         return f"Ray's GCS did not answer within {timeout:g} s ({_first_line(exc)})"
     if not all(alive):
-        return "Ray's GCS reports this node's raylet dead"
+        return ClusterGone("Ray's GCS reports this node's raylet dead")
     return None
 
 
@@ -288,19 +361,48 @@ def restart(actor) -> None:
 # --------------------------------------------------------------------- shards
 
 
-def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str, Any]):
-    """Start (or, after a restart, recover) one shard actor.
+def shard_nodes() -> list[str]:
+    """The Ray nodes that may host shards, sorted by id: alive, with CPUs. A node
+    started with ``--num-cpus 0`` (a gateway's own, on a machine that only routes)
+    hosts none.
+
+    Asked of the GCS client with a bound (NODES_TIMEOUT), not with ``ray.nodes()``:
+    while the head is away that waits for it, and when a head comes back as
+    another cluster (no GCS fault tolerance) it aborts the whole process (a
+    failed check in Ray's GlobalStateAccessor, Ray 2.60); this raises instead."""
+    gcs = getattr(ray._private.worker.global_worker, "gcs_client", None)
+    if gcs is None:  # a Ray Client connection
+        return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+    infos = gcs.get_all_node_info(timeout=NODES_TIMEOUT, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
+    return sorted(node.hex() for node, info in infos.items() if info.resources_total.get("CPU", 0) > 0)
+
+
+def own_node() -> str | None:
+    """The id of the Ray node this process runs on (None for a Ray Client)."""
+    return _node_id.hex() if _node_id is not None else None
+
+
+def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str, Any], node: str | None = None,
+                detached: bool = False):
+    """Start (or, after a restart, recover) one shard actor, on ``node`` if given
+    (hard affinity: its data is on that node's disk; Ray's soft affinity was seen
+    to place actors elsewhere while the node was alive and idle).
 
     num_cpus=0: a shard is mostly idle memory; reserving a CPU each would cap a
     2-core machine at two shards. max_restarts: a crashed actor comes back and
-    recovers from its snapshot and log.
+    recovers from its snapshot and log. ``detached``: the actor outlives the
+    gateway that started it (a replica belongs to the cluster, not to one
+    gateway), and a gateway that asks for a running one gets it back.
     """
+    strategy = "DEFAULT" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
     return RemoteShardActor.options(
         name=name,
         num_cpus=0,
         max_concurrency=16,
         max_restarts=3,
-        lifetime=None,
+        lifetime="detached" if detached else None,
+        get_if_exists=detached,
+        scheduling_strategy=strategy,
     ).remote(path, config, options)
 
 
@@ -321,7 +423,8 @@ async def _while_restarting(submit, idempotent: bool):
 
 
 async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
-    """Await one ShardActor.call; a shard's own exception is re-raised as itself."""
+    """Await one ShardActor.call; a shard's own exception is re-raised as itself,
+    an actor that died or cannot be reached as ShardUnavailable (Qdrant's 503)."""
     try:
         return await _while_restarting(lambda: actor.call.remote(method, *args, **kwargs), idempotent)
     except RayTaskError as err:
@@ -329,6 +432,8 @@ async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs
         if isinstance(cause, Exception):
             raise cause from None
         raise
+    except (RayActorError, ActorUnschedulableError) as err:
+        raise ShardUnavailable(f"the shard's actor is unavailable: {_first_line(err)}") from None
 
 
 async def ready(actor) -> None:
@@ -337,6 +442,34 @@ async def ready(actor) -> None:
 
 async def endpoint(actor) -> tuple[str, str]:
     return await _while_restarting(lambda: actor.endpoint.options(concurrency_group=CONTROL_GROUP).remote(), True)
+
+
+async def endpoints(actor):
+    """The shard's ``cluster.transport.Endpoints``: its Unix socket and its TCP listener."""
+    try:
+        return await _while_restarting(lambda: actor.endpoints.options(concurrency_group=CONTROL_GROUP).remote(),
+                                       True)
+    except (RayActorError, ActorUnschedulableError) as err:
+        raise ShardUnavailable(f"the shard's actor is unavailable: {_first_line(err)}") from None
+
+
+async def destroy(actor) -> None:
+    """End the actor and have it delete its storage first (on its own node)."""
+    try:
+        await asyncio.wait_for(actor.destroy.remote(), CLOSE_TIMEOUT)
+    except (RayActorError, ActorUnschedulableError, asyncio.TimeoutError) as exc:
+        log.warning("shard actor could not delete its storage (%s): it is removed with its collection",
+                    _first_line(exc) or type(exc).__name__)
+    ray.kill(actor, no_restart=True)
+
+
+async def destroy_named(name: str) -> None:
+    """``destroy`` the actor called ``name`` in Shoal's namespace, if there is one."""
+    try:
+        actor = ray.get_actor(name)
+    except ValueError:
+        return
+    await destroy(actor)
 
 
 async def stop(actor, take_snapshot: bool = True) -> None:

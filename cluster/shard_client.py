@@ -23,7 +23,7 @@ from typing import Any
 from cluster.transport import ShardChannel
 from shard.types import ShoalError
 
-WRITES = frozenset({"apply"})
+WRITES = frozenset({"apply", "restore"})  # not retried blindly: it may have taken effect
 # The ``timeout`` a read request gave, in seconds: it bounds every shard call made
 # for that request (each request runs in a task, with a context, of its own).
 REQUEST_TIMEOUT: ContextVar[float | None] = ContextVar("shard_request_timeout", default=None)
@@ -154,6 +154,9 @@ class ShardClient:
 
     async def info(self, timeout: float | None = None):
         return await self.call("info", timeout=timeout)
+
+    async def digest(self, timeout: float | None = None):
+        return await self.call("digest", timeout=timeout)
 
 
 class DirectShard(ShardClient):

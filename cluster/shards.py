@@ -2,10 +2,12 @@
 
 ``ShardHandle`` is the only way the gateway reaches a shard: awaitable methods
 named after ``LocalShard``'s. Underneath, a shard on this machine is reached
-over its Unix socket (``cluster.transport``), any other through a Ray actor
-call. If the socket breaks (the actor died and Ray is restarting it), reads
-retry through Ray, which waits for the restart; a write is not retried blindly
-(it may have been applied) and fails with ShardUnavailable.
+over its Unix socket (``cluster.transport``), one on another machine over its
+authenticated TCP listener (when the cluster has a secret: ``wire_secret``),
+and otherwise through a Ray actor call. If the socket breaks (the actor died
+and Ray is restarting it), reads retry through Ray, which waits for the
+restart; a write is not retried blindly (it may have been applied) and fails
+with ShardUnavailable.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ RECONNECT_AFTER = 5.0  # seconds on Ray calls after the shard's socket could not
 
 
 class ShardHandle(ShardClient):
-    def __init__(self, actor, index: int):
+    def __init__(self, actor, index: int, wire_secret: bytes | None = None):
         super().__init__(index)
         self.actor = actor
+        self._wire_secret = wire_secret
         self._channel: ShardChannel | None = None
-        self._remote = False  # the shard is on another machine: Ray calls only
+        self._remote = False  # the shard is on another machine and has no TCP listener: Ray calls only
         self._retry_at = 0.0  # after a failed connect, Ray calls until then
         self._connecting = asyncio.Lock()
 
@@ -47,12 +50,15 @@ class ShardHandle(ShardClient):
         async with self._connecting:
             if self._channel is not None and not self._channel.closed:
                 return self._channel
-            address = await self._local_address()
-            if address is None:
+            where = await runtime.endpoints(self.actor)
+            if where.machine != machine_identity() and (where.tcp is None or self._wire_secret is None):
                 self._remote = True
                 return None
             try:
-                self._channel = await ShardChannel.connect(address)
+                if where.machine == machine_identity():
+                    self._channel = await ShardChannel.connect(where.unix)
+                else:
+                    self._channel = await ShardChannel.connect_tcp(*where.tcp, self._wire_secret)
             except OSError as exc:
                 # Perhaps the actor is restarting: use Ray calls for a while, then
                 # try the socket again rather than staying on the slow path for good.

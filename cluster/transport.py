@@ -46,13 +46,19 @@ _WILDCARDS = ("", "0.0.0.0", "::")
 
 def machine_identity() -> str:
     """Processes that can reach each other's abstract Unix sockets share a kernel
-    and a network namespace: same boot id, same host name (a pod has its own)."""
+    and a network namespace (abstract names are scoped by it): same boot id, same
+    network namespace (its inode; a pod, a container, an ``ip netns`` each have
+    their own), same host name."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
     except OSError:
         boot = "unknown"
-    return f"{socket.gethostname()}/{boot}"
+    try:
+        netns = str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        netns = "unknown"
+    return f"{socket.gethostname()}/{boot}/{netns}"
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,80 @@ class _FrameReader:
                 return frames
             if not block and len(chunk) < (1 << 20):
                 return frames
+
+
+class BlockingChannel:
+    """One shard's socket for a thread: a call at a time, answered in order. What a
+    primary's replication links use (``cluster.replicator``); the gateway, which
+    multiplexes, uses ShardChannel."""
+
+    def __init__(self, conn: socket.socket, framing):
+        self._conn = conn
+        self._framing = framing
+        self._reader = _FrameReader(conn, framing)
+        self._ids = itertools.count()
+
+    @classmethod
+    def connect(cls, endpoints: Endpoints, secret: bytes | None, timeout: float = HANDSHAKE_TIMEOUT) -> BlockingChannel:
+        """To the shard's Unix socket if it runs on this machine, else to its TCP
+        listener once each side proved it knows ``secret``. ConnectionError when
+        neither can be reached."""
+        if endpoints.machine == machine_identity():
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.settimeout(timeout)
+                conn.connect(endpoints.unix)
+                conn.settimeout(None)
+            except OSError:
+                conn.close()
+                raise
+            return cls(conn, wire.PLAIN)
+        if endpoints.tcp is None or secret is None:
+            raise ConnectionError("the shard is on another machine and no TCP listener or secret is known for it")
+        handshake = wire.ClientHandshake(secret)
+        try:
+            conn = socket.create_connection(endpoints.tcp, timeout=timeout)
+        except OSError as exc:
+            raise ConnectionError(f"shard at {endpoints.tcp[0]}:{endpoints.tcp[1]}: {exc}") from None
+        try:
+            _tune_tcp(conn)
+            conn.sendall(handshake.hello())
+            reply = b""
+            while len(reply) < wire.REPLY_SIZE:
+                chunk = conn.recv(wire.REPLY_SIZE - len(reply))
+                if not chunk:
+                    raise wire.HandshakeFailed("closed during the handshake")
+                reply += chunk
+            proof, framing = handshake.finish(reply)
+            conn.sendall(proof)
+            conn.settimeout(None)
+        except (OSError, TimeoutError) as exc:
+            conn.close()
+            raise ConnectionError(f"shard at {endpoints.tcp[0]}:{endpoints.tcp[1]}: {exc}") from None
+        return cls(conn, framing)
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Send one request and wait for its answer (``timeout`` seconds, then
+        TimeoutError: the channel is then unusable, close it). The shard's own
+        exception is re-raised as itself."""
+        req_id = next(self._ids)
+        self._conn.settimeout(timeout)
+        try:
+            self._conn.sendall(self._framing.seal([wire.frame((req_id, method, args, kwargs))]))
+            while True:
+                for answer_id, ok, result in self._reader.read(block=True):
+                    if answer_id == req_id:
+                        if not ok:
+                            raise result
+                        return result
+        except socket.timeout:
+            raise TimeoutError(f"no answer to {method} within {timeout:g} s") from None
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except OSError:
+            pass
 
 
 class ShardChannel:

@@ -5,8 +5,9 @@ Handlers return plain results; ``envelope`` wraps them in Qdrant's
 error JSON (``gateway.errors``). The server listens at once and restores
 collections in the background: ``/readyz`` says 503 until every shard is
 loaded, and API requests wait for it; while Ray is down (``cluster.health``)
-they answer 503 at once. In an HTTP worker, requests only the
-control process can carry out are forwarded to it (``gateway.workers``).
+they answer 503 at once (on a joined cluster only those in NEEDS_RAY). In an
+HTTP worker, requests only the control process can carry out are forwarded to
+it (``gateway.workers``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from cluster.shard_client import ShardUnavailable
 from gateway import errors
 from gateway.metrics import Metrics
+from gateway.routes import cluster as cluster_routes
 from gateway.routes import collections as collection_routes
 from gateway.routes import points as point_routes
 from gateway.routes import search as search_routes
@@ -34,6 +36,12 @@ from gateway.workers import Forward, RemoteCollections, forward
 log = logging.getLogger(__name__)
 
 NOT_GATED = {"/", "/healthz", "/livez", "/readyz", "/metrics"}
+# Requests that start or stop shard actors: on a joined cluster whose Ray head
+# is down, these alone answer 503 (the others reach the shards over their sockets).
+# A route that comes to start or stop actors (replica moves) belongs here too.
+NEEDS_RAY = {("PUT", "/collections/{collection_name}"), ("DELETE", "/collections/{collection_name}"),
+             ("PUT", "/collections/{collection_name}/snapshots/recover"),
+             ("POST", "/collections/{collection_name}/snapshots/upload")}
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -54,8 +62,9 @@ async def envelope(request: web.Request, handler):
         check_collection_path(request)
         if request.path not in NOT_GATED:
             health = request.app.get(HEALTH)
-            if health is not None and health.ray_problem is not None:
-                raise ShardUnavailable(health.ray_problem)  # at once, rather than hang on Ray (503)
+            problem = None if health is None else health.request_problem((request.method, endpoint) in NEEDS_RAY)
+            if problem is not None:
+                raise ShardUnavailable(problem)  # at once, rather than hang on Ray (503)
             if not request.app[READY].is_set():
                 await request.app[READY].wait()
         registry = request.app.get(COLLECTIONS)
@@ -96,6 +105,6 @@ def create_app(settings: Settings, lifecycle) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     # aiohttp tries the routes under one prefix ("/collections") in the order they
     # were added, one regular expression each: the busiest go first.
-    for module in (search_routes, point_routes, collection_routes, snapshot_routes, service_routes):
+    for module in (search_routes, point_routes, collection_routes, snapshot_routes, cluster_routes, service_routes):
         app.router.add_routes(module.routes)
     return app

@@ -128,7 +128,8 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
     # Ray first, in the main thread: its core installs a SIGTERM handler of its
     # own, and aiohttp's (installed by run_app below) must be the one that stays,
     # or SIGTERM aborts the process instead of shutting it down cleanly.
-    runtime.start(settings.cluster.ray_address, settings.cluster.num_cpus)
+    runtime.start(settings.cluster.ray_address, settings.cluster.num_cpus, settings.cluster.node_ip_address,
+                  head_down_grace=settings.cluster.head_down_grace_s)
     app = create_app(settings, control_module.control_ctx)
     sites: dict = {}
     if worker_count(settings.service.workers) > 1:

@@ -14,11 +14,13 @@ from pathlib import Path
 from aiohttp import web
 
 from cluster import keys, runtime
+from cluster.actor import NODE_ADDRESS
 from cluster.collections import Collections, Limits
 from cluster.health import HealthMonitor
 from cluster.metadata import MetadataStore
+from cluster.repair import RepairLoop
 from cluster.snapshots import Snapshots
-from gateway.state import COLLECTIONS, CONTROL, HEALTH, READY, SETTINGS, SNAPSHOTS, WORKER_ARGV
+from gateway.state import COLLECTIONS, CONTROL, HEALTH, METADATA, READY, SETTINGS, SNAPSHOTS, WORKER_ARGV
 from gateway.workers import registry_json, worker_count
 
 log = logging.getLogger(__name__)
@@ -63,24 +65,42 @@ async def control_ctx(app: web.Application):
         "wal_capacity_bytes": settings.storage.wal_capacity_mb * 1024 * 1024,
         "log_level": settings.log_level,
     }
+    if secret:
+        # Shards serve gateways on other machines over TCP, authenticated with a
+        # key of their own (cluster.wire); without a secret they listen on no port.
+        shard_options.update(wire_secret=keys.derive(secret, keys.SHARD_WIRE_LABEL), tcp_host=NODE_ADDRESS)
     limits = Limits(max_shards_total=settings.limits.max_shards_total,
                     start_timeout=settings.limits.shard_start_timeout_s)
     collections = Collections(storage, metadata, shard_options, limits)
     app[COLLECTIONS] = collections
+    app[METADATA] = metadata
     app[SNAPSHOTS] = Snapshots(storage, settings.storage.snapshots_path or storage / "snapshots",
                                shard_timeout=settings.limits.snapshot_timeout_s,
                                max_upload_bytes=settings.limits.max_snapshot_upload_mb * 1024 * 1024)
     await asyncio.to_thread(app[SNAPSHOTS].clean)
     control = app.get(CONTROL)
-    health = HealthMonitor(collections.running, _exit_soon, ray_grace=settings.cluster.ray_down_grace_s,
+    # Joined to a cluster, Ray down mostly means its head is: the shards, elsewhere,
+    # still answer (cluster.health), and with GCS fault tolerance the head comes back.
+    joined = bool(settings.cluster.ray_address)
+    grace = "head_down_grace_s" if joined else "ray_down_grace_s"
+    health = HealthMonitor(collections.running, _exit_soon,
+                           ray_grace=getattr(settings.cluster, grace), grace_setting=f"cluster.{grace}",
+                           serve_while_ray_down=joined,
                            restart_after=settings.cluster.shard_restart_after_s,
                            ping_timeout=settings.cluster.shard_ping_timeout_s)
     app[HEALTH] = health
     health.start()
 
+    # Placement and repair of replicas (cluster.repair), on a Ray cluster joined:
+    # the embedded instance is one node, where nothing is replicated.
+    repair = RepairLoop(metadata, collections, node_grace=settings.cluster.node_grace_s,
+                        ray_down=lambda: health.ray_problem is not None) if settings.cluster.ray_address else None
+
     async def restore():
         try:
             await collections.restore()
+            if repair is not None:
+                repair.start()
             if control is not None:
                 collections.on_change = control.bump
                 control.spawn(worker_count(settings.service.workers) - 1, app[WORKER_ARGV])
@@ -92,6 +112,8 @@ async def control_ctx(app: web.Application):
     task = asyncio.create_task(restore())
     yield
     task.cancel()
+    if repair is not None:
+        await repair.stop()
     await health.stop()
     ray_gone = health.ray_problem is not None
     if control is not None:

@@ -69,6 +69,7 @@ KNOWN_PREFIXES = (
     "Rate limiting exceeded: ",
     "Shard temporarily unavailable: ",
     "Pre-condition failure: ",
+    "Checksum mismatch: ",
 )
 
 
@@ -274,6 +275,84 @@ def no_inference() -> str:
 def score_threshold_with_order_by() -> str:
     """400 BadRequest -- query API with order_by and score_threshold."""
     return "Can't use score_threshold with an order_by query."
+
+
+def shard_not_found(shard_id: int) -> str:
+    """404 -- a shard id the collection does not have: shard_not_found_error's
+    CollectionError::NotFound {what: "shard 7"} displays "{what} not found"."""
+    return f"shard {shard_id} not found"
+
+
+def checksum_mismatch(file_checksum: str, given: str) -> str:
+    """400 -- an upload whose ``checksum`` is not its SHA-256: StorageError::
+    ChecksumMismatch, which the upload routes build with the file's checksum as
+    "expected" and the one given as "actual"."""
+    return f"Checksum mismatch: expected {file_checksum}, actual {given}"
+
+
+# -- POST /collections/{name}/cluster (src/common/collections.rs
+# do_update_collection_cluster, and what consensus answers when it applies the op).
+
+
+def shard_not_in_collection(shard_id: int, collection: str) -> str:
+    """400 BadRequest -- move/replicate a shard, drop a replica, of a shard id the
+    collection does not have."""
+    return f"Shard {shard_id} of {collection} does not exist"
+
+
+def peer_not_found(peer: int) -> str:
+    """400 BadRequest -- a peer id that is not a member of the cluster."""
+    return f"Peer {peer} does not exist"
+
+
+def shard_not_active_on_peer(shard_id: int, peer: int) -> str:
+    """400 BadRequest -- a transfer's source holds no active replica of the shard
+    (shards/transfer/helpers.rs validate_transfer)."""
+    return f"Shard {shard_id} is not active on peer {peer}"
+
+
+def transfer_not_found(from_peer: int, to_peer: int, collection: str, shard_id: int) -> str:
+    """404 NotFound -- abort_transfer / restart_transfer of no running transfer."""
+    return f"Shard transfer {from_peer} -> {to_peer} for collection {collection}:{shard_id} does not exist"
+
+
+def no_replica_on_peer(peer: int, shard_id: int) -> str:
+    """400 BadRequest -- drop_replica on a peer without one (collection/mod.rs
+    handle_replica_changes)."""
+    return f"Peer {peer} has no replica of shard {shard_id}"
+
+
+def last_active_replica(shard_id: int, peer: int) -> str:
+    """400 BadRequest -- drop_replica of a shard's last (active) replica."""
+    return f"Shard {shard_id} must have at least one active replica after removing {peer}"
+
+
+def shard_key_with_auto_sharding() -> str:
+    """400 BadRequest -- create_sharding_key / drop_sharding_key on a collection
+    sharded automatically (Qdrant says "created" for a drop too)."""
+    return "Shard Key cannot be created with Auto sharding method"
+
+
+def resharding_unavailable() -> str:
+    """400 BadRequest -- start_resharding: Qdrant's open-source build refuses it so."""
+    return "resharding is only supported in Qdrant Cloud"
+
+
+def resharding_not_in_progress(collection: str) -> str:
+    """400 BadRequest -- abort_resharding (and the internal resharding steps)."""
+    return f"resharding is not in progress for collection {collection}"
+
+
+def transfer_to_itself(from_peer: int) -> str:
+    """422 -- a transfer whose two peers are one (lib/common validation.rs
+    validate_shard_different_peers), reported at ``<op>.to_peer_id``."""
+    return f'cannot transfer shard to itself, "to_peer_id" must be different than {from_peer} in "from_peer_id"'
+
+
+def replica_changes_not_supported() -> str:
+    """400 BadRequest -- a cluster operation Qdrant would start, which Shoal cannot
+    carry out until replicas move between nodes (docs/cluster.md)."""
+    return "Shoal does not move, copy or drop shard replicas yet: this operation cannot be carried out"
 
 
 SHARD_UNAVAILABLE = "Shard temporarily unavailable: "

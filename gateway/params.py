@@ -11,7 +11,9 @@ unknown fields; a parameter given twice is an error ("duplicate field").
 - ``ReadParams``: ``consistency`` (a factor >= 1, majority, quorum, all) and
   ``timeout`` (seconds, non-zero) on reads (src/actix/api/read_params.rs);
 - ``WaitTimeout``: ``timeout`` (seconds, >= 1) on collection and alias changes
-  (src/actix/api/collections_api.rs).
+  (src/actix/api/collections_api.rs);
+- ``SnapshotUploadingParam``: ``wait``, ``priority`` (no_sync | snapshot |
+  replica) and ``checksum`` on snapshot uploads (src/actix/api/snapshot_api.rs).
 
 serde_urlencoded reads a bool with Rust's ``str::parse``: only ``true`` and
 ``false``.
@@ -27,6 +29,7 @@ from gateway.errors import QueryDeserializeError, ValidationError
 
 _ORDERINGS = ("weak", "medium", "strong")
 _CONSISTENCY_TYPES = ("majority", "quorum", "all")
+_PRIORITIES = ("no_sync", "snapshot", "replica")
 _MAX_U64 = (1 << 64) - 1
 
 
@@ -68,6 +71,13 @@ def _u64(text: str) -> int:
     return value
 
 
+def _check_variant(value: str | None, variants: tuple[str, ...]) -> None:
+    """serde's refusal of a text that names none of an enum's variants."""
+    if value is not None and value not in variants:
+        expected = ", ".join(f"`{v}`" for v in variants)
+        raise QueryDeserializeError(f"unknown variant `{value}`, expected one of {expected}")
+
+
 _NO_UPDATE_PARAMS = UpdateParams()
 _NO_READ_PARAMS = ReadParams()
 
@@ -76,9 +86,7 @@ def update_params(request: web.Request) -> UpdateParams:
     if not request.query_string:
         return _NO_UPDATE_PARAMS
     wait, ordering = _one(request, "wait"), _one(request, "ordering")
-    if ordering is not None and ordering not in _ORDERINGS:
-        raise QueryDeserializeError(
-            f"unknown variant `{ordering}`, expected one of " + ", ".join(f"`{o}`" for o in _ORDERINGS))
+    _check_variant(ordering, _ORDERINGS)
     return UpdateParams(wait=_bool(wait) if wait is not None else False, ordering=ordering or "weak")
 
 
@@ -106,6 +114,13 @@ def bool_param(request: web.Request, name: str) -> bool | None:
     """A boolean query parameter (``/metrics?anonymize=``), or None when absent."""
     value = _one(request, name) if request.query_string else None
     return None if value is None else _bool(value)
+
+
+def snapshot_priority(request: web.Request) -> str | None:
+    """``priority`` of a snapshot upload (Qdrant's SnapshotPriority), or None."""
+    value = _one(request, "priority") if request.query_string else None
+    _check_variant(value, _PRIORITIES)
+    return value
 
 
 def wait_timeout(request: web.Request) -> int | None:

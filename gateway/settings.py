@@ -43,7 +43,7 @@ class StorageSettings(BaseModel):
     wal_capacity_mb: int = Field(32, description="Log size per shard after which the shard snapshots itself and trims its log.")
     indexing_threads: int = Field(0, description="Threads each shard uses to build its HNSW graphs; 0 = all cores.")
     snapshots_path: Path | None = Field(
-        None, description="Folder of the collection snapshots (and of the files `recover` may read); "
+        None, description="Folder of the collection and shard snapshots (and of the files `recover` may read); "
         "unset = `snapshots` inside storage_path."
     )
     search_threads: int = Field(
@@ -58,10 +58,22 @@ class ClusterSettings(BaseModel):
         None, description="Ray cluster to join (also taken from RAY_ADDRESS). Unset: start a private Ray instance "
         "on 127.0.0.1 (never one found running on the machine).",
     )
+    node_ip_address: str | None = Field(
+        None, description="With ray_address: the address of this machine's Ray node, which the gateway attaches "
+        "to. Unset: Ray finds it (needed only where several Ray nodes share one machine).",
+    )
     num_cpus: int | None = Field(None, description="CPUs a locally started Ray may use; unset = all.")
     ray_down_grace_s: float = Field(
-        10.0, gt=0, description="Seconds Ray may stay unavailable (a head process died, or it stopped answering); "
-        "meanwhile requests answer 503, then the server exits with a non-zero status.",
+        10.0, gt=0, description="Without ray_address (the embedded Ray instance): seconds Ray may stay unavailable "
+        "(a head process died, or it stopped answering); meanwhile requests answer 503, then the server exits with "
+        "a non-zero status.",
+    )
+    head_down_grace_s: float = Field(
+        600.0, gt=0, description="With ray_address (a joined cluster): seconds Ray's head (its GCS) may stay "
+        "unreachable; meanwhile requests the shards can answer are served (creating, deleting or recovering a "
+        "collection answers 503), then the server exits with a non-zero status. The gateway's own Ray driver is "
+        "given RAY_gcs_rpc_server_reconnect_timeout_s = this + 30 (unless set in its environment), so that Ray "
+        "does not end it first. 600 = what KubeRay gives worker nodes with GCS fault tolerance.",
     )
     shard_ping_timeout_s: float = Field(
         2.0, gt=0, description="Seconds a shard (and Ray) has to answer a health check, made every second; "
@@ -74,6 +86,10 @@ class ClusterSettings(BaseModel):
     shard_call_timeout_s: float = Field(
         60.0, gt=0, description="Seconds any call from the gateway to a shard may take (a read's `timeout` "
         "parameter may shorten it); then the request answers 408.",
+    )
+    node_grace_s: float = Field(
+        30.0, gt=0, description="On a Ray cluster: seconds a Ray node may be missing (or a replica down) before its "
+        "replicas are rebuilt on other nodes.",
     )
     raft_host: str = Field("127.0.0.1", description="Address this node's metadata Raft listens on.")
     raft_port: int | None = Field(
@@ -103,7 +119,7 @@ class LimitSettings(BaseModel):
         128, ge=1, description="Shards this server hosts at most, all collections together; a create beyond it is refused."
     )
     snapshot_timeout_s: float = Field(
-        3600.0, gt=0, description="Seconds a shard may take to export its part of a snapshot."
+        3600.0, gt=0, description="Seconds a shard may take to export its part of a snapshot, or to restore a shard snapshot."
     )
     max_snapshot_upload_mb: int = Field(
         16384, ge=1, description="Largest snapshot file accepted by an upload, in MiB."

@@ -19,4 +19,5 @@ WORKER_ARGV = web.AppKey("worker_argv", list)  # the flags workers are started w
 CONTROL_DIR = web.AppKey("control_dir", object)  # in an HTTP worker: the control's folder (Path)
 HEALTH = web.AppKey("health", object)  # in the control process: cluster.health.HealthMonitor
 SNAPSHOTS = web.AppKey("snapshots", object)  # in the control process: cluster.snapshots.Snapshots
+METADATA = web.AppKey("metadata", object)  # in the control process: cluster.metadata.MetadataStore
 CONTROL_TASKS = web.AppKey("control_tasks", set)  # work a request started and left running (wait=false)

@@ -21,8 +21,9 @@ number, logged under that same number, so that primary and replicas have the sam
 log. Both refuse an epoch older than the highest the shard has seen (``StaleEpoch``),
 which the shard keeps in ``epoch.json``, written atomically before the first write
 of a new epoch is logged. A replica that fell behind reads ``records_after(its
-seq)`` from the primary, or, once those are gone (``LogTruncated``), opens a copy
-made by ``export`` and then reads the records after the copy's seq.
+seq)`` from the primary, or, once those are gone (``LogTruncated``), is made a copy
+of another replica (its ``export``, taken over by ``restore(exact=True)`` at exactly
+the copy's seq) and then reads the records after that seq.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 
 INDEX_CHUNK = 2048  # rows per background add_items call: large enough to use every thread
 EPOCH_FILE = "epoch.json"  # {"epoch": n}: the highest replication epoch the shard has seen
+RESTORING = "restoring"  # a transfer's copy being made the shard (``restore(exact=True)``); finished on open
 
 
 class LocalShard:
@@ -119,6 +121,9 @@ class LocalShard:
         self.path.mkdir(parents=True, exist_ok=True)
         self._epoch_file = fileio.contained(self.path, self.path / EPOCH_FILE)
         self._highest_epoch = int(fileio.read_json(self._epoch_file, default={"epoch": 0})["epoch"])
+        if (self.path / RESTORING).is_dir():
+            log.warning("shard %s: finishing the restore of a transfer's copy that a crash interrupted", self.path.name)
+            self._install_restoring(wal_segment_bytes).close()
         self._recover()
         self.wal = WriteAheadLog(self.path / "wal", segment_bytes=wal_segment_bytes)
         if self._snapshot_seq:
@@ -661,7 +666,7 @@ class LocalShard:
             snapshot.finish(self, staged)
         return {"seq": seq, "points": points}
 
-    def restore(self, folder: str) -> dict[str, int]:
+    def restore(self, folder: str, exact: bool = False) -> dict[str, int]:
         """Replace everything the shard holds by the export in ``folder`` (a shard
         snapshot being recovered; a transfer's copy): all at once for readers and
         writers, and durably, since the new state is saved as the shard's snapshot
@@ -671,7 +676,19 @@ class LocalShard:
         log (a transfer continues its source's numbering), else from one past the
         log (numbers never go back); either way the log keeps nothing at or below
         it, so a restart replays nothing onto the restored state. Graphs are
-        rebuilt from the vectors. Returns ``{"seq", "points"}``."""
+        rebuilt from the vectors. Returns ``{"seq", "points"}``.
+
+        ``exact``: a transfer's target (``cluster.transfer``), which must end at
+        exactly the copy's sequence number, below its own log's end or not, so
+        that the primary's link goes on with ``records_after`` that number; the
+        log is emptied and numbers from there. The copy is another replica's
+        export of this same shard, received over the authenticated wire into
+        ``folder`` inside this shard's folder, and is taken over, not copied: it
+        becomes the shard's snapshot, graphs and all (nothing is rebuilt).
+        Moving it to ``RESTORING`` is the commit: a crash after that is finished
+        when the shard is reopened, one before it leaves the shard as it was."""
+        if exact:
+            return self._restore_exact(fileio.contained(self.path, folder))
         state = snapshot.load_export(Path(folder), self.config)  # BadInput for what does not fit
         with self._snapshotting, self._lock:
             self._check_open()
@@ -690,6 +707,53 @@ class LocalShard:
             self._work.notify_all()
             log.info("shard %s: restored %d points, now at sequence %d", self.path.name, len(self.points), seq)
             return {"seq": seq, "points": len(self.points)}
+
+    def _restore_exact(self, folder: Path) -> dict[str, int]:
+        try:
+            state = snapshot.load(folder, self.config)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, RuntimeError) as exc:
+            raise BadInput(f"the transferred copy cannot be read: {type(exc).__name__}: {exc}") from None
+        if state is None:
+            raise BadInput("the transferred copy holds no shard")
+        fileio.fsync_tree(folder)  # before the commit, and outside the lock
+        with self._snapshotting, self._lock:
+            self._check_open()
+            os.rename(folder, self.path / RESTORING)
+            fileio.fsync_dir(self.path)
+            try:
+                self.wal.close()
+                self.wal = self._install_restoring(self.wal.segment_bytes)
+            except BaseException:
+                # Committed but not installed (an I/O failure): the memory no longer
+                # matches the disk. Closed; reopening finishes the restore.
+                self._closed = True
+                self._work.notify_all()
+                raise
+            self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
+            self.graphs, self.indexed = state.graphs, state.indexed
+            self.seq = self._snapshot_seq = state.seq
+            self._log_bytes, self._snapshot_due = 0, False
+            self._epoch += 1
+            self._work.notify_all()
+            log.info("shard %s: took over a copy of %d points, now at sequence %d",
+                     self.path.name, len(self.points), self.seq)
+            return {"seq": self.seq, "points": len(self.points)}
+
+    def _install_restoring(self, segment_bytes: int) -> WriteAheadLog:
+        """The disk half of an exact restore, from the committed copy in
+        ``RESTORING``: an empty log numbering from the copy's seq + 1, then the
+        copy as the snapshot. Each step may be done again, so a crash anywhere
+        in it is finished by running it all again on open."""
+        copy = self.path / RESTORING
+        seq = int(fileio.read_json(copy / "meta.json")["seq"])
+        fileio.remove_tree(self.path, self.path / "wal")
+        wal = WriteAheadLog(self.path / "wal", segment_bytes=segment_bytes)
+        wal.truncate_before(seq)
+        for name in ("snapshot", "snapshot.tmp", "snapshot.old"):
+            fileio.remove_tree(self.path, self.path / name)
+        os.rename(copy, self.path / "snapshot")
+        fileio.fsync_dir(self.path)
+        return wal
 
     def _snapshot_locked(self) -> None:
         if self.seq == self._snapshot_seq:

@@ -83,6 +83,15 @@ def free_port(attempts: int = 200, low: int = 10_000) -> int:
     raise RuntimeError("no free TCP port below the ephemeral range")
 
 
+def cmdline(pid: int) -> bytes:
+    """Process ``pid``'s command line (NUL-separated), b"" if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (ppid, pgid, sid) for every process, read from /proc (Linux)."""
     table = {}

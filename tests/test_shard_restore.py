@@ -1,6 +1,7 @@
 """LocalShard.restore: a shard's export swapped in whole, durably, with a sequence
 number that never goes back; what does not fit is refused and changes nothing.
-And the snapshot names the API accepts (cluster.names.snapshot_name_problem)."""
+Exact restores (a transfer's target): at exactly the copy's number, durably, and
+finished on open when cut short after their commit. And the snapshot names the API accepts (cluster.names.snapshot_name_problem)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ import numpy as np
 import pytest
 
 from cluster.names import snapshot_name_problem
-from shard import hnsw
-from shard.local_shard import LocalShard
-from shard.types import BadInput, Distance, OptimizersConfig, PayloadSelector, ShardConfig, VectorParams
+from shard import codec, fileio, hnsw
+from shard.local_shard import RESTORING, LocalShard
+from shard.types import (
+    BadInput,
+    Distance,
+    NearestQuery,
+    OptimizersConfig,
+    PayloadSelector,
+    SearchRequest,
+    ShardConfig,
+    VectorParams,
+)
 
 DIM = 8
 
@@ -116,6 +126,86 @@ def test_a_graph_replaced_while_the_indexer_adds_to_it_is_left_alone(tmp_path, m
     monkeypatch.setattr(hnsw.HnswIndex, "add", real_add)
     assert shard.wait_indexed() and shard.indexed[""][:50].all()
     shard.close()
+
+
+# ---------------------------------------------------------------------------
+# restore(exact=True): a transfer's target (cluster.transfer).
+# ---------------------------------------------------------------------------
+
+
+def exact_pair(tmp_path, indexing_threshold: int = 20000):
+    """A source at seq 3 with its copy inside the target's folder; the target's own
+    log runs to seq 8, past the copy's number."""
+    cfg = config(indexing_threshold=indexing_threshold)
+    source = LocalShard(tmp_path / "source", cfg, background_indexing=False)
+    for i in range(3):
+        source.apply(upsert(range(i * 40, i * 40 + 60), float(i + 1)))
+    target = LocalShard(tmp_path / "target", cfg, background_indexing=False)
+    for i in range(8):
+        target.apply(upsert([i], 9.0))
+    source.wait_indexed()
+    source.export(str(tmp_path / "target" / "copy"))
+    return source, target
+
+
+def test_an_exact_restore_ends_at_the_copys_number_below_the_log(tmp_path):
+    source, target = exact_pair(tmp_path)
+    assert target.restore(str(tmp_path / "target" / "copy"), exact=True) == {"seq": 3, "points": 140}
+    assert target.seq == 3 and target.wal.next_seq == 4 and target.records_after(3) == []
+    assert contents(target) == contents(source) and not (tmp_path / "target" / "copy").exists()
+    # The primary's next record joins up; a restart sees the copy, then that record.
+    record = codec.encode(upsert([500], 5.0))
+    assert source.apply(upsert([500], 5.0)) == target.apply_replicated(4, record, epoch=0) == 4
+    target.close(take_snapshot=False)
+    reopened = LocalShard(tmp_path / "target", config(), background_indexing=False)
+    assert reopened.seq == 4 and contents(reopened) == contents(source)
+    source.close()
+    reopened.close()
+
+
+def test_an_exact_restore_keeps_the_copys_graphs(tmp_path):
+    source, target = exact_pair(tmp_path, indexing_threshold=1)
+    assert source.graphs[""] is not None and source.info().pending_index == 0
+    target.restore(str(tmp_path / "target" / "copy"), exact=True)
+    assert target.graphs[""] is not None and target.info().pending_index == 0  # nothing to rebuild
+    query = SearchRequest(NearestQuery(np.linspace(-1, 1, DIM, dtype=np.float32)), limit=10)
+    assert target.search_batch([query]) == source.search_batch([query])
+    source.close()
+    target.close()
+
+
+def test_an_exact_restore_cut_short_after_its_commit_is_finished_on_open(tmp_path, monkeypatch):
+    source, target = exact_pair(tmp_path)
+
+    def crash(self, segment_bytes):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(LocalShard, "_install_restoring", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        target.restore(str(tmp_path / "target" / "copy"), exact=True)
+    with pytest.raises(RuntimeError, match="closed"):  # its memory no longer matches its disk
+        target.apply(upsert([1], 1.0))
+    assert (tmp_path / "target" / RESTORING).is_dir()
+    monkeypatch.undo()
+    reopened = LocalShard(tmp_path / "target", config(), background_indexing=False)
+    assert reopened.seq == 3 and reopened.wal.next_seq == 4 and contents(reopened) == contents(source)
+    assert not (tmp_path / "target" / RESTORING).exists()
+    source.close()
+    reopened.close()
+
+
+def test_an_exact_restore_refuses_a_copy_outside_the_shard_or_not_one(tmp_path):
+    source, target = exact_pair(tmp_path)
+    before = contents(target)
+    source.export(str(tmp_path / "outside"))
+    with pytest.raises(fileio.OutsideRoot):
+        target.restore(str(tmp_path / "outside"), exact=True)
+    (tmp_path / "target" / "empty").mkdir()
+    with pytest.raises(BadInput, match="holds no shard"):
+        target.restore(str(tmp_path / "target" / "empty"), exact=True)
+    assert contents(target) == before and target.seq == 8 and (tmp_path / "outside").is_dir()
+    source.close()
+    target.close()
 
 
 @pytest.mark.parametrize("name", ["c-shard-0-2026-01-01-00-00-00.snapshot", "a b.snapshot", "é.snapshot"])

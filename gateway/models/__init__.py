@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.models.base import QModel, qdrant_validate
+from gateway.models.cluster import ClusterOperations
 from gateway.models.collections import (
     BinaryQuantization,
     ChangeAliasesOperation,
@@ -40,6 +41,7 @@ from gateway.models.collections import (
     RenameAlias,
     RenameAliasOperation,
     ScalarQuantization,
+    ShardSnapshotRecover,
     SnapshotRecover,
     SparseVectorParams,
     StrictModeConfig,
@@ -193,6 +195,7 @@ __all__ = [
     "Batch",
     "BinaryQuantization",
     "ChangeAliasesOperation",
+    "ClusterOperations",
     "CollectionParamsDiff",
     "ContextExamplePair",
     "ContextPair",
@@ -277,6 +280,7 @@ __all__ = [
     "SearchMatrixRequest",
     "SearchParams",
     "SearchRequest",
+    "ShardSnapshotRecover",
     "SnapshotRecover",
     "SearchRequestBatch",
     "SetPayload",

@@ -410,3 +410,9 @@ class SnapshotRecover(QModel):
     priority: Optional[SnapshotPriority] = None
     checksum: Optional[Str] = None
     api_key: Optional[Str] = None
+
+
+class ShardSnapshotRecover(SnapshotRecover):
+    """PUT /collections/{name}/shards/{shard_id}/snapshots/recover. Qdrant's
+    ``location`` is an untagged URL or path, so any text reads; the route tells
+    them apart."""

@@ -29,10 +29,11 @@ async def root(request: web.Request):
 
 
 def _ray_problem(request: web.Request) -> str | None:
-    """Why Ray is unavailable, as the control process's health monitor sees it
-    (``cluster.health``); None in an HTTP worker, which has no monitor."""
+    """Why Ray's failure keeps this server from serving, as the control process's
+    health monitor sees it (``cluster.health``: on a joined cluster it serves on);
+    None in an HTTP worker, which has no monitor."""
     health = request.app.get(HEALTH)
-    return None if health is None else health.ray_problem
+    return None if health is None else health.request_problem()
 
 
 @routes.get("/healthz")
@@ -54,14 +55,16 @@ async def livez(request: web.Request):
 @routes.get("/readyz")
 async def readyz(request: web.Request):
     """200 once every shard is loaded and while Ray and every shard answer;
-    503 otherwise, saying why (Ray, or which shard of which collection)."""
+    503 otherwise, saying why (Ray, or which shard of which collection). On a
+    joined cluster whose Ray head is down, 200 naming what does not work."""
     health = request.app.get(HEALTH)
     problems = [] if health is None else health.not_ready()
     if not request.app[READY].is_set():
         problems.insert(0, "some shards are not ready")
     if problems:
         return web.Response(status=503, text="; ".join(problems))
-    return web.Response(text="all shards are ready")
+    degraded = [] if health is None else health.degraded()
+    return web.Response(text="; ".join(["all shards are ready", *(f"degraded: {d}" for d in degraded)]))
 
 
 @routes.get("/metrics")

@@ -27,6 +27,7 @@ import pytest
 from cluster.runtime import process_started
 from tests.api.rawhttp import call, error_text
 from tests.conftest import AGAINST_MEMORY, ShoalServer, _proc_table, free_port
+from tests.conftest import cmdline as _cmdline
 
 pytestmark = pytest.mark.skipif(AGAINST_MEMORY, reason="needs real Shoal servers")
 
@@ -47,14 +48,6 @@ class Server(ShoalServer):
 
     def stderr(self) -> str:
         return self._stderr_path.read_text(errors="replace") if self._stderr_path else ""
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def _ray_process(server: ShoalServer, binary: bytes) -> int:

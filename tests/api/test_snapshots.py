@@ -5,22 +5,18 @@ locations change nothing."""
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import tarfile
 import threading
-import uuid
-from pathlib import Path
 
 import pytest
 from qdrant_client import models
 
 from tests.api.rawhttp import call, error_text
+from tests.api.snapshotting import VECTORS, download, everything, key_folder, points, snapshots_folder, upload
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-VECTORS = models.VectorParams(size=4, distance=models.Distance.COSINE)
 
 
 @pytest.fixture
@@ -29,46 +25,6 @@ def server(shoal_server):
         pytest.skip("snapshots need a real Shoal server (SHOAL_TEST_AGAINST_MEMORY=1)")
     shoal_server.ensure_up()
     return shoal_server
-
-
-def points(n: int, start: int = 0) -> list[models.PointStruct]:
-    return [models.PointStruct(id=i, vector=[1.0, float(i % 7), float(i % 5), 0.5], payload={"i": i, "tag": f"t{i % 3}"})
-            for i in range(start, start + n)]
-
-
-def everything(client, name: str) -> dict:
-    records, _ = client.scroll(name, limit=100_000, with_vectors=True, with_payload=True)
-    return {r.id: (r.vector, r.payload) for r in records}
-
-
-def snapshots_folder(server) -> Path:
-    return server.storage / "snapshots"
-
-
-def upload(server, name: str, data: bytes, field: str = "snapshot") -> tuple[int, dict]:
-    """A multipart upload, as qdrant-client's REST API sends it."""
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"s.snapshot\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    try:
-        conn.request("POST", f"/collections/{name}/snapshots/upload?wait=true", body=body,
-                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
-
-
-def download(server, name: str, snapshot: str) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    try:
-        conn.request("GET", f"/collections/{name}/snapshots/{snapshot}")
-        response = conn.getresponse()
-        assert response.status == 200 and response.getheader("Content-Type") == "application/octet-stream"
-        return response.read()
-    finally:
-        conn.close()
 
 
 def test_create_list_download_delete_and_recover(server, shoal, collection_names, shard_number):
@@ -88,7 +44,7 @@ def test_create_list_download_delete_and_recover(server, shoal, collection_names
     # Change everything, then recover the snapshot from its file: as it was.
     shoal.delete(name, points_selector=models.PointIdsList(points=list(range(0, 300, 2))), wait=True)
     shoal.upsert(name, points=points(50, start=1000), wait=True)
-    location = (snapshots_folder(server).resolve() / _key_folder(server, name) / described.name).as_uri()
+    location = (snapshots_folder(server).resolve() / key_folder(name) / described.name).as_uri()
     assert shoal.recover_snapshot(name, location=location, checksum=described.checksum, wait=True) is True
     assert everything(shoal, name) == before
     info = shoal.get_collection(name)
@@ -109,13 +65,6 @@ def test_create_list_download_delete_and_recover(server, shoal, collection_names
     assert shoal.list_snapshots(name) == []
     status, body = call("GET", f"{server.url}/collections/{name}/snapshots/{described.name}")
     assert (status, error_text(body)) == (404, f"Not found: Snapshot {described.name} not found")
-
-
-def _key_folder(server, name: str) -> str:
-    """The folder a collection's snapshots are kept in (a digest of its name)."""
-    import hashlib
-
-    return hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def test_a_snapshot_taken_under_writes_is_consistent(server, shoal, collection_names):
@@ -147,7 +96,7 @@ def test_a_snapshot_taken_under_writes_is_consistent(server, shoal, collection_n
         stop.set()
         thread.join(timeout=120)
     copy = collection_names("snapw_copy")
-    location = (snapshots_folder(server).resolve() / _key_folder(server, name) / snapshot.name).as_uri()
+    location = (snapshots_folder(server).resolve() / key_folder(name) / snapshot.name).as_uri()
     assert shoal.recover_snapshot(copy, location=location, wait=True) is True
     restored = everything(shoal, copy)
     assert restored and set(restored) <= set(acknowledged)

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from tests.cluster.netns import Network, missing
-from tests.cluster.raynodes import RayCluster
+from tests.cluster.raynodes import running
 
 
 def need(iptables: bool = False) -> None:
@@ -53,14 +53,8 @@ def ray_cluster():
     than ~15 s; a silent (cut-off) node's checks each wait 10 s first, so a cut
     of a few seconds is never taken for a death."""
     need()
-    network = Network(5)
-    cluster = RayCluster(network, [1, 1, 1, 1, 0], env={"RAY_health_check_period_ms": "1000"})
-    try:
-        cluster.start()
+    with running([1, 1, 1, 1, 0]) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        network.close()
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,19 @@ def end(*procs: subprocess.Popen, grace: float = 10.0) -> None:
             proc.wait(timeout=5)
 
 
+def until(predicate, seconds: float, what: str, step: float = 0.25):
+    """``predicate()``'s first true value, tried at most every ``step`` s for
+    ``seconds``; fails saying ``what`` did not happen."""
+    deadline = time.monotonic() + seconds
+    for _ in range(int(seconds / step) + 1):
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            break
+        time.sleep(step)
+    assert value, f"not within {seconds:.0f} s: {what}"
+    return value
+
+
 @dataclass
 class RayNode:
     host: Host
@@ -102,11 +115,15 @@ class RayNode:
 class RayCluster:
     """One node per entry of ``cpus`` (its ``--num-cpus``), on ``network.hosts`` in
     order; the first is the head. ``env`` adds variables to every node and driver
-    (e.g. ``RAY_health_check_period_ms``)."""
+    (e.g. ``RAY_health_check_period_ms``); ``head_env`` and ``head_args`` to the
+    head's ``ray start`` alone (e.g. ``RAY_REDIS_ADDRESS`` and ``--redis-password``
+    for GCS fault tolerance)."""
 
     network: Network
     cpus: list[int]
     env: dict[str, str] = field(default_factory=dict)
+    head_env: dict[str, str] = field(default_factory=dict)
+    head_args: list[str] = field(default_factory=list)
     nodes: list[RayNode] = field(init=False)
     drivers: list[subprocess.Popen] = field(init=False, default_factory=list)
 
@@ -144,6 +161,12 @@ class RayCluster:
     def restart(self, node: RayNode, timeout: float = 90.0) -> None:
         """Start ``node`` again (after ``kill`` or ``stop_node``); Ray gives it a new node id."""
         end(node.proc)
+        if node.head:
+            # `ray start --head` refuses to start where its folder names a cluster at its
+            # own address that `ps` shows processes of; here `ps` sees the other hosts'
+            # raylets, which name that address. A head machine started anew (a new
+            # KubeRay head pod) has no such file.
+            (self.network.scratch / node.name / "ray_current_cluster").unlink(missing_ok=True)
         self._launch(node)
         self._wait_started([node], timeout)
 
@@ -156,14 +179,16 @@ class RayCluster:
     def stop_node(self, node: RayNode) -> None:
         end(node.proc)
 
-    def popen(self, host: Host | None, argv: list[str], name: str, pipes: bool = False) -> subprocess.Popen:
+    def popen(self, host: Host | None, argv: list[str], name: str, pipes: bool = False,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
         """Run ``argv`` on ``host`` (None: the root namespace) with the cluster's
         environment and ``RAY_ADDRESS``; kept, and ended by ``stop``. Its output goes
         to ``<scratch>/<name>.log``. A Ray driver needs a host with a node (see above)
         and must pass ``_node_ip_address`` (``SHOAL_TEST_NODE_IP``) to ``ray.init``:
         Ray finds local raylets with ``ps``, which here sees every host's, and
-        would otherwise attach to the head's."""
-        env = dict(self.environ(), RAY_ADDRESS=self.address, SHOAL_TEST_NODE_IP=host.address if host else "")
+        would otherwise attach to the head's. ``env`` adds variables."""
+        env = dict(self.environ(), RAY_ADDRESS=self.address, SHOAL_TEST_NODE_IP=host.address if host else "",
+                   **(env or {}))
         proc = self.network.popen(host, argv, env, log=self.network.scratch / f"{name}.log", cwd=REPO_ROOT, pipes=pipes)
         self.drivers.append(proc)
         return proc
@@ -199,13 +224,15 @@ class RayCluster:
                 "--node-ip-address", node.host.address, "--num-cpus", str(node.num_cpus),
                 "--object-store-memory", str(OBJECT_STORE_BYTES),
                 "--temp-dir", str(self.network.scratch / node.name)]
+        env = self.environ()
         if node.head:
-            argv += ["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false"]
+            argv += ["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false", *self.head_args]
+            env.update(self.head_env)
         else:
             argv += ["--address", self.address]
         with open(self.log(node), "a") as f:
             f.write(f"\n=== start {node.starts}: {' '.join(argv)}\n")
-        node.proc = self.network.popen(node.host, argv, self.environ(), log=self.log(node), cwd=REPO_ROOT)
+        node.proc = self.network.popen(node.host, argv, env, log=self.log(node), cwd=REPO_ROOT)
 
     def _wait_started(self, nodes: list[RayNode], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -255,3 +282,21 @@ class Driver:
                 raise RuntimeError(f"Ray driver: {why} within {timeout:.0f} s\n{tail}")
             if select.select([self.proc.stdout], [], [], min(left, 0.5))[0]:
                 self._buffer += os.read(self.proc.stdout.fileno(), 65536)
+
+
+FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000"}
+
+
+@contextlib.contextmanager
+def running(cpus: list[int], env: dict[str, str] | None = None):
+    """A network of ``len(cpus)`` hosts and a RayCluster on it (``cpus``: each
+    node's ``--num-cpus``, the head first), started; stopped and removed at the end.
+    By default the GCS checks every node each second (see ``conftest.ray_cluster``)."""
+    network = Network(len(cpus))
+    cluster = RayCluster(network, cpus, env=FAST_HEALTH_CHECKS if env is None else env)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        network.close()

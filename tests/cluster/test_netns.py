@@ -25,6 +25,7 @@ import pytest
 from tests.cluster.conftest import need
 from tests.cluster.connections import connections, escapes
 from tests.cluster.netns import STATE_DIR, Network, ip, missing, remove_stale
+from tests.cluster.raynodes import until
 from tests.conftest import _proc_table
 
 PORT = 7000
@@ -40,19 +41,6 @@ except TimeoutError:
 except OSError as e:
     print(e.strerror)
 """
-
-
-def until(predicate, seconds: float, what: str, step: float = 0.25):
-    """``predicate()``'s first true value, tried at most every ``step`` s for
-    ``seconds``; fails saying ``what`` did not happen."""
-    deadline = time.monotonic() + seconds
-    for _ in range(int(seconds / step) + 1):
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            break
-        time.sleep(step)
-    assert value, f"not within {seconds:.0f} s: {what}"
-    return value
 
 
 def connect(network: Network, host, address: str, timeout: float = 2.0) -> str:

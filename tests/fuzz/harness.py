@@ -49,6 +49,7 @@ READS = {
     "recommend_points", "recommend_batch_points", "recommend_point_groups", "discover_points",
     "discover_batch_points", "count_points", "facet", "query_points", "query_batch_points",
     "query_points_groups", "search_matrix_pairs", "search_matrix_offsets",
+    "cluster_status", "collection_cluster_info",
 }
 
 

@@ -39,14 +39,12 @@ UNSERVED = {
     "create_shard_key", "delete_shard_key",
     # service internals
     "telemetry", "post_locks", "get_locks", "get_issues", "clear_issues",
-    # distributed mode
-    "cluster_status", "recover_current_peer", "remove_peer",
-    "collection_cluster_info", "update_collection_cluster",
-    # full-storage and shard snapshots (collection snapshots are served)
+    # distributed mode: peer removal and Raft recovery (the cluster's and a
+    # collection's status, and cluster operations, are served)
+    "recover_current_peer", "remove_peer",
+    # full-storage snapshots (collection and shard snapshots are served)
     "list_full_snapshots", "create_full_snapshot",
-    "delete_full_snapshot", "get_full_snapshot", "recover_shard_from_uploaded_snapshot",
-    "recover_shard_from_snapshot", "list_shard_snapshots", "create_shard_snapshot",
-    "delete_shard_snapshot", "get_shard_snapshot",
+    "delete_full_snapshot", "get_full_snapshot",
 }
 OPERATIONS = spec_operations(POSITIVE_SPEC)
 SERVED = [op for op in OPERATIONS if op.id not in UNSERVED]

@@ -1,0 +1,171 @@
+"""One shard of a replicated collection, as a gateway sees it: a ``ShardClient`` over
+the clients of its replicas, routing by ``cluster.routing`` (docs/cluster.md, "Writes"
+and "Reads").
+
+- A write goes to the shard's primary as ``replicate``: the primary applies it and
+  forwards it, in sequence order, to the other replicas that take writes, and says who
+  has it (``cluster.replicator``). ``routing.write_verdict`` decides; the replicas that
+  failed are marked ``dead`` through Raft (``mark_dead``, given by the owner) *before*
+  the client is answered, so that no replica left active lacks an acknowledged write.
+- A read goes to one active replica (the one on the gateway's own node first, then
+  in turn), or to as many as the request's ``consistency`` asks (``READ_CONSISTENCY``,
+  set per request as ``REQUEST_TIMEOUT`` is), whose answers are resolved into one
+  (``cluster.resolve``). A replica that fails a read is skipped for a few seconds and
+  the read goes to the next one.
+
+The set holds the shard's entry of the placement (epoch, primary, replicas and their
+states) as the metadata last said; its owner calls ``update`` after every change.
+Ray-free: the replica clients may be Ray-backed handles or plain socket clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from contextvars import ContextVar
+from typing import Any, Awaitable, Callable
+
+from cluster import resolve, routing
+from cluster.replicator import Peer, WriteOutcome
+from cluster.shard_client import WRITES, ShardClient, ShardTimeout, ShardUnavailable
+from cluster.transport import Endpoints
+from shard.types import BadInput
+
+# The request's ``consistency`` (gateway.params.ReadParams), for every shard it reads.
+READ_CONSISTENCY: ContextVar[routing.Consistency] = ContextVar("read_consistency", default=None)
+SKIP_FAILING_FOR = 5.0  # seconds a replica that failed a read is asked last
+WRITE_TIMEOUT = 10.0  # seconds the primary waits for its peers before naming them failed
+TRANSIENT = (ShardUnavailable, ShardTimeout, ConnectionError, routing.NotEnoughReplicas)
+
+# How several replicas' answers of one method become one (cluster.resolve); the
+# others (info, digest, sample, ...) take the first answer.
+_RESOLVERS: dict[str, Callable[[list, resolve.Condition], Any]] = {
+    "search_batch": resolve.resolve_batches,
+    "retrieve": resolve.resolve_records,
+    "count": resolve.resolve_count,
+    "facet": resolve.resolve_facets,
+}
+
+MarkDead = Callable[[int, dict[str, str]], Awaitable[None]]  # (shard, {replica: its state now}) -> committed
+
+
+class ReplicaSet(ShardClient):
+    def __init__(self, index: int, shard: dict[str, Any], replicas: dict[str, ShardClient],
+                 endpoints: dict[str, Endpoints], *, own_node: str | None, write_factor: int,
+                 mark_dead: MarkDead, read_fan_out: int = 0, write_timeout: float = WRITE_TIMEOUT):
+        super().__init__(index)
+        self.own_node = own_node
+        self.write_factor = write_factor
+        self.read_fan_out = read_fan_out
+        self.write_timeout = write_timeout
+        self._mark_dead = mark_dead
+        self._turn = itertools.count()
+        self._failing: dict[str, float] = {}  # replica -> until when it is asked last
+        self.update(shard, replicas, endpoints)
+
+    def update(self, shard: dict[str, Any], replicas: dict[str, ShardClient], endpoints: dict[str, Endpoints]) -> None:
+        """The shard's placement entry as the metadata now holds it, and a client and
+        the endpoints of each of its replicas."""
+        self.shard, self.replicas, self.endpoints = shard, replicas, endpoints
+
+    # ------------------------------------------------------------------ writes
+
+    async def _send(self, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if method == "apply":
+            return await self._write(*args, **kwargs)
+        if method in WRITES:
+            raise BadInput(f"`{method}` is not supported on a replicated shard yet")
+        return await self._read(method, args, kwargs)
+
+    async def _write(self, op: dict[str, Any], wait: bool) -> int:
+        targets = routing.write_targets(self.shard, self.shard["epoch"], shard_id=self.index)
+        quorum = routing.write_quorum(self.write_factor, targets)
+        if targets.primary not in self.replicas:
+            raise ShardUnavailable(f"shard {self.index}: its primary {targets.primary} is not running")
+        peers = [Peer(r, self.endpoints[r]) for r in targets.forwards if r in self.endpoints]
+        outcome: WriteOutcome = await self.replicas[targets.primary].call(
+            "replicate", op, wait, targets.epoch, peers, self.write_timeout, timeout=self.write_timeout + 30)
+        if outcome.stale:
+            raise ShardUnavailable(f"shard {self.index}: its primary was replaced while writing; retry")
+        # An active replica that did not take the write is marked dead. A partial one
+        # is behind by nature (being filled by a transfer, or not started yet): it
+        # reads nothing, and it is caught up from the primary's log before it is
+        # made active; its failures neither fail the write nor mark it.
+        why = {**{r: "not running" for r in targets.forwards if r not in self.endpoints}, **outcome.failed}
+        failed = {r: ShardUnavailable(f"replica {r}: {text}") for r, text in why.items() if r in targets.active}
+        verdict = routing.write_verdict(targets, quorum, {targets.primary, *outcome.acked}, failed)
+        if verdict.mark_dead:
+            states = {r: self.shard["replicas"][r]["state"] for r in verdict.mark_dead}
+            await self._mark_dead(self.index, states)
+        if not verdict.accepted:
+            raise verdict.error
+        return outcome.seq
+
+    # ------------------------------------------------------------------- reads
+
+    async def _read(self, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        now = time.monotonic()
+        failing = [r for r, until in self._failing.items() if until > now]
+        plan = self._plan(failing)
+        if plan.required == 1 and len(plan.ask) == 1:
+            return await self._one(method, args, kwargs, [*plan.ask, *plan.spares, *failing])
+        answers = await self._several(method, args, kwargs, plan)
+        resolver = _RESOLVERS.get(method)
+        return answers[0] if resolver is None or len(answers) == 1 else resolver(answers, plan.condition)
+
+    def _plan(self, failing: list[str]) -> routing.ReadPlan:
+        try:
+            return routing.read_targets(self.shard, READ_CONSISTENCY.get(), self.own_node, failing,
+                                        shard_id=self.index, seed=next(self._turn), fan_out=self.read_fan_out)
+        except routing.NotEnoughReplicas:
+            if not failing:
+                raise
+            return routing.read_targets(self.shard, READ_CONSISTENCY.get(), self.own_node, (),
+                                        shard_id=self.index, seed=next(self._turn), fan_out=self.read_fan_out)
+
+    async def _one(self, method: str, args: tuple, kwargs: dict[str, Any], order: list[str]) -> Any:
+        """Ask the replicas in ``order`` one after the other until one answers."""
+        errors = []
+        for replica in dict.fromkeys(order):
+            try:
+                return await self.replicas[replica].call(method, *args, **kwargs)
+            except TRANSIENT as exc:
+                self._failing[replica] = time.monotonic() + SKIP_FAILING_FOR
+                errors.append(f"replica {replica}: {exc}")
+        raise ShardUnavailable(routing.reads_failed(errors, 0))
+
+    async def _several(self, method: str, args: tuple, kwargs: dict[str, Any], plan: routing.ReadPlan) -> list:
+        """Ask ``plan.ask`` at once, a spare for each transient failure, until
+        ``plan.required`` answered (routing.ReadPlan says how)."""
+        spares = list(plan.spares)
+        pending = {asyncio.ensure_future(self._ask(r, method, args, kwargs)) for r in plan.ask}
+        answers, errors = [], []
+        try:
+            while pending and len(answers) < plan.required:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    replica, ok, value = task.result()
+                    if ok:
+                        answers.append(value)
+                        continue
+                    if not isinstance(value, TRANSIENT):
+                        raise value
+                    self._failing[replica] = time.monotonic() + SKIP_FAILING_FOR
+                    errors.append(f"replica {replica}: {value}")
+                    if spares:
+                        pending.add(asyncio.ensure_future(self._ask(spares.pop(0), method, args, kwargs)))
+                if len(answers) + len(pending) < plan.required:
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+        if len(answers) < plan.required:
+            raise routing.ReplicaSetError(routing.reads_failed(errors, len(answers)))
+        return answers
+
+    async def _ask(self, replica: str, method: str, args: tuple, kwargs: dict[str, Any]) -> tuple[str, bool, Any]:
+        try:
+            return replica, True, await self.replicas[replica].call(method, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sorted by the caller
+            return replica, False, exc
