@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _network_only(network: Network):
+def network_only(network: Network):
     """``loadgen`` and ``RestClient`` refuse every URL but loopback, so that the
     benchmark never loads another machine. These gateways are on this machine
     too, on the run's own bridge: for the run, accept its subnet instead (and
@@ -290,7 +290,7 @@ def _run(args, cfg: BenchConfig, ds: dataset.Dataset, truth: np.ndarray) -> dict
                   f"graphs (shards all on A at create {got['placement_attempts']})", flush=True)
         if args.quiet_wait > 0:
             print(f"  machine load before measuring: {machine.wait_for_quiet(args.quiet_wait):.2f} cores", flush=True)
-        with _network_only(network), tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp, \
+        with network_only(network), tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp, \
                 machine.LoadMeter() as meter:
             clients = {name: RestClient(url) for name, url in urls.items()}
             try:
@@ -363,6 +363,33 @@ def targets(res: dict) -> list[dict]:
     return out
 
 
+def run_warnings(res: dict) -> list[str]:
+    """Warnings every run on the test network checks: connections that left it
+    (``escaped_connections``) and other processes' CPU (``machine_load``)."""
+    out = []
+    if res["escaped_connections"]:
+        out.append(f"connections left the test network: {res['escaped_connections']}")
+    if res["machine_load"]["foreign_cores"] > machine.QUIET_CORES:
+        out.append(f"other processes used {res['machine_load']['foreign_cores']:.2f} cores on average "
+                   "during the measurements")
+    return out
+
+
+def finish(out: str, targets_lines: list[str], warnings: list[str], doc: dict) -> None:
+    """Print the targets and warnings, and write ``doc`` (with the machine's
+    description) as JSON to ``out``."""
+    print("\ntargets:")
+    for line in targets_lines:
+        print("  " + line)
+    for w in warnings:
+        print("WARNING: " + w)
+    doc = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+           **doc}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=2, default=str))
+    print(f"\nJSON written to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if (why := missing()) is not None:
@@ -381,28 +408,16 @@ def main(argv: list[str] | None = None) -> int:
     print(render(res))
     tgts = targets(res)
     warnings = _path_warnings(res["data_paths"], args.shards)
-    if res["escaped_connections"]:
-        warnings.append(f"connections left the test network: {res['escaped_connections']}")
     if any(res["throughput"][s.name]["errors"] for s in SETUPS):
         warnings.append("the load generator saw errors: " + ", ".join(
             f"{s.name} {res['throughput'][s.name]['errors']}" for s in SETUPS))
-    if res["machine_load"]["foreign_cores"] > machine.QUIET_CORES:
-        warnings.append(f"other processes used {res['machine_load']['foreign_cores']:.2f} cores on average "
-                        "during the measurements")
-    print("\ntargets:")
-    for t in tgts:
-        print(f"  [{t['result']}] {t['target']}: {t['p50_ms']:.3f} ms")
-    for w in warnings:
-        print("WARNING: " + w)
+    warnings += run_warnings(res)
     doc = {"settings": {**vars(args), "bench_config": asdict(cfg)},
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
            "setups": {s.name: {"gateway": s.label, "secret": s.secret, "on_shard_host": s.host == 0} for s in SETUPS},
            "table": [dict(zip(("measure", "gateway", "figure", "recall", "reference", "reference_recall"), row))
                      for row in _rows(res)],
            "targets": tgts, "warnings": warnings, "results": res}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2, default=str))
-    print(f"\nJSON written to {args.out}")
+    finish(args.out, [f"[{t['result']}] {t['target']}: {t['p50_ms']:.3f} ms" for t in tgts], warnings, doc)
     return 0
 
 
