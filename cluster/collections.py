@@ -180,20 +180,27 @@ class Collections(RunningCollections):
                 started[replica] = ShardHandle(actor, i, secret)
             handles.append(started)
         every = [h for started in handles for h in started.values()]
+
+        async def up(handle: ShardHandle):
+            await handle.ready()
+            return await runtime.endpoints(handle.actor)
+
         try:
             async with asyncio.timeout(self.limits.start_timeout):
-                results = await asyncio.gather(*(h.ready() for h in every), return_exceptions=True)
-                failed = {id(h): r for h, r in zip(every, results) if isinstance(r, BaseException)}
-                for i, started in enumerate(handles):
-                    for replica in [r for r, h in started.items() if id(h) in failed]:
+                answers = iter(await asyncio.gather(*(up(h) for h in every), return_exceptions=True))
+            endpoints = []
+            for i, started in enumerate(handles):  # ``every`` is the handles in this order
+                endpoints.append({})
+                for replica in list(started):
+                    answer = next(answers)
+                    if isinstance(answer, BaseException):
                         log.warning("collection `%s`: replica %s of shard %d did not start: %s", name, replica, i,
-                                    failed[id(started[replica])])
+                                    answer)
                         del started[replica]
-                    if not any(placement["shards"][i]["replicas"][r]["state"] == ReplicaState.ACTIVE for r in started):
-                        raise ShardUnavailable(f"shard {i} of collection `{name}` has no replica that could serve")
-                endpoints = [dict(zip(started, await asyncio.gather(*(runtime.endpoints(h.actor)
-                                                                          for h in started.values()))))
-                             for started in handles]
+                    else:
+                        endpoints[i][replica] = answer
+                if not any(placement["shards"][i]["replicas"][r]["state"] == ReplicaState.ACTIVE for r in started):
+                    raise ShardUnavailable(f"shard {i} of collection `{name}` has no replica that could serve")
         except BaseException as exc:
             await asyncio.gather(*(h.stop(take_snapshot=False) for h in every), return_exceptions=True)
             if isinstance(exc, TimeoutError):
