@@ -87,6 +87,9 @@ class _NameLocks:
             if not self._users[name]:
                 del self._users[name], self._locks[name]
 
+    def busy(self, name: str) -> bool:
+        return name in self._users
+
 
 class Collections(RunningCollections):
     """Running collections, kept in step with the metadata."""
@@ -102,6 +105,9 @@ class Collections(RunningCollections):
         self._unavailable: dict[str, Unavailable] = {}
         self._starting: dict[str, int] = {}  # name -> shards being started for a create
         self._names = _NameLocks()
+        self._follow_lock = asyncio.Lock()
+        self._followed = -1  # the metadata version ``follow`` last brought this gateway to
+        self.following = False  # other gateways may change the metadata (cluster.follower)
         self.ready = False
         self.on_change = lambda: None  # told after every change of the registry
 
@@ -131,25 +137,34 @@ class Collections(RunningCollections):
     # ------------------------------------------------------------------ shards
 
     async def _start(self, name: str, config: dict[str, Any], incarnation: str,
-                     placement: dict[str, Any] | None = None) -> Collection:
+                     placement: dict[str, Any] | None = None, spawn: bool = True) -> Collection:
         """Start the shards of one collection and wait until every one answers;
         if any fails or the wait exceeds ``limits.start_timeout``, stop them all
-        and raise. A ``placement`` that lists replicas: ``_start_replicated``."""
+        and raise. A ``placement`` that lists replicas: ``_start_replicated``.
+        ``spawn=False`` starts nothing: it finds the actors another gateway started
+        (``follow``), and a shard not found fails the start."""
         if placement is not None and isinstance(placement.get("shards"), list):
-            return await self._start_replicated(name, config, incarnation, placement)
+            return await self._start_replicated(name, config, incarnation, placement, spawn)
         folder = self._dir(incarnation)
         collection = Collection(name, config, incarnation)
         shard_config = collection.shard_config.to_json()
         nodes = await asyncio.to_thread(runtime.shard_nodes)
         for i in range(config["params"].get("shard_number", 1)):
-            actor = runtime.spawn_shard(f"shard-{incarnation}-{i}", str(folder / f"shard-{i}"),
-                                        shard_config, self.shard_options, node=_node_for(incarnation, i, nodes))
+            actor_name = f"shard-{incarnation}-{i}"
+            if spawn:
+                actor = runtime.spawn_shard(actor_name, str(folder / f"shard-{i}"), shard_config, self.shard_options,
+                                            node=_node_for(incarnation, i, nodes))
+            else:
+                actor = await asyncio.to_thread(runtime.find_shard, actor_name)
+                if actor is None:
+                    raise ShardUnavailable(f"shard {i} of collection `{name}` is not running")
             collection.shards.append(ShardHandle(actor, i, self.shard_options.get("wire_secret")))
         try:
             async with asyncio.timeout(self.limits.start_timeout):
                 await asyncio.gather(*(s.ready() for s in collection.shards))
         except BaseException as exc:
-            await self._stop(collection, take_snapshot=False)
+            if spawn:
+                await self._stop(collection, take_snapshot=False)
             if isinstance(exc, TimeoutError):
                 raise ShardUnavailable(f"the shards of collection `{name}` did not start within "
                                        f"{self.limits.start_timeout:g} s (setting limits.shard_start_timeout_s)") from None
@@ -157,13 +172,14 @@ class Collections(RunningCollections):
         return collection
 
     async def _start_replicated(self, name: str, config: dict[str, Any], incarnation: str,
-                                placement: dict[str, Any]) -> Collection:
+                                placement: dict[str, Any], spawn: bool = True) -> Collection:
         """Start every replica the placement lists on a live node (each a detached
         actor pinned to its node: ``shard-<incarnation>-<shard>-<replica>``, its data
         in ``shard-<shard>-<replica>``; one already running is reused), wait until
         they answer, and give each shard a ReplicaSet over them. Replicas that
         cannot start are left to the controller, unless a shard has no replica that
-        could serve: then the start fails, as an unreplicated one does."""
+        could serve: then the start fails, as an unreplicated one does.
+        ``spawn=False``: only the replicas found running are used."""
         folder = self._dir(incarnation)
         collection = Collection(name, config, incarnation)
         shard_config = collection.shard_config.to_json()
@@ -175,8 +191,14 @@ class Collections(RunningCollections):
             for replica, info in sorted(entry["replicas"].items()):
                 if info["node"] not in alive or info["state"] == "dead":
                     continue
-                actor = runtime.spawn_shard(f"shard-{incarnation}-{i}-{replica}", str(folder / f"shard-{i}-{replica}"),
-                                            shard_config, self.shard_options, node=info["node"], detached=True)
+                actor_name = f"shard-{incarnation}-{i}-{replica}"
+                if spawn:
+                    actor = runtime.spawn_shard(actor_name, str(folder / f"shard-{i}-{replica}"), shard_config,
+                                                self.shard_options, node=info["node"], detached=True)
+                else:
+                    actor = await asyncio.to_thread(runtime.find_shard, actor_name)
+                    if actor is None:
+                        continue
                 started[replica] = ShardHandle(actor, i, secret)
             handles.append(started)
         every = [h for started in handles for h in started.values()]
@@ -202,7 +224,8 @@ class Collections(RunningCollections):
                 if not any(placement["shards"][i]["replicas"][r]["state"] == ReplicaState.ACTIVE for r in started):
                     raise ShardUnavailable(f"shard {i} of collection `{name}` has no replica that could serve")
         except BaseException as exc:
-            await asyncio.gather(*(h.stop(take_snapshot=False) for h in every), return_exceptions=True)
+            if spawn:
+                await asyncio.gather(*(h.stop(take_snapshot=False) for h in every), return_exceptions=True)
             if isinstance(exc, TimeoutError):
                 raise ShardUnavailable(f"the replicas of collection `{name}` did not start within "
                                        f"{self.limits.start_timeout:g} s (setting limits.shard_start_timeout_s)") from None
@@ -328,6 +351,105 @@ class Collections(RunningCollections):
                 listed = placed["replicas"]
                 shard.update(placed, {r: h for r, h in shard.replicas.items() if r in listed},
                              {r: e for r, e in shard.endpoints.items() if r in listed})
+
+    # ------------------------------------------ following the other gateways
+
+    def behind(self, name: str) -> bool:
+        """Whether the metadata changed ``name`` (a collection or an alias) since this
+        gateway last followed it: created, deleted or re-created through another one."""
+        if not self.following or self.metadata.version == self._followed or not self.ready:
+            return False
+        real = self.metadata.resolve(name) or name
+        running = self._running.get(real)
+        return self.metadata.incarnation(real) != (running.incarnation if running is not None else None)
+
+    async def follow(self) -> None:
+        """Bring the running collections in step with the metadata, whichever gateway
+        (or the controller) changed it: start serving a collection created elsewhere
+        (its shards found running, never started here), forget one deleted or
+        re-created, take a new config and placement, and reach replicas added since.
+        A name whose own change is under way on this gateway is left to that change.
+        Called after every metadata apply (``MetadataFollower``), every few seconds,
+        and by a request that finds this gateway behind."""
+        if not self.ready:  # restore starts everything the metadata holds
+            return
+        async with self._follow_lock:
+            version = self.metadata.version
+            entries = self.metadata.collections()
+            changed = False
+            for name in sorted({*self._running, *self._unavailable, *entries}):
+                if self._names.busy(name):
+                    continue
+                async with self._names.hold(name):
+                    try:
+                        changed |= await self._follow_one(name, self.metadata.collection(name))
+                    except Exception as exc:  # noqa: BLE001 - one collection's trouble never stops the others
+                        log.warning("collection `%s`: could not follow its metadata: %s", name, _reason(exc))
+            self._followed = version
+            if changed:
+                self.on_change()
+
+    async def _follow_one(self, name: str, entry: dict[str, Any] | None) -> bool:
+        """``follow`` for one name; whether the registry changed."""
+        placement = (entry or {}).get("placement") or {}
+        running = self._running.get(name)
+        changed = False
+        if running is not None and placement.get("incarnation") != running.incarnation:
+            del self._running[name]  # deleted, or re-created, through another gateway
+            if not any(isinstance(s, ReplicaSet) for s in running.shards):
+                await self._stop(running, take_snapshot=False)  # non-detached actors this gateway found or started
+            running, changed = None, True
+        if entry is None:
+            return self._unavailable.pop(name, None) is not None or changed
+        if running is None:
+            try:
+                collection = await self._start(name, entry["config"], placement.get("incarnation"), placement,
+                                               spawn=False)
+            except Exception as exc:  # noqa: BLE001 - reported as the collection's state
+                before = self._unavailable.get(name)
+                self._unavailable[name] = Unavailable(entry["config"], _reason(exc))
+                return changed or before is None
+            self._unavailable.pop(name, None)
+            self._running[name] = collection
+            log.info("collection `%s`: serving it (created through another gateway)", name)
+            return True
+        if running.config != entry["config"]:
+            running.config = entry["config"]
+            params = entry["config"]["params"]
+            for shard in running.shards:
+                if isinstance(shard, ReplicaSet):
+                    shard.write_factor = params.get("write_consistency_factor") or 1
+                    shard.read_fan_out = params.get("read_fan_out_factor") or 0
+            changed = True
+        self._refresh_placement(name)
+        await self._reach_new_replicas(running, placement)
+        return changed
+
+    async def _reach_new_replicas(self, collection: Collection, placement: dict[str, Any]) -> None:
+        """Add to each shard's set the listed replicas (not dead) it has no client
+        for and that are running: added by the controller, or restarted."""
+        missing = [(shard, replica) for shard, entry in zip(collection.shards, placement.get("shards") or ())
+                   if isinstance(shard, ReplicaSet)
+                   for replica, info in sorted(entry["replicas"].items())
+                   if info["state"] != ReplicaState.DEAD and replica not in shard.replicas]
+        secret = self.shard_options.get("wire_secret")
+
+        async def reach(shard: ReplicaSet, replica: str):
+            actor = await asyncio.to_thread(runtime.find_shard, f"shard-{collection.incarnation}-{shard.index}-{replica}")
+            if actor is None:
+                return None
+            handle = ShardHandle(actor, shard.index, secret)
+            async with asyncio.timeout(5):
+                await handle.ready()
+                return handle, await runtime.endpoints(actor)
+
+        found = await asyncio.gather(*(reach(s, r) for s, r in missing), return_exceptions=True)
+        for (shard, replica), answer in zip(missing, found):
+            if answer is None or isinstance(answer, BaseException) or replica in shard.replicas \
+                    or replica not in shard.shard["replicas"]:
+                continue
+            handle, where = answer
+            shard.update(shard.shard, {**shard.replicas, replica: handle}, {**shard.endpoints, replica: where})
 
     @staticmethod
     async def _stop(collection: Collection, take_snapshot: bool = True) -> None:
@@ -459,9 +581,11 @@ class Collections(RunningCollections):
         """Where a new collection's shards go. On one node, the unreplicated layout
         (one actor per shard, as ever). On a cluster of several nodes, replicas:
         ``replication_factor`` per shard (at most one per node), round the nodes, all
-        ``active`` once started (a new shard has no data to miss), r0 the primary."""
+        ``active`` once started (a new shard has no data to miss), r0 the primary.
+        With other gateways, replicas even on one node: they are detached actors,
+        which outlive the gateway that created them (unreplicated shards do not)."""
         nodes = await asyncio.to_thread(runtime.shard_nodes)
-        if len(nodes) < 2:
+        if len(nodes) < 2 and not self.metadata.partners:
             return {"incarnation": incarnation}
         params = config["params"]
         factor = params.get("replication_factor") or 1
@@ -533,7 +657,12 @@ class Collections(RunningCollections):
         collection = self._running.pop(name, None)
         self._unavailable.pop(name, None)
         self.on_change()
-        if collection is not None:
+        placement = (entry or {}).get("placement") or {}
+        if isinstance(placement.get("shards"), list) and is_incarnation(placement.get("incarnation")):
+            # Every listed replica, running here or not, deletes its storage on its node.
+            await asyncio.gather(*(runtime.destroy_named(f"shard-{placement['incarnation']}-{i}-{r}")
+                                   for i, shard in enumerate(placement["shards"]) for r in shard["replicas"]))
+        elif collection is not None:
             await self._stop(collection, take_snapshot=False)
         incarnation = (entry or {}).get("placement", {}).get("incarnation")
         if collection is not None:

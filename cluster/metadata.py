@@ -125,6 +125,7 @@ class _Replica(SyncObj):
         # Set before SyncObj.__init__: with autoTick its thread may apply entries at once.
         self._meta_state: dict[str, Any] = metadata_ops.empty_state()
         self._on_apply = on_apply
+        self.listeners: tuple[Callable[[MetaOp | None, OpResult, dict], None], ...] = ()
         self._dump_sync_ticks = 0
         # What GET /cluster reports of the Raft thread: when it last ticked, and
         # which partners it found unreachable at its last looks (see raft_status).
@@ -149,9 +150,11 @@ class _Replica(SyncObj):
             new_state, result = metadata_ops.apply(self._meta_state, op)
         self._meta_state = new_state
         self._msync_journal()
-        if self._on_apply is not None:
+        for listener in (self._on_apply, *self.listeners):
+            if listener is None:
+                continue
             try:
-                self._on_apply(op, result, new_state)
+                listener(op, result, new_state)
             except Exception:
                 logger.exception("metadata on_apply callback failed")
         return result.to_json()
@@ -351,6 +354,11 @@ class MetadataStore:
             raise MetadataUnavailable(f"metadata change not committed within {timeout:g}s (outcome unknown)")
         return proposal.result()
 
+    def listen(self, listener: Callable[[MetaOp | None, OpResult, dict], None]) -> None:
+        """Call ``listener(op, result, state)`` after every entry applied from now on,
+        as ``on_apply`` (in the Raft thread: keep it quick, hand work elsewhere)."""
+        self._replica.listeners = (*self._replica.listeners, listener)
+
     # -- ticking and readiness ------------------------------------------------
 
     def tick(self, time_to_wait: float = 0.0) -> None:
@@ -391,6 +399,11 @@ class MetadataStore:
     def collection(self, name: str) -> dict[str, Any] | None:
         record = self._replica._meta_state["collections"].get(name)
         return copy.deepcopy(record) if record is not None else None
+
+    def incarnation(self, name: str) -> str | None:
+        """The incarnation of collection ``name`` (None: no such collection); no copy made."""
+        record = self._replica._meta_state["collections"].get(name)
+        return (record.get("placement") or {}).get("incarnation") if record is not None else None
 
     def aliases(self) -> dict[str, str]:
         return dict(self._replica._meta_state["aliases"])

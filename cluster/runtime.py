@@ -463,13 +463,21 @@ async def destroy(actor) -> None:
     ray.kill(actor, no_restart=True)
 
 
+def find_shard(name: str):
+    """The running shard actor called ``name`` in Shoal's namespace, or None: how a
+    gateway reaches replicas another gateway or the controller started, without
+    ever starting one itself (blocking: a GCS lookup)."""
+    try:
+        return ray.get_actor(name)
+    except ValueError:
+        return None
+
+
 async def destroy_named(name: str) -> None:
     """``destroy`` the actor called ``name`` in Shoal's namespace, if there is one."""
-    try:
-        actor = ray.get_actor(name)
-    except ValueError:
-        return
-    await destroy(actor)
+    actor = await asyncio.to_thread(find_shard, name)
+    if actor is not None:
+        await destroy(actor)
 
 
 async def stop(actor, take_snapshot: bool = True) -> None:

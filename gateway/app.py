@@ -70,6 +70,9 @@ async def envelope(request: web.Request, handler):
         registry = request.app.get(COLLECTIONS)
         if isinstance(registry, RemoteCollections):
             await registry.refresh()
+        elif registry is not None and "collection_name" in request.match_info \
+                and registry.behind(request.match_info["collection_name"]):
+            await registry.follow()  # created or deleted through another gateway a moment ago
         result = await handler(request)
         if isinstance(result, web.StreamResponse):
             response = result

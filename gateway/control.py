@@ -16,6 +16,7 @@ from aiohttp import web
 from cluster import keys, runtime
 from cluster.actor import NODE_ADDRESS
 from cluster.collections import Collections, Limits
+from cluster.follower import MetadataFollower
 from cluster.health import HealthMonitor
 from cluster.metadata import MetadataStore
 from cluster.repair import RepairLoop
@@ -96,9 +97,14 @@ async def control_ctx(app: web.Application):
     repair = RepairLoop(metadata, collections, node_grace=settings.cluster.node_grace_s,
                         ray_down=lambda: health.ray_problem is not None) if settings.cluster.ray_address else None
 
+    # Other gateways may change the metadata only on a joined cluster (raft_peers needs ray_address).
+    follower = MetadataFollower(metadata, collections) if settings.cluster.ray_address else None
+
     async def restore():
         try:
             await collections.restore()
+            if follower is not None:
+                follower.start()
             if repair is not None:
                 repair.start()
             if control is not None:
@@ -112,6 +118,8 @@ async def control_ctx(app: web.Application):
     task = asyncio.create_task(restore())
     yield
     task.cancel()
+    if follower is not None:
+        await follower.stop()
     if repair is not None:
         await repair.stop()
     await health.stop()

@@ -106,6 +106,9 @@ class ClusterSettings(BaseModel):
     def _peers_need_a_secret(self) -> "ClusterSettings":
         if self.raft_peers and not (self.secret and self.secret.get_secret_value()):
             raise ValueError("cluster.secret is required when cluster.raft_peers is set")
+        if self.raft_peers and not self.ray_address:
+            raise ValueError("cluster.raft_peers needs cluster.ray_address (--ray-address or RAY_ADDRESS): the "
+                             "gateways of one cluster share its Ray cluster, where the shards run")
         return self
 
 

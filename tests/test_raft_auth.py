@@ -97,6 +97,9 @@ def test_a_single_gateway_gets_a_random_password_and_peers_need_the_secret():
 def test_settings_refuse_peers_without_a_secret_and_hide_it():
     with pytest.raises(ValueError, match="cluster.secret is required"):
         settings_module.load(overrides={"cluster": {"raft_peers": ["10.0.0.2:6335"]}})
-    loaded = settings_module.load(overrides={"cluster": {"raft_peers": ["10.0.0.2:6335"], "secret": "s3cret"}})
+    with pytest.raises(ValueError, match="cluster.raft_peers needs cluster.ray_address"):
+        settings_module.load(overrides={"cluster": {"raft_peers": ["10.0.0.2:6335"], "secret": "s3cret"}})
+    loaded = settings_module.load(overrides={"cluster": {"raft_peers": ["10.0.0.2:6335"], "secret": "s3cret",
+                                                         "ray_address": "10.0.0.1:6379"}})
     assert loaded.cluster.secret.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(loaded) and "s3cret" not in str(loaded.model_dump())

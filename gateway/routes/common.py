@@ -9,6 +9,7 @@ from aiohttp import web
 
 from cluster.collection import Collection, Registry
 from cluster.names import length_problem, name_problem
+from cluster.replica_set import READ_CONSISTENCY
 from cluster.shard_client import REQUEST_TIMEOUT
 from gateway import models
 from gateway.errors import BodyTimeout, ValidationError
@@ -66,6 +67,8 @@ def read_options(request: web.Request) -> ReadParams:
     params = read_params(request)
     if params.timeout is not None:
         REQUEST_TIMEOUT.set(float(params.timeout))
+    if params.consistency is not None:
+        READ_CONSISTENCY.set(params.consistency)
     return params
 
 

@@ -58,16 +58,20 @@ class Gateway:
 
 
 def launch(cluster: RayCluster, host: Host, port: int, storage: Path, secret: str | None = None,
-           env: dict[str, str] | None = None) -> Gateway:
+           env: dict[str, str] | None = None, peers: list[str] | None = None) -> Gateway:
     """Start a gateway on ``host`` listening at its address and ``port``, storing
-    in ``storage`` (its Raft takes ``port + 2`` on the host's loopback); returns
-    at once, see ``Gateway.wait_ready``. ``env``: more settings (``SHOAL__…``)."""
+    in ``storage`` (its Raft takes ``port + 2``: on the host's loopback, or with
+    ``peers``, the other gateways' Raft addresses, on its address); returns at
+    once, see ``Gateway.wait_ready``. ``env``: more settings (``SHOAL__…``)."""
     env = {"SHOAL__CLUSTER__NODE_IP_ADDRESS": host.address, **(env or {})}
     if secret is not None:
         env["SHOAL__CLUSTER__SECRET"] = secret
     name = f"gateway-{len(cluster.drivers) + 1}"
-    proc = cluster.popen(host, [sys.executable, "-m", "gateway", "serve", "--host", host.address, "--port", str(port),
-                                "--storage", str(storage)], name, env=env)
+    argv = [sys.executable, "-m", "gateway", "serve", "--host", host.address, "--port", str(port),
+            "--storage", str(storage)]
+    if peers:
+        argv += ["--raft-host", host.address, "--peers", ",".join(peers)]
+    proc = cluster.popen(host, argv, name, env=env)
     return Gateway(proc, host, port, cluster.network.scratch / f"{name}.log")
 
 
@@ -75,6 +79,16 @@ def start(cluster: RayCluster, host: Host, port: int, storage: Path, secret: str
           seconds: float = 120.0, env: dict[str, str] | None = None) -> Gateway:
     """``launch``, then wait until it answers ``/readyz``."""
     return launch(cluster, host, port, storage, secret, env).wait_ready(seconds)
+
+
+def start_several(cluster: RayCluster, host: Host, ports: list[int], scratch: Path, secret: str,
+                  env: dict[str, str] | None = None) -> list[Gateway]:
+    """One gateway per port on ``host``, peers of one metadata Raft (each at its
+    port + 2), storage ``scratch/gateway-<port>``; once all answer ``/readyz``."""
+    raft = [f"{host.address}:{port + 2}" for port in ports]
+    made = [launch(cluster, host, port, scratch / f"gateway-{port}", secret, env,
+                   peers=[r for r in raft if r != f"{host.address}:{port + 2}"]) for port in ports]
+    return [g.wait_ready() for g in made]
 
 
 def shard_pids(node: RayNode) -> set[int]:

@@ -8,18 +8,14 @@ primaries over TCP, and each primary forwards to its peers over TCP.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from cluster.peers import peer_id
-from tests.cluster import gateways
+from tests.cluster import gateways, rest
 from tests.cluster.conftest import need
 from tests.cluster.connections import escapes
 from tests.cluster.raynodes import running, until
@@ -36,27 +32,6 @@ def cluster():
         yield made
 
 
-def _get(url: str) -> dict:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as answer:
-            return json.load(answer)["result"]
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"GET {url}: {exc.code} {exc.read()[:2000]!r}") from None
-
-
-def _replicas(gateway: gateways.Gateway, name: str) -> list[dict]:
-    """Every replica of the collection: shard_id, peer_id, state, hash (Shoal's extra)."""
-    info = _get(f"{gateway.url}/collections/{name}/cluster")
-    return [{"shard_id": r["shard_id"], "peer_id": r["peer_id"], "state": r["state"], "replica": r["shoal_replica"],
-             "hash": r.get("shoal_content_hash")} for r in info["local_shards"] + info["remote_shards"]]
-
-
-def _points(n: int, start: int = 0, seed: int = 0) -> list[models.PointStruct]:
-    rng = np.random.default_rng(seed)
-    return [models.PointStruct(id=start + i, vector=rng.standard_normal(DIM).tolist(), payload={"i": start + i})
-            for i in range(n)]
-
-
 def test_replicas_hold_the_same_points_and_a_lost_node_is_marked_dead(cluster):
     gateway = gateways.start(cluster, cluster.network.hosts[3], PORT, cluster.network.scratch / "storage", SECRET)
     try:
@@ -65,10 +40,10 @@ def test_replicas_hold_the_same_points_and_a_lost_node_is_marked_dead(cluster):
                                  shard_number=SHARDS, replication_factor=2)
         acked = []
         for batch in range(5):
-            points = _points(40, start=batch * 40, seed=batch)
+            points = rest.points(40, start=batch * 40, seed=batch)
             client.upsert("rep", points, wait=True)
             acked += points
-        replicas = _replicas(gateway, "rep")
+        replicas = rest.replicas(gateway, "rep")
         assert len(replicas) == SHARDS * 2 and {r["state"] for r in replicas} == {"Active"}
         for shard in range(SHARDS):  # both copies of each shard hold the same points
             hashes = {r["hash"] for r in replicas if r["shard_id"] == shard}
@@ -79,8 +54,8 @@ def test_replicas_hold_the_same_points_and_a_lost_node_is_marked_dead(cluster):
         reference.create_collection("rep", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT))
         reference.upsert("rep", acked, wait=True)
         query = np.random.default_rng(9).standard_normal(DIM).tolist()
-        got = client.query_points("rep", query=query, limit=10).points
-        want = reference.query_points("rep", query=query, limit=10).points
+        got = client.queryrest.points("rep", query=query, limit=10).points
+        want = reference.queryrest.points("rep", query=query, limit=10).points
         assert [p.id for p in got] == [p.id for p in want]
 
         # Lose the node that holds a replica but no primary (r0 is every shard's
@@ -93,10 +68,10 @@ def test_replicas_hold_the_same_points_and_a_lost_node_is_marked_dead(cluster):
         cluster.kill(victim)
 
         for batch in range(5, 8):  # writes go on; the replicas on the lost node miss them
-            points = _points(40, start=batch * 40, seed=batch)
+            points = rest.points(40, start=batch * 40, seed=batch)
             client.upsert("rep", points, wait=True)
             acked += points
-        dead = [r for r in _replicas(gateway, "rep") if r["peer_id"] == peer_id(ids[victim.host.address])]
+        dead = [r for r in rest.replicas(gateway, "rep") if r["peer_id"] == peer_id(ids[victim.host.address])]
         assert dead and {r["state"] for r in dead} == {"Dead"}
         # Every acknowledged write is there, read from the replicas still active.
         assert client.count("rep", exact=True).count == len(acked)
@@ -104,28 +79,13 @@ def test_replicas_hold_the_same_points_and_a_lost_node_is_marked_dead(cluster):
         assert sorted(p.id for p in got) == sorted(p.id for p in acked)
         sent = {p.id: p.vector for p in acked}
         assert all(np.allclose(p.vector, sent[p.id], atol=1e-6) for p in got)
-        live = [r for r in _replicas(gateway, "rep") if r["state"] == "Active"]
+        live = [r for r in rest.replicas(gateway, "rep") if r["state"] == "Active"]
         for shard in range(SHARDS):
             assert len({r["hash"] for r in live if r["shard_id"] == shard}) == 1
         assert [str(c) for c in escapes(cluster.network, cluster.pids())] == []
     finally:
         _restore(cluster, gateway)
 
-
-
-def _upsert_retrying(client: QdrantClient, points, seconds: float = 90.0, collection: str = "fail") -> float:
-    """Upsert until it is acknowledged (a 5xx while a primary is being replaced is
-    retried: the write may or may not have been applied, and upserts are
-    idempotent); how long it took."""
-    started = time.monotonic()
-    while True:
-        try:
-            client.upsert(collection, points, wait=True)
-            return time.monotonic() - started
-        except (UnexpectedResponse, ResponseHandlingException) as exc:
-            if time.monotonic() - started > seconds:
-                raise AssertionError(f"no write acknowledged within {seconds:.0f} s: {exc}") from None
-            time.sleep(0.5)
 
 
 def test_a_lost_primary_is_replaced_and_no_acknowledged_write_is_lost(cluster):
@@ -138,23 +98,23 @@ def test_a_lost_primary_is_replaced_and_no_acknowledged_write_is_lost(cluster):
                                  shard_number=3, replication_factor=2)
         acked = {}
         for batch in range(3):
-            points = _points(30, start=batch * 30, seed=batch)
-            _upsert_retrying(client, points)
+            points = rest.points(30, start=batch * 30, seed=batch)
+            rest.upsert_retrying(client, points)
             acked.update({p.id: p.vector for p in points})
 
         # A worker (not the head: it holds the GCS) holding some shard's primary.
         ids = {n["ip"]: n["id"] for n in cluster.driver(cluster.network.hosts[3]).ask("nodes") if n["alive"]}
-        primaries = {r["peer_id"] for r in _replicas(gateway, "fail") if r["replica"] == "r0"}
+        primaries = {r["peer_id"] for r in rest.replicas(gateway, "fail") if r["replica"] == "r0"}
         victim = next(n for n in cluster.nodes[1:3] if peer_id(ids[n.host.address]) in primaries)
         cluster.kill(victim)
         waits = []
         for batch in range(3, 9):  # every shard written each time: one of them lost its primary
-            points = _points(30, start=batch * 30, seed=batch)
-            waits.append(_upsert_retrying(client, points))
+            points = rest.points(30, start=batch * 30, seed=batch)
+            waits.append(rest.upsert_retrying(client, points))
             acked.update({p.id: p.vector for p in points})
         print(f"writes waited {max(waits):.1f} s at most for a new primary (node grace {grace} s)")
 
-        replicas = _replicas(gateway, "fail")
+        replicas = rest.replicas(gateway, "fail")
         lost = peer_id(ids[victim.host.address])
         assert {r["state"] for r in replicas if r["peer_id"] == lost} <= {"Dead"}
         assert all(r["state"] == "Active" for r in replicas if r["peer_id"] != lost and r["replica"] in ("r0", "r1"))
@@ -177,8 +137,8 @@ def test_a_lost_nodes_replicas_are_rebuilt_elsewhere_and_agree(cluster):
         acked = {}
 
         def write(batch: int) -> None:
-            points = _points(50, start=batch * 50, seed=batch)
-            _upsert_retrying(client, points, collection="heal")
+            points = rest.points(50, start=batch * 50, seed=batch)
+            rest.upsert_retrying(client, points, collection="heal")
             acked.update({p.id: p.vector for p in points})
 
         for batch in range(4):
@@ -186,13 +146,13 @@ def test_a_lost_nodes_replicas_are_rebuilt_elsewhere_and_agree(cluster):
         ids = {n["ip"]: n["id"] for n in cluster.driver(cluster.network.hosts[3]).ask("nodes") if n["alive"]}
         victim = cluster.nodes[2]  # a worker; the head holds the GCS
         lost = peer_id(ids[victim.host.address])
-        assert any(r["peer_id"] == lost for r in _replicas(gateway, "heal"))
+        assert any(r["peer_id"] == lost for r in rest.replicas(gateway, "heal"))
         cluster.kill(victim)
         started = time.monotonic()
 
         def healed():
             write(len(acked) // 50)  # writes go on while the replicas are rebuilt
-            replicas = _replicas(gateway, "heal")
+            replicas = rest.replicas(gateway, "heal")
             active = [r for r in replicas if r["state"] == "Active"]
             return all(len([r for r in active if r["shard_id"] == s]) == 2 for s in range(SHARDS)) \
                 and not any(r["peer_id"] == lost for r in replicas) and replicas
@@ -200,7 +160,7 @@ def test_a_lost_nodes_replicas_are_rebuilt_elsewhere_and_agree(cluster):
         replicas = until(healed, 180, "every shard to have two active replicas again, none on the lost node", step=1)
         print(f"rebuilt in {time.monotonic() - started:.1f} s (node grace {grace} s)")
         write(len(acked) // 50)
-        replicas = _replicas(gateway, "heal")
+        replicas = rest.replicas(gateway, "heal")
         for shard in range(SHARDS):  # the rebuilt copies hold what the others hold
             hashes = {r["hash"] for r in replicas if r["shard_id"] == shard}
             assert len(hashes) == 1 and None not in hashes, replicas
