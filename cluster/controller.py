@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Union
 
 from cluster.metadata_ops import AddReplica, MetaOp, RemoveReplica, SetPrimary, SetReplicaState, apply, empty_state
-from cluster.replicas import ReplicaState, next_replica_id
+from cluster.replicas import ReplicaState, next_replica_id, shard_factor
 
 ACTIVE, PARTIAL = ReplicaState.ACTIVE.value, ReplicaState.PARTIAL.value
 DEAD, INITIALIZING = ReplicaState.DEAD.value, ReplicaState.INITIALIZING.value
@@ -441,7 +441,7 @@ class Controller:
             for i in range(len(shards)):
                 for rule in (self._first_start, self._mark_dead, self._primary, self._revive, self._activate,
                              self._repair, self._trim):
-                    rule(name, incarnation, i, factor)
+                    rule(name, incarnation, i, shard_factor(self._cur(name, incarnation, i), factor))
             self._balance(name, incarnation, factor)
         self._actors()
         for log in [a for a in self._asked if isinstance(a, Log) and a not in self._said]:
@@ -595,7 +595,8 @@ class Controller:
     # Rules 3, 5 and 6: beyond the factor.
     def _trim(self, c: str, inc: str, i: int, factor: int) -> None:
         """Once the factor's worth of replicas is active, dead ones go; then active ones
-        beyond the factor, from the most loaded nodes. Never the primary (in the
+        beyond the factor: those ``leaving`` (a move's source, a dropped replica) first,
+        then from the most loaded nodes. Never the primary (in the
         metadata or on its way there): it hands over to another active replica first,
         and is dropped in a later round. ``partial`` replicas are left to finish."""
         s = self._cur(c, inc, i)
@@ -609,7 +610,8 @@ class Controller:
         if len(actives) <= factor:
             return
         loads = self._loads()
-        victims = sorted(actives, key=lambda r: (-loads[s["replicas"][r]["node"]], r == s["primary"], _order(r)))
+        victims = sorted(actives, key=lambda r: (not s["replicas"][r].get("leaving"), -loads[s["replicas"][r]["node"]],
+                                                 r == s["primary"], _order(r)))
         victims = victims[:len(actives) - factor]
         if s["primary"] in victims:
             keep = [r for r in self._sources(c, inc, i) if r not in victims]
@@ -633,8 +635,8 @@ class Controller:
         if not shards or not alive:
             return
         for s in shards:
-            if len(s["replicas"]) != factor or any(rep["state"] != ACTIVE or rep["node"] not in alive
-                                                   for rep in s["replicas"].values()):
+            if len(s["replicas"]) != shard_factor(s, factor) or any(
+                    rep["state"] != ACTIVE or rep["node"] not in alive for rep in s["replicas"].values()):
                 return
         loads = self._loads()
         low = min(alive, key=lambda n: (loads[n], n))
@@ -686,8 +688,13 @@ class Controller:
                 return
         candidates = [r for r in planned["replicas"] if usable(r)]
         if candidates:
-            source = planned["primary"] if usable(planned["primary"]) else \
-                self._most_up_to_date(target.collection, target.incarnation, target.shard, candidates)
+            asked_for = planned["replicas"][target.replica].get("source")  # by the cluster API
+            if asked_for in candidates:
+                source = asked_for
+            elif usable(planned["primary"]):
+                source = planned["primary"]
+            else:
+                source = self._most_up_to_date(target.collection, target.incarnation, target.shard, candidates)
             for transfer in asked:  # the shell replaces it with this one: its report is no longer awaited
                 del self._asked[transfer]
             self._emit(StartTransfer(*_fields(target)[:3], source, target.replica, self._state["version"]))

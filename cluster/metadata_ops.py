@@ -31,7 +31,15 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from cluster.replicas import STATES, ReplicaState, can_be_source_of_truth, ids_used, placement_problem, replica_number
+from cluster.replicas import (
+    STATES,
+    ReplicaState,
+    can_be_source_of_truth,
+    ids_used,
+    placement_problem,
+    replica_number,
+    shard_factor,
+)
 from shard.types import BadInput, Conflict, NotFound, ShoalError
 
 OP_VERSION = 1
@@ -229,10 +237,9 @@ class SetReplicaState(MetaOp):
 
 
 @dataclass(frozen=True)
-class RemoveReplica(MetaOp):
-    """Drop a replica (not the primary: promote another first)."""
+class _OneReplica(MetaOp):
+    """An op about one replica and nothing else."""
 
-    kind: ClassVar[str] = "remove_replica"
     collection: str
     incarnation: str
     shard: int
@@ -241,6 +248,13 @@ class RemoveReplica(MetaOp):
     def body(self) -> dict[str, Any]:
         return {"collection": self.collection, "incarnation": self.incarnation, "shard": self.shard,
                 "replica": self.replica}
+
+
+@dataclass(frozen=True)
+class RemoveReplica(_OneReplica):
+    """Drop a replica (not the primary: promote another first)."""
+
+    kind: ClassVar[str] = "remove_replica"
 
 
 @dataclass(frozen=True)
@@ -260,12 +274,54 @@ class SetPrimary(MetaOp):
                 "replica": self.replica, "epoch": self.epoch}
 
 
-ReplicaOp = Union[AddReplica, SetReplicaState, RemoveReplica, SetPrimary]
+@dataclass(frozen=True)
+class RequestTransfer(MetaOp):
+    """The cluster API's move_shard (``move``) or replicate_shard: a new ``partial``
+    replica ``replica`` on ``node``, to be copied from ``source`` (an active replica).
+    A move marks the source ``leaving``; a copy raises the shard's own factor by one.
+    The controller carries it out (transfer, activation, then the source trimmed)."""
+
+    kind: ClassVar[str] = "request_transfer"
+    collection: str
+    incarnation: str
+    shard: int
+    replica: str
+    node: str
+    source: str
+    move: bool
+
+    def body(self) -> dict[str, Any]:
+        return {"collection": self.collection, "incarnation": self.incarnation, "shard": self.shard,
+                "replica": self.replica, "node": self.node, "source": self.source, "move": self.move}
+
+
+@dataclass(frozen=True)
+class DropReplica(_OneReplica):
+    """The cluster API's drop_replica: the shard keeps one replica fewer, and this one is
+    the one to go (a dead one at once; an active one once the controller has handed the
+    primary over, if it is the primary)."""
+
+    kind: ClassVar[str] = "drop_replica"
+
+
+@dataclass(frozen=True)
+class AbortTransfer(_OneReplica):
+    """The cluster API's abort_transfer: the ``partial`` replica ``replica`` (the
+    transfer's target) is removed, and what its request changed is undone (a move's
+    source stays; a copy's raised factor is lowered again)."""
+
+    kind: ClassVar[str] = "abort_transfer"
+
+
+ReplicaOp = Union[AddReplica, SetReplicaState, RemoveReplica, SetPrimary, RequestTransfer, DropReplica, AbortTransfer]
+_REPLICA_OPS = ("add_replica", "set_replica_state", "remove_replica", "set_primary", "request_transfer",
+                "drop_replica", "abort_transfer")
 
 _OPS: dict[str, type[MetaOp]] = {
     cls.kind: cls
     for cls in (CreateCollection, DeleteCollection, UpdateCollection, CreateAlias, DeleteAlias,
-                RenameAlias, ChangeAliases, AddReplica, SetReplicaState, RemoveReplica, SetPrimary)
+                RenameAlias, ChangeAliases, AddReplica, SetReplicaState, RemoveReplica, SetPrimary,
+                RequestTransfer, DropReplica, AbortTransfer)
 }
 
 
@@ -313,6 +369,15 @@ def _replica_op(kind: str, data: dict[str, Any]) -> MetaOp:
         return SetReplicaState(*where, _state(data, "state"), _state(data, "from_state", optional=True))
     if kind == "remove_replica":
         return RemoveReplica(*where)
+    if kind == "request_transfer":
+        move = data.get("move")
+        if not isinstance(move, bool):
+            raise MalformedOp("field `move` must be a boolean")
+        return RequestTransfer(*where, _str(data, "node"), _str(data, "source"), move)
+    if kind == "drop_replica":
+        return DropReplica(*where)
+    if kind == "abort_transfer":
+        return AbortTransfer(*where)
     return SetPrimary(*where, _int(data, "epoch"))
 
 
@@ -335,7 +400,7 @@ def op_from_json(data: Any) -> MetaOp:
         return DeleteAlias(_str(data, "alias"))
     if kind == "rename_alias":
         return RenameAlias(_str(data, "old"), _str(data, "new"))
-    if kind in ("add_replica", "set_replica_state", "remove_replica", "set_primary"):
+    if kind in _REPLICA_OPS:
         return _replica_op(kind, data)
     if kind == "change_aliases":
         actions = data.get("actions")
@@ -407,7 +472,8 @@ def _apply(s: dict[str, Any], op: MetaOp) -> tuple[OpResult, bool]:
         return OpResult.success(existed), existed or bool(dropped)
     if isinstance(op, UpdateCollection):
         return _update(collections, aliases, op)
-    if isinstance(op, (AddReplica, SetReplicaState, RemoveReplica, SetPrimary)):
+    if isinstance(op, (AddReplica, SetReplicaState, RemoveReplica, SetPrimary, RequestTransfer, DropReplica,
+                       AbortTransfer)):
         return _replica(collections, op)
     if isinstance(op, ChangeAliases):
         # Qdrant's update_aliases applies the actions one by one and stops at the
@@ -467,7 +533,14 @@ def _update(collections: dict, aliases: dict, op: UpdateCollection) -> tuple[OpR
             new_config[key] = copy.deepcopy(value)
     if new_config == config:
         return OpResult.success(True), False
-    collections[name] = {**record, "config": new_config}
+    placement = record.get("placement") or {}
+    factor = lambda c: c.get("params", {}).get("replication_factor")  # noqa: E731
+    if factor(new_config) != factor(config) and isinstance(placement.get("shards"), list):
+        # A new replication_factor applies to every shard again (replicate_shard and
+        # drop_replica set a shard's own).
+        placement = {**placement, "shards": [{k: v for k, v in s.items() if k != "factor"}
+                                             for s in placement["shards"]]}
+    collections[name] = {**record, "config": new_config, "placement": placement}
     return OpResult.success(True), True
 
 
@@ -482,20 +555,27 @@ def _replica(collections: dict, op: ReplicaOp) -> tuple[OpResult, bool]:
         return OpResult.failure("not_found", f"Shard {op.shard} of `{op.collection}` doesn't exist!"), False
     shard = copy.deepcopy(shards[op.shard])
     replicas = shard["replicas"]
-    if isinstance(op, AddReplica):
-        number = replica_number(op.replica)
-        if op.replica in replicas:
-            return OpResult.failure("conflict", f"Replica {op.replica} of shard {op.shard} already exists"), False
-        if number is None:
-            return OpResult.failure("bad_input", f"Replica id {op.replica!r} is not r0, r1, ..."), False
-        if number < ids_used(shard):
-            # The id names an actor and its storage: a stop asked for the replica that had it
-            # would stop the new one and delete its storage.
-            return OpResult.failure("conflict", f"Replica id {op.replica} of shard {op.shard} was used before"), False
-        if any(r["node"] == op.node for r in replicas.values()):
-            return OpResult.failure("bad_input", f"Shard {op.shard} already has a replica on node {op.node}"), False
+    factor = shard_factor(shard, record["config"].get("params", {}).get("replication_factor") or 1)
+    staying = sum(r["state"] != ReplicaState.DEAD and not r.get("leaving") for r in replicas.values())
+    if isinstance(op, RequestTransfer):
+        problem = _new_replica_problem(shard, op.shard, op.replica, op.node)
+        if problem is not None:
+            return problem, False
+        if replicas.get(op.source, {}).get("state") != ReplicaState.ACTIVE:
+            return OpResult.failure("bad_input", f"Replica {op.source} of shard {op.shard} is not active"), False
+        replicas[op.replica] = {"node": op.node, "state": ReplicaState.PARTIAL.value, "source": op.source,
+                                "move": op.move}
+        shard["next_replica"] = replica_number(op.replica) + 1
+        if op.move:
+            replicas[op.source]["leaving"] = True
+        else:  # one more than the shard keeps
+            shard["factor"] = max(factor, staying) + 1
+    elif isinstance(op, AddReplica):
+        problem = _new_replica_problem(shard, op.shard, op.replica, op.node)
+        if problem is not None:
+            return problem, False
         replicas[op.replica] = {"node": op.node, "state": op.state}
-        shard["next_replica"] = number + 1
+        shard["next_replica"] = replica_number(op.replica) + 1
     elif op.replica not in replicas:
         return OpResult.failure("not_found", f"Replica {op.replica} of shard {op.shard} doesn't exist!"), False
     elif isinstance(op, SetReplicaState):
@@ -505,6 +585,25 @@ def _replica(collections: dict, op: ReplicaOp) -> tuple[OpResult, bool]:
         if current == op.state:
             return OpResult.success(True), False
         replicas[op.replica]["state"] = op.state
+    elif isinstance(op, DropReplica):  # one fewer than the shard keeps
+        shard["factor"] = max(1, min(factor, staying) - 1)
+        if replicas[op.replica]["state"] == ReplicaState.DEAD and shard["primary"] != op.replica:
+            shard["next_replica"] = ids_used(shard)
+            del replicas[op.replica]
+        else:
+            replicas[op.replica]["leaving"] = True
+    elif isinstance(op, AbortTransfer):
+        target = replicas[op.replica]
+        if target["state"] != ReplicaState.PARTIAL or op.replica == shard["primary"]:
+            return OpResult.failure("not_found", f"Replica {op.replica} of shard {op.shard} is not the target of "
+                                                 "a transfer"), False
+        source = replicas.get(target.get("source") or "")
+        if target.get("move") and source is not None:
+            source.pop("leaving", None)
+        elif target.get("source") and "factor" in shard:
+            shard["factor"] = max(1, factor - 1)
+        shard["next_replica"] = ids_used(shard)
+        del replicas[op.replica]
     elif isinstance(op, RemoveReplica):
         if shard["primary"] == op.replica:
             return OpResult.failure("bad_input", f"Replica {op.replica} is the primary of shard {op.shard}: "
@@ -522,6 +621,22 @@ def _replica(collections: dict, op: ReplicaOp) -> tuple[OpResult, bool]:
     new_shards[op.shard] = shard
     collections[op.collection] = {**record, "placement": {**placement, "shards": new_shards}}
     return OpResult.success(True), True
+
+
+def _new_replica_problem(shard: dict[str, Any], index: int, replica: str, node: str) -> OpResult | None:
+    """Why ``replica`` cannot be added to ``shard`` on ``node`` (None when it can)."""
+    number = replica_number(replica)
+    if replica in shard["replicas"]:
+        return OpResult.failure("conflict", f"Replica {replica} of shard {index} already exists")
+    if number is None:
+        return OpResult.failure("bad_input", f"Replica id {replica!r} is not r0, r1, ...")
+    if number < ids_used(shard):
+        # The id names an actor and its storage: a stop asked for the replica that had it
+        # would stop the new one and delete its storage.
+        return OpResult.failure("conflict", f"Replica id {replica} of shard {index} was used before")
+    if any(r["node"] == node for r in shard["replicas"].values()):
+        return OpResult.failure("bad_input", f"Shard {index} already has a replica on node {node}")
+    return None
 
 
 def merge_diff(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,12 @@ A collection's placement, as the metadata holds it::
      "shards": [{"epoch": 1, "primary": "r0", "next_replica": 2,
                  "replicas": {"r0": {"node": "<node id>", "state": "initializing"}, ...}}, ...]}
 
+Beyond these, what the cluster API asked for (``POST /collections/{name}/cluster``): a
+shard's own ``"factor"`` (replicate_shard raises it, drop_replica lowers it; changing the
+collection's replication_factor clears it), a replica's ``"leaving": true`` (a move's
+source, or a dropped replica: removed once the shard has its factor without it), and a
+partial replica's ``"source"`` (the replica it is to be copied from) and ``"move": true``.
+
 Replica ids are ``r0``, ``r1``, ... chosen by the proposer, unique within a shard for
 the life of the collection: ``next_replica`` counts the ids a shard has used, and
 ``apply`` refuses an id below it. An id names the replica's actor and its storage, so
@@ -75,6 +81,13 @@ def next_replica_id(shard: dict[str, Any]) -> str:
     """The id a new replica of ``shard`` takes: never one it has used, even if that
     replica is gone."""
     return replica_id(ids_used(shard))
+
+
+def shard_factor(shard: dict[str, Any], replication_factor: int) -> int:
+    """How many replicas ``shard`` keeps: its own ``factor``, which the cluster API's
+    replicate_shard and drop_replica set, else the collection's ``replication_factor``."""
+    own = shard.get("factor")
+    return own if isinstance(own, int) and not isinstance(own, bool) and own >= 1 else replication_factor
 
 
 def initial_placement(shard_number: int, replication_factor: int, nodes: Sequence[str]) -> list[dict[str, Any]]:

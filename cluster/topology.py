@@ -10,7 +10,10 @@ Two placements exist (``cluster.replicas``):
   is reported on that node's peer (``peer_id(node)``), local when the node is the
   answering gateway's own (``self_node``), in its recorded state.
 
-No transfers are recorded yet; when they are, they belong in ``Layout.transfers``.
+A ``partial`` replica is being filled by a transfer (``Layout.transfers``): from the
+source the cluster API asked for, else from the shard's primary (the controller's
+choice when that one can serve), to the replica's node; a move (``move_shard``) is not
+``sync``, a copy (``replicate_shard``, or the controller's repair) is.
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ class ReplicaView:
 
 @dataclass(frozen=True)
 class Transfer:
-    """A shard transfer in progress (Qdrant's ShardTransferInfo). None are recorded yet."""
+    """A shard transfer in progress (Qdrant's ShardTransferInfo)."""
 
     shard_id: int
     from_peer: int
     to_peer: int
     sync: bool  # True: a copy (replicate_shard); False: a move
+    replica: str = ""  # the target replica's id in the placement
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,19 @@ def layout(placement: Any, shard_count: int, self_peer: int, self_node: str | No
         views = tuple(ReplicaView(i, SINGLE_NODE_REPLICA, self_peer, ReplicaState.ACTIVE.value, True)
                       for i in range(shard_count))
         return Layout(shard_count, views)
-    views = []
+    views, transfers = [], []
+
+    def peer(node: str) -> int:
+        return self_peer if self_node is not None and node == self_node else peer_of(node)
+
     for shard_id, shard in enumerate(shards):
         for replica in sorted(shard["replicas"], key=lambda r: (len(r), r)):  # r2 before r10
             where = shard["replicas"][replica]
             local = self_node is not None and where["node"] == self_node
-            views.append(ReplicaView(shard_id, replica, self_peer if local else peer_of(where["node"]),
-                                     where["state"], local))
-    return Layout(len(shards), tuple(views))
+            views.append(ReplicaView(shard_id, replica, peer(where["node"]), where["state"], local))
+            if where["state"] == ReplicaState.PARTIAL.value:
+                source = shard["replicas"].get(where.get("source") or shard["primary"])
+                if source is not None and source is not where:
+                    transfers.append(Transfer(shard_id, peer(source["node"]), peer(where["node"]),
+                                              not where.get("move"), replica))
+    return Layout(len(shards), tuple(views), tuple(transfers))

@@ -13,7 +13,8 @@
   anyone can see that the replicas of a shard hold the same points.
 - ``check_operation``: ``POST /collections/{name}/cluster``, Qdrant's checks in
   Qdrant's order (src/common/collections.rs do_update_collection_cluster, then
-  what consensus checks when it applies the operation), raising Qdrant's error.
+  what consensus checks when it applies the operation), raising Qdrant's error;
+  then ``plan_operation``: the metadata op that carries out one that passed.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
+from cluster.metadata_ops import AbortTransfer, DropReplica, MetaOp, RequestTransfer
 from cluster.peers import peer_id, raft_uri
-from cluster.replicas import can_be_source_of_truth
+from cluster.replicas import can_be_source_of_truth, next_replica_id
 from cluster.topology import Layout
 from gateway import errors
 from gateway.errors import BadRequest
@@ -100,8 +102,8 @@ def collection_cluster_info(self_peer: int, layout: Layout,
 def check_operation(kind: str, args: dict[str, Any], collection: str, layout: Layout, peers: set[int]) -> None:
     """Refuse ``{kind: args}`` as Qdrant would on this cluster: BadRequest (400) or
     NotFound (404) with Qdrant's text. An operation that passes every check is
-    one Qdrant would carry out, which Shoal cannot yet: BadRequest all the same,
-    saying so. ``peers``: the ids of the cluster's members."""
+    one Qdrant would carry out: ``plan_operation`` says how. ``peers``: the ids of
+    the cluster's members."""
 
     def shard_exists(shard: int) -> None:
         if not layout.has_shard(shard):
@@ -138,4 +140,43 @@ def check_operation(kind: str, args: dict[str, Any], collection: str, layout: La
         raise BadRequest(errors.resharding_unavailable())
     else:  # abort_resharding and resharding's internal steps
         raise BadRequest(errors.resharding_not_in_progress(collection))
-    raise BadRequest(errors.replica_changes_not_supported())
+
+
+def plan_operation(kind: str, args: dict[str, Any], collection: str, incarnation: str, placement: dict[str, Any],
+                   layout: Layout, nodes: dict[int, str]) -> MetaOp:
+    """The metadata op that carries out an operation ``check_operation`` passed, on a
+    replicated collection (``placement`` lists its shards, ``layout`` is its view):
+    the controller on the Raft leader does the rest (docs/cluster.md). ``nodes``:
+    peer id -> Ray node id of every node that may hold replicas. Refuses, with
+    Qdrant's text where Qdrant has one, what Shoal cannot do: a target that is not
+    such a node, or already holds a replica of the shard, or a shard already in a
+    transfer with either peer."""
+    shards = placement.get("shards") if isinstance(placement, dict) else None
+    if not isinstance(shards, list):
+        raise BadRequest(errors.replica_changes_not_supported())
+    shard_id = args["shard_id"]
+    entry = shards[shard_id]
+
+    def replica_on(peer: int, states: tuple[str, ...] = ()) -> str | None:
+        for view in layout.replicas_of(shard_id):
+            if view.peer_id == peer and (not states or view.state in states):
+                return view.replica
+        return None
+
+    if kind in ("move_shard", "replicate_shard"):
+        source, target = args["from_peer_id"], args["to_peer_id"]
+        for t in layout.transfers:
+            if t.shard_id == shard_id and {t.from_peer, t.to_peer} & {source, target}:
+                raise BadRequest(errors.already_in_transfer(shard_id, t.from_peer, t.to_peer))
+        if target not in nodes:
+            raise BadRequest(errors.peer_holds_no_shards(target))
+        if replica_on(target) is not None:
+            raise BadRequest(errors.replica_already_on_peer(shard_id, target))
+        return RequestTransfer(collection, incarnation, shard_id, next_replica_id(entry), nodes[target],
+                               replica_on(source, ("active",)), move=kind == "move_shard")
+    if kind == "abort_transfer":
+        transfer = layout.transfer(shard_id, args["from_peer_id"], args["to_peer_id"])
+        return AbortTransfer(collection, incarnation, shard_id, transfer.replica)
+    if kind == "drop_replica":
+        return DropReplica(collection, incarnation, shard_id, replica_on(args["peer_id"]))
+    raise BadRequest(errors.replica_changes_not_supported())  # restart_transfer: Shoal retries transfers itself

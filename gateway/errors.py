@@ -349,10 +349,30 @@ def transfer_to_itself(from_peer: int) -> str:
     return f'cannot transfer shard to itself, "to_peer_id" must be different than {from_peer} in "from_peer_id"'
 
 
+def already_in_transfer(shard_id: int, from_peer: int, to_peer: int) -> str:
+    """400 BadRequest -- a transfer of a shard already moving to or from either peer
+    (consensus validate_transfer)."""
+    return f"Shard {shard_id} is already involved in transfer {from_peer} -> {to_peer}"
+
+
+def peer_holds_no_shards(peer: int) -> str:
+    """400 BadRequest -- Shoal's own: a transfer's target must be a Ray node that hosts
+    replicas (a gateway's peer votes in the Raft but holds none)."""
+    return f"Peer {peer} holds no shard replicas: a transfer's target must be a Ray node with CPUs"
+
+
+def replica_already_on_peer(shard_id: int, peer: int) -> str:
+    """400 BadRequest -- Shoal's own: one replica of a shard per node (a dead one there
+    is caught up or replaced by the cluster itself)."""
+    return f"Shard {shard_id} already has a replica on peer {peer}"
+
+
 def replica_changes_not_supported() -> str:
-    """400 BadRequest -- a cluster operation Qdrant would start, which Shoal cannot
-    carry out until replicas move between nodes (docs/cluster.md)."""
-    return "Shoal does not move, copy or drop shard replicas yet: this operation cannot be carried out"
+    """400 BadRequest -- a cluster operation Qdrant would start, which Shoal does not
+    carry out: replica changes on a collection that is not replicated, and
+    restart_transfer (Shoal's controller retries a failed transfer by itself)."""
+    return ("Shoal moves, copies and drops the replicas of replicated collections only (a cluster of several Ray "
+            "nodes), and retries transfers by itself: this operation cannot be carried out")
 
 
 SHARD_UNAVAILABLE = "Shard temporarily unavailable: "

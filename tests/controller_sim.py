@@ -34,7 +34,7 @@ from cluster.metadata_ops import (
     apply,
     empty_state,
 )
-from cluster.replicas import initial_placement, placement_problem, takes_writes
+from cluster.replicas import initial_placement, placement_problem, shard_factor, takes_writes
 
 INC = "c" * 32
 GRACE, RETRY = 10.0, 30.0
@@ -446,8 +446,9 @@ def not_converged(sim: Sim, balanced: bool = True) -> str | None:
         for i, s in enumerate(shards):
             reps = s["replicas"]
             listed |= {ReplicaKey(name, inc, i, r) for r in reps}
-            if len(reps) != rf or any(rep["state"] != ACTIVE or rep["node"] not in sim.up for rep in reps.values()):
-                return f"{name}/{i} has {reps} (factor {rf})"
+            factor = shard_factor(s, rf)
+            if len(reps) != factor or any(rep["state"] != ACTIVE or rep["node"] not in sim.up for rep in reps.values()):
+                return f"{name}/{i} has {reps} (factor {factor})"
     if listed != sim.running:
         return f"running {sorted(sim.running ^ listed)} unlike the metadata"
     loads = Counter({n: 0 for n in sim.up})

@@ -14,7 +14,8 @@ from cluster.metadata import MetadataStore, RaftStatus, RaftTimings
 from cluster.peers import peer_id, raft_uri
 from cluster.replicas import initial_placement
 from cluster.topology import Layout, ReplicaView, Transfer, layout
-from gateway.cluster_info import check_operation, cluster_status, collection_cluster_info
+from cluster.metadata_ops import AbortTransfer, DropReplica, RequestTransfer, apply
+from gateway.cluster_info import check_operation, cluster_status, collection_cluster_info, plan_operation
 from gateway.errors import BadRequest, status_and_text
 from shard.digest import ShardDigest
 from shard.types import NotFound
@@ -22,6 +23,7 @@ from tests.test_metadata import free_ports, tick_until
 
 ME = "127.0.0.1:6335"
 SELF = peer_id(ME)
+INC = "a" * 32
 
 
 def test_peer_ids_are_stable_distinct_and_js_safe():
@@ -136,8 +138,16 @@ def test_transfers_on_one_node(kind):
     two = {SELF, other}
     assert refusal(kind, {"shard_id": 1, "from_peer_id": other, "to_peer_id": SELF}, peers=two) == (
         400, f"Bad request: Shard 1 is not active on peer {other}")
-    status, text = refusal(kind, {"shard_id": 1, "from_peer_id": SELF, "to_peer_id": other}, peers=two)
-    assert status == 400 and "Shoal does not move, copy or drop shard replicas yet" in text
+    args = {"shard_id": 1, "from_peer_id": SELF, "to_peer_id": other}
+    check_operation(kind, args, "coll", SINGLE, two)  # passes: Shoal's own refusal comes with the plan
+    assert planning_refusal(kind, args) == (400, "cannot be carried out")
+
+
+def planning_refusal(kind, args, where=SINGLE, placement=None, nodes=None):
+    with pytest.raises(BadRequest) as caught:
+        plan_operation(kind, args, "coll", INC, placement or {"incarnation": INC}, where, nodes or {})
+    status, text = status_and_text(caught.value)
+    return status, "cannot be carried out" if "cannot be carried out" in text else text
 
 
 @pytest.mark.parametrize("kind", ["abort_transfer", "restart_transfer"])
@@ -145,8 +155,7 @@ def test_transfers_that_do_not_run(kind):
     assert refusal(kind, {"shard_id": 0, "from_peer_id": 5, "to_peer_id": 6, "method": "snapshot"}) == (
         404, "Not found: Shard transfer 5 -> 6 for collection coll:0 does not exist")
     running = Layout(2, SINGLE.replicas, (Transfer(0, 5, 6, sync=False),))
-    status, _ = refusal(kind, {"shard_id": 0, "from_peer_id": 5, "to_peer_id": 6}, where=running)
-    assert status == 400  # exists: Qdrant would abort it; Shoal cannot yet
+    check_operation(kind, {"shard_id": 0, "from_peer_id": 5, "to_peer_id": 6}, "coll", running, {SELF})
 
 
 def test_drop_replica():
@@ -159,8 +168,45 @@ def test_drop_replica():
     two = Layout(1, (ReplicaView(0, "r0", SELF, "active", True), ReplicaView(0, "r1", 3, "dead", False)))
     assert refusal("drop_replica", {"shard_id": 0, "peer_id": SELF}, where=two, peers={SELF, 3}) == (
         400, f"Bad request: Shard 0 must have at least one active replica after removing {SELF}")
-    status, text = refusal("drop_replica", {"shard_id": 0, "peer_id": 3}, where=two, peers={SELF, 3})
-    assert status == 400 and "cannot be carried out" in text
+    check_operation("drop_replica", {"shard_id": 0, "peer_id": 3}, "coll", two, {SELF, 3})
+
+
+# A replicated collection: shard 0 on nodes a (r0, the primary) and b (r1), node c free;
+# this gateway holds none.
+NODES = {peer_id(n): n for n in ("node-a", "node-b", "node-c")}
+A, B, C = sorted(NODES, key=NODES.get)
+REPLICATED = {"incarnation": INC, "shards": [{"epoch": 1, "primary": "r0", "next_replica": 2, "replicas": {
+    "r0": {"node": "node-a", "state": "active"}, "r1": {"node": "node-b", "state": "active"}}}]}
+
+
+def plan(kind, args, placement=REPLICATED):
+    where = layout(placement, 1, SELF)
+    check_operation(kind, args, "coll", where, {SELF, *NODES})
+    return plan_operation(kind, args, "coll", INC, placement, where, NODES)
+
+
+def test_operations_on_a_replicated_collection_become_metadata_ops():
+    assert plan("move_shard", {"shard_id": 0, "from_peer_id": B, "to_peer_id": C}) == \
+        RequestTransfer("coll", INC, 0, "r2", "node-c", "r1", move=True)
+    assert plan("replicate_shard", {"shard_id": 0, "from_peer_id": A, "to_peer_id": C}) == \
+        RequestTransfer("coll", INC, 0, "r2", "node-c", "r0", move=False)
+    assert plan("drop_replica", {"shard_id": 0, "peer_id": B}) == DropReplica("coll", INC, 0, "r1")
+    moving, _ = apply({"collections": {"coll": {"config": {"params": {}}, "placement": REPLICATED}}, "aliases": {},
+                       "version": 0}, RequestTransfer("coll", INC, 0, "r2", "node-c", "r1", move=True))
+    placed = moving["collections"]["coll"]["placement"]
+    where = layout(placed, 1, SELF)
+    assert where.transfers == (Transfer(0, B, C, sync=False, replica="r2"),)
+    assert plan("abort_transfer", {"shard_id": 0, "from_peer_id": B, "to_peer_id": C}, placed) == \
+        AbortTransfer("coll", INC, 0, "r2")
+    # What Shoal refuses: a shard already in a transfer with either peer, a target that
+    # is a gateway, or one that holds a replica of the shard already.
+    with pytest.raises(BadRequest) as caught:
+        plan("replicate_shard", {"shard_id": 0, "from_peer_id": A, "to_peer_id": B}, placed)
+    assert status_and_text(caught.value) == (400, f"Bad request: Shard 0 is already involved in transfer {B} -> {C}")
+    for target, words in ((SELF, "holds no shard replicas"), (B, f"Shard 0 already has a replica on peer {B}")):
+        with pytest.raises(BadRequest) as caught:
+            plan("move_shard", {"shard_id": 0, "from_peer_id": A, "to_peer_id": target})
+        assert words in status_and_text(caught.value)[1]
 
 
 def test_sharding_keys_and_resharding():

@@ -24,9 +24,12 @@ from cluster.controller import (
     Tick,
 )
 from cluster.metadata_ops import (
+    AbortTransfer,
     AddReplica,
     CreateCollection,
     DeleteCollection,
+    DropReplica,
+    RequestTransfer,
     SetReplicaState,
     UpdateCollection,
     apply,
@@ -329,6 +332,68 @@ def test_lowering_the_factor_on_the_primarys_node_hands_over_first():
     # The primary hands over, and is dropped once the handover is in the metadata.
     assert decisions(effects) == [set_primary("r1", 2), remove("r0"), StopReplica("c", INC, 0, "r0")]
     assert states(sim.state) == {"r1*": ("n2", ACTIVE)}
+
+
+# ----------------------------------------- the cluster API's operations
+
+
+def test_move_shard_copies_from_the_source_asked_for_then_drops_it():
+    sim = healthy(rf=2, nodes=NODES, hold=(StartTransfer,))  # r0* on n1, r1 on n2
+    effects = sim.gateway(RequestTransfer("c", INC, 0, "r2", "n3", "r1", move=True))
+    assert decisions(effects) == [start("r2", "n3"), transfer("r1", "r2")]  # from r1, not the primary
+    assert states(sim.state)["r2"] == ("n3", PARTIAL)
+    effects = sim.feed(done(sim, "r2"))
+    assert decisions(effects) == [set_state("r2", ACTIVE, PARTIAL), remove("r1"), StopReplica("c", INC, 0, "r1")]
+    assert states(sim.state) == {"r0*": ("n1", ACTIVE), "r2": ("n3", ACTIVE)}
+    assert sim.tick(1.0) == [] and problems(sim) == []
+
+
+def test_moving_the_primary_hands_it_over_before_it_goes():
+    sim = healthy(rf=2, nodes=NODES)
+    sim.gateway(RequestTransfer("c", INC, 0, "r2", "n3", "r0", move=True))
+    settle(sim, balanced=False)
+    assert states(sim.state) == {"r1*": ("n2", ACTIVE), "r2": ("n3", ACTIVE)}
+
+
+def test_replicate_shard_raises_the_shards_own_factor_and_a_new_replication_factor_resets_it():
+    sim = healthy(shards=2, rf=2, nodes=NODES)  # s0 on n1 n2, s1 on n2 n3
+    sim.gateway(RequestTransfer("c", INC, 0, "r2", "n3", "r1", move=False))
+    settle(sim, balanced=False)
+    assert states(sim.state, 0) == {"r0*": ("n1", ACTIVE), "r1": ("n2", ACTIVE), "r2": ("n3", ACTIVE)}
+    assert len(states(sim.state, 1)) == 2  # the other shard keeps the collection's factor
+    sim.gateway(UpdateCollection("c", {"params": {"replication_factor": 1}}))
+    settle(sim, balanced=False)
+    assert [len(states(sim.state, i)) for i in (0, 1)] == [1, 1]
+
+
+def test_drop_replica_lowers_the_shards_factor_and_the_dropped_one_goes():
+    sim = healthy(rf=3, nodes=NODES)
+    sim.gateway(DropReplica("c", INC, 0, "r1"))
+    settle(sim, balanced=False)
+    assert states(sim.state) == {"r0*": ("n1", ACTIVE), "r2": ("n3", ACTIVE)}
+    sim.gateway(DropReplica("c", INC, 0, "r0"))  # the primary: handed over first
+    settle(sim, balanced=False)
+    assert states(sim.state) == {"r2*": ("n3", ACTIVE)}
+    sim.lose("n3", report=False)
+    sim.tick(GRACE + 100)
+    assert states(sim.state) == {"r2*": ("n3", DEAD)}  # nothing else holds it: nothing to rebuild from
+
+
+def test_aborting_a_transfer_removes_its_target_and_undoes_the_request():
+    sim = healthy(rf=2, nodes=NODES, hold=(StartTransfer,))
+    sim.gateway(RequestTransfer("c", INC, 0, "r2", "n3", "r1", move=True))
+    effects = sim.gateway(AbortTransfer("c", INC, 0, "r2"))
+    assert StopReplica("c", INC, 0, "r2") in effects
+    sim.hold, sim.held = (), []
+    settle(sim, balanced=False)
+    assert states(sim.state) == {"r0*": ("n1", ACTIVE), "r1": ("n2", ACTIVE)}
+    assert "leaving" not in shard_of(sim.state)["replicas"]["r1"]
+    # A copy aborted lowers the factor it raised.
+    sim.hold = (StartTransfer,)
+    sim.gateway(RequestTransfer("c", INC, 0, "r3", "n3", "r0", move=False))
+    assert shard_of(sim.state)["factor"] == 3
+    sim.gateway(AbortTransfer("c", INC, 0, "r3"))
+    assert shard_of(sim.state)["factor"] == 2
 
 
 # ------------------------------------------------------- rule 7: two faults

@@ -17,7 +17,10 @@ from cluster.metadata_ops import (
     DeleteCollection,
     MalformedOp,
     OpResult,
+    AbortTransfer,
+    DropReplica,
     RemoveReplica,
+    RequestTransfer,
     SetPrimary,
     SetReplicaState,
     apply,
@@ -175,11 +178,32 @@ def test_from_state_dismisses_a_stale_change():
     (RemoveReplica("c", INC, 0, "r0"), "bad_input", "is the primary"),
     (SetPrimary("c", INC, 0, "r1", 3), "conflict", "at epoch 1"),
     (SetPrimary("c", INC, 0, "r1", 1), "conflict", "at epoch 1"),
+    (RequestTransfer("c", INC, 0, "r2", "n1", "r0", True), "bad_input", "already has a replica on node n1"),
+    (RequestTransfer("c", INC, 0, "r2", "n3", "r7", True), "bad_input", "r7 of shard 0 is not active"),
+    (RequestTransfer("c", INC, 0, "r1", "n3", "r0", False), "conflict", "already exists"),
+    (AbortTransfer("c", INC, 0, "r1"), "not_found", "not the target of a transfer"),
+    (DropReplica("c", INC, 0, "r9"), "not_found", "Replica r9"),
 ])
 def test_refused_ops_change_nothing(op, error, words):
     state = activate_all(created())
     new, result = apply(state, op)
     assert new is state and not result.ok and result.error == error and words in result.message, result
+
+
+def test_cluster_api_ops_mark_what_the_controller_carries_out():
+    state = activate_all(created(shards=1))  # r0* on n1, r1 on n2
+    moved, result = apply(state, RequestTransfer("c", INC, 0, "r2", "n3", "r1", True))
+    assert result.ok and shard(moved, 0)["replicas"]["r2"] == {"node": "n3", "state": "partial", "source": "r1",
+                                                             "move": True}
+    assert shard(moved, 0)["replicas"]["r1"]["leaving"] is True and "factor" not in shard(moved, 0)
+    aborted, _ = apply(moved, AbortTransfer("c", INC, 0, "r2"))
+    assert "r2" not in shard(aborted, 0)["replicas"] and "leaving" not in shard(aborted, 0)["replicas"]["r1"]
+    assert shard(aborted, 0)["next_replica"] == 3  # r2 is never used again
+    copied, _ = apply(state, RequestTransfer("c", INC, 0, "r2", "n3", "r0", False))
+    assert shard(copied, 0)["factor"] == 3  # one more than it holds (its collection's factor, unset, is 1)
+    dead, _ = apply(state, SetReplicaState("c", INC, 0, "r1", "dead"))
+    dropped, _ = apply(dead, DropReplica("c", INC, 0, "r1"))
+    assert list(shard(dropped, 0)["replicas"]) == ["r0"] and shard(dropped, 0)["factor"] == 1
 
 
 def test_only_an_active_replica_becomes_primary():
@@ -191,7 +215,8 @@ def test_only_an_active_replica_becomes_primary():
 def test_replica_ops_round_trip_and_malformed_ones_are_refused():
     ops = [AddReplica("c", INC, 0, "r2", "n3", "partial"), SetReplicaState("c", INC, 1, "r0", "dead"),
            SetReplicaState("c", INC, 1, "r0", "active", "dead"), RemoveReplica("c", INC, 0, "r1"),
-           SetPrimary("c", INC, 0, "r1", 4)]
+           SetPrimary("c", INC, 0, "r1", 4), RequestTransfer("c", INC, 0, "r2", "n3", "r1", True),
+           DropReplica("c", INC, 1, "r1"), AbortTransfer("c", INC, 0, "r2")]
     for op in ops:
         assert op_from_json(orjson.loads(orjson.dumps(op.to_json()))) == op
     for bad in ({"v": 1, "type": "add_replica", "collection": "c", "incarnation": INC, "shard": -1, "replica": "r",
@@ -199,7 +224,9 @@ def test_replica_ops_round_trip_and_malformed_ones_are_refused():
                 {"v": 1, "type": "set_replica_state", "collection": "c", "incarnation": INC, "shard": 0,
                  "replica": "r0", "state": "sleeping"},
                 {"v": 1, "type": "set_primary", "collection": "c", "incarnation": INC, "shard": 0, "replica": "r0",
-                 "epoch": True}):
+                 "epoch": True},
+                {"v": 1, "type": "request_transfer", "collection": "c", "incarnation": INC, "shard": 0,
+                 "replica": "r2", "node": "n3", "source": "r1", "move": "yes"}):
         with pytest.raises(MalformedOp):
             op_from_json(bad)
 

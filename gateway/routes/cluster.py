@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from cluster import runtime
 from cluster.collection import Collection
 from cluster.peers import peer_id
 from cluster.shard_client import ShardTimeout, ShardUnavailable
@@ -83,6 +84,13 @@ async def update_collection_cluster(request: web.Request):
     coll = collection(request)
     (kind, args), = data.items()
     where = _layout(store, coll)
-    members = {peer_id(address) for address in (store.self_address, *store.partners)} | where.peers()
-    cluster_info.check_operation(kind, args, request.match_info["collection_name"], where, members)
+    named = request.match_info["collection_name"]
+    record = store.collection(coll.name) or {}
+    placement = record.get("placement") or {}
+    replicated = isinstance(placement.get("shards"), list)
+    nodes = {peer_id(n): n for n in await asyncio.to_thread(runtime.shard_nodes)} if replicated else {}
+    members = {peer_id(address) for address in (store.self_address, *store.partners)} | where.peers() | set(nodes)
+    cluster_info.check_operation(kind, args, named, where, members)
+    op = cluster_info.plan_operation(kind, args, coll.name, placement.get("incarnation"), placement, where, nodes)
+    await asyncio.to_thread(store.propose, op)
     return True

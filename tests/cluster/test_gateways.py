@@ -17,6 +17,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from cluster.peers import peer_id
 from tests.cluster import gateways, rest
 from tests.cluster.conftest import need
 from tests.cluster.connections import escapes
@@ -121,3 +122,53 @@ def test_any_gateway_serves_any_collection_and_the_leaders_loss_costs_one_electi
     finally:
         for g in gws:
             g.stop()
+
+
+def test_replicas_move_copy_and_drop_through_the_cluster_api(cluster):
+    """Qdrant's move_shard, replicate_shard and drop_replica on a collection of one shard
+    with two replicas among three nodes: each ends with the replicas where it asked,
+    active, agreeing, and every point there."""
+    gateway = gateways.start(cluster, cluster.network.hosts[3], 6363, cluster.network.scratch / "gateway-ops", SECRET)
+    try:
+        client = QdrantClient(url=gateway.url, timeout=60)
+        client.create_collection("ops", vectors_config=models.VectorParams(size=rest.DIM, distance=models.Distance.DOT),
+                                 replication_factor=2)
+        points = rest.points(100)
+        client.upsert("ops", points, wait=True)
+        nodes = {n["ip"]: n["id"] for n in cluster.driver(cluster.network.hosts[3]).ask("nodes") if n["alive"]}
+        peers = {peer_id(nodes[n.host.address]) for n in cluster.nodes[:3]}
+
+        def operate(operation) -> bool:
+            return client.http.distributed_api.update_collection_cluster("ops", cluster_operations=operation).result
+
+        def placed(count: int):
+            replicas = rest.replicas(gateway, "ops")
+            if len(replicas) != count or any(r["state"] != "Active" for r in replicas) \
+                    or len({r["hash"] for r in replicas}) != 1:
+                return None
+            return {r["peer_id"] for r in replicas}
+
+        holders = until(lambda: placed(2), 30, "two active replicas")
+        source, free = sorted(holders)[0], (peers - holders).pop()
+        assert operate(models.MoveShardOperation(
+            move_shard=models.MoveShard(shard_id=0, from_peer_id=source, to_peer_id=free)))
+        info = client.http.distributed_api.collection_cluster_info("ops").result
+        assert [(t.from_, t.to, t.sync) for t in info.shard_transfers] in ([(source, free, False)], [])
+        holders = until(lambda: (p := placed(2)) and source not in p and p, 120, "the move to end")
+        assert free in holders
+
+        spare = (peers - holders).pop()
+        assert operate(models.ReplicateShardOperation(
+            replicate_shard=models.ReplicateShard(shard_id=0, from_peer_id=free, to_peer_id=spare)))
+        until(lambda: placed(3), 120, "the copy to end")
+        assert operate(models.DropReplicaOperation(
+            drop_replica=models.Replica(shard_id=0, peer_id=free)))
+        assert until(lambda: placed(2), 120, "the drop to end") == peers - {free}
+        got = client.retrieve("ops", [p.id for p in points], consistency=models.ReadConsistencyType.ALL)
+        assert len(got) == len(points)
+        with pytest.raises(UnexpectedResponse) as refused:  # Qdrant's checks still come first
+            operate(models.DropReplicaOperation(
+                drop_replica=models.Replica(shard_id=0, peer_id=free)))
+        assert refused.value.status_code == 400 and f"Peer {free} has no replica of shard 0" in str(refused.value)
+    finally:
+        gateway.stop()

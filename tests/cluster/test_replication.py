@@ -54,8 +54,8 @@ def test_replicas_hold_the_same_points_and_a_lost_node_is_marked_dead(cluster):
         reference.create_collection("rep", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT))
         reference.upsert("rep", acked, wait=True)
         query = np.random.default_rng(9).standard_normal(DIM).tolist()
-        got = client.queryrest.points("rep", query=query, limit=10).points
-        want = reference.queryrest.points("rep", query=query, limit=10).points
+        got = client.query_points("rep", query=query, limit=10).points
+        want = reference.query_points("rep", query=query, limit=10).points
         assert [p.id for p in got] == [p.id for p in want]
 
         # Lose the node that holds a replica but no primary (r0 is every shard's
