@@ -44,6 +44,7 @@ from shard.points import PointTable
 from shard.types import (
     OP_TYPES,
     BadInput,
+    Diverged,
     LogTruncated,
     Op,
     PointId,
@@ -120,7 +121,11 @@ class LocalShard:
         self._snapshotting = threading.Lock()  # one snapshot at a time; taken before the shard lock
         self.path.mkdir(parents=True, exist_ok=True)
         self._epoch_file = fileio.contained(self.path, self.path / EPOCH_FILE)
-        self._highest_epoch = int(fileio.read_json(self._epoch_file, default={"epoch": 0})["epoch"])
+        epochs = fileio.read_json(self._epoch_file, default={"epoch": 0})
+        self._highest_epoch = int(epochs["epoch"])
+        # The epoch of the primary whose write this shard applied last (apply_replicated
+        # checks a new primary's first write against it). Older files: the highest.
+        self._applied_epoch = int(epochs.get("applied", self._highest_epoch))
         if (self.path / RESTORING).is_dir():
             log.warning("shard %s: finishing the restore of a transfer's copy that a crash interrupted", self.path.name)
             self._install_restoring(wal_segment_bytes).close()
@@ -191,6 +196,9 @@ class LocalShard:
           sends older records to catch a replica up.
         - ``seq`` applied already: nothing changes (a re-send after a lost answer);
           with ``wait`` the log is fsynced, as the first send may not have asked.
+          Unless ``epoch`` is newer than that of the last write applied: a new
+          primary writes where this replica holds an older primary's unacknowledged
+          writes (Diverged: it needs a full transfer).
         - ``seq`` past the next one: SequenceGap naming the one needed, nothing
           changed; the sender fills the gap from ``records_after`` and sends again.
         - an op the shard refuses (BadInput, PointNotFound) where the primary took
@@ -203,6 +211,11 @@ class LocalShard:
             self._check_open()
             self._check_epoch(epoch)
             if seq <= self.seq:
+                if epoch > self._applied_epoch:
+                    # A new primary's first write, at a number this replica holds: what
+                    # it holds there came from an older primary, and the new one never
+                    # had it. A re-send of the new primary's own would carry its epoch.
+                    raise Diverged(seq, epoch, self.seq, self._applied_epoch)
                 if wait:
                     self.wal.flush(fsync=True)
                 return self.seq
@@ -271,16 +284,17 @@ class LocalShard:
         if epoch < self._highest_epoch:
             raise StaleEpoch(epoch, self._highest_epoch)
 
-    def _store_epoch(self, epoch: int) -> None:
-        fileio.write_json(self._epoch_file, {"epoch": int(epoch)})
-        self._highest_epoch = int(epoch)
+    def _store_epoch(self, epoch: int, applied: int | None = None) -> None:
+        applied = self._applied_epoch if applied is None else int(applied)
+        fileio.write_json(self._epoch_file, {"epoch": int(epoch), "applied": applied})
+        self._highest_epoch, self._applied_epoch = int(epoch), applied
 
     def _commit(self, op: Op, record: bytes, wait: bool, epoch: int | None, seq: int | None = None) -> int:
         """Log ``record`` (the encoded ``op``) and apply the op, validated, the lock
         held: under the log's next seq, or under ``seq`` (a replica's: it must be
         the next). Returns the seq."""
-        if epoch is not None and epoch > self._highest_epoch:
-            self._store_epoch(epoch)
+        if epoch is not None and (epoch > self._highest_epoch or epoch != self._applied_epoch):
+            self._store_epoch(max(epoch, self._highest_epoch), applied=epoch)
         seq = self.wal.append(record) if seq is None else self.wal.append_at(seq, record)
         if wait:
             self.wal.flush(fsync=True)
@@ -734,6 +748,8 @@ class LocalShard:
             self.seq = self._snapshot_seq = state.seq
             self._log_bytes, self._snapshot_due = 0, False
             self._epoch += 1
+            # The copy is of the source's lineage, at the epoch it was fenced to.
+            self._store_epoch(self._highest_epoch, applied=self._highest_epoch)
             self._work.notify_all()
             log.info("shard %s: took over a copy of %d points, now at sequence %d",
                      self.path.name, len(self.points), self.seq)

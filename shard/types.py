@@ -81,6 +81,20 @@ class StaleEpoch(ReplicationError):
         return (StaleEpoch, (self.epoch, self.current))
 
 
+class Diverged(ReplicationError):
+    """A new primary's write lands on a sequence number this replica holds already:
+    it applied writes of an older epoch that the new primary never had (the old
+    primary's last, never acknowledged). Nothing changed; it needs a full transfer."""
+
+    def __init__(self, seq: int, epoch: int, applied: int, applied_epoch: int):
+        self.seq, self.epoch, self.applied, self.applied_epoch = seq, epoch, applied, applied_epoch
+        super().__init__(f"diverged: seq {seq} of epoch {epoch} arrived where this replica holds seq {applied} "
+                         f"of epoch {applied_epoch}")
+
+    def __reduce__(self):
+        return type(self), (self.seq, self.epoch, self.applied, self.applied_epoch)
+
+
 class SequenceGap(ReplicationError):
     """A replicated write skips ahead: the shard needs ``expected`` first. Nothing changed."""
 

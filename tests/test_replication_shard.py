@@ -20,6 +20,7 @@ from shard import codec
 from shard.local_shard import EPOCH_FILE, LocalShard
 from shard.types import (
     Distance,
+    Diverged,
     LogTruncated,
     NearestQuery,
     OptimizersConfig,
@@ -217,6 +218,41 @@ def test_a_resent_seq_is_a_no_op(tmp_path, rng):
     assert replica.apply_replicated(1, ops[0], epoch=1, wait=True) == 3
     assert replica.wal.synced_seq == 3  # a re-send that waits makes the first send durable
     assert state(replica) == before and replica.records_after(0) == logged
+
+
+def test_a_new_primarys_write_where_a_replica_holds_an_older_primarys_is_refused(tmp_path, rng):
+    """The old primary forwarded its write 3 to x, not to y, and was lost; y became
+    primary (epoch 2) and writes its own 3. x must not take it as a re-send: it
+    holds another write there (Diverged), and keeps refusing after a restart."""
+    x, y = open_shard(tmp_path / "x"), open_shard(tmp_path / "y")
+    first = [upsert([1, 2], rng), upsert([3], rng)]
+    for seq, op in enumerate(first, 1):
+        x.apply_replicated(seq, op, epoch=1)
+        y.apply_replicated(seq, op, epoch=1)
+    x.apply_replicated(3, {"type": "delete_points", "ids": [1]}, epoch=1)  # never reached y
+    new = {"type": "delete_points", "ids": [2]}
+    assert y.apply(new, epoch=2) == 3
+    before = state(x)
+    with pytest.raises(Diverged) as caught:
+        x.apply_replicated(3, new, epoch=2)
+    assert (caught.value.seq, caught.value.applied, caught.value.applied_epoch) == (3, 3, 1)
+    assert state(x) == before
+    x = killed(x)
+    with pytest.raises(Diverged):
+        x.apply_replicated(3, new, epoch=2)
+    # A replica that took the new primary's write takes its re-send as one.
+    z = open_shard(tmp_path / "z")
+    for seq, record in y.records_after(0):
+        z.apply_replicated(seq, record, epoch=2)
+    assert z.apply_replicated(3, new, epoch=2) == 3 and state(z)[0] == state(y)[0]
+    # A copy of y (what the transfer does) takes y's writes from then on.
+    y.export(str(x.path / "incoming"))  # the transfer fetches into the target's folder
+    x.fence(2)
+    x.restore(str(x.path / "incoming"), exact=True)
+    y.apply(upsert([9], rng), epoch=2)
+    for seq, record in y.records_after(2):
+        x.apply_replicated(seq, record, epoch=2)
+    assert state(x)[0] == state(y)[0]
 
 
 def test_a_replica_fed_the_primarys_writes_in_order_equals_the_primary(tmp_path, rng):
@@ -520,7 +556,8 @@ def test_wal_replay_from_any_point_of_a_segment_is_exact(tmp_path):
 def test_replication_errors_survive_pickling():
     """They cross processes (Ray, the shard socket) with their fields."""
     for error, fields in ((StaleEpoch(1, 2), ("epoch", "current")), (SequenceGap(5, 9), ("expected", "got")),
-                          (LogTruncated(3, 10), ("after_seq", "first_seq"))):
+                          (LogTruncated(3, 10), ("after_seq", "first_seq")),
+                          (Diverged(3, 2, 4, 1), ("seq", "epoch", "applied", "applied_epoch"))):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and str(back) == str(error)
         assert [getattr(back, f) for f in fields] == [getattr(error, f) for f in fields]

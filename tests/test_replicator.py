@@ -184,3 +184,15 @@ def test_a_peer_no_longer_named_loses_its_link(nodes):
     links["a"]._thread.join(5)
     assert not links["a"]._thread.is_alive()
     assert nodes["a"].shard.seq == 1 and nodes["b"].shard.seq == 2
+
+
+def test_a_peer_holding_the_old_primarys_last_write_is_named_failed_not_skipped(nodes):
+    """The old primary p forwarded write 2 to b but not to a, and was lost; a is
+    promoted (epoch 2) and writes its own 2. b must not count it as a re-send."""
+    p, a, b = (nodes[n].served for n in ("p", "a", "b"))
+    assert sorted(p.replicate(upsert(range(10)), True, 1, peers(nodes, "a", "b")).acked) == ["a", "b"]
+    nodes["p"].shard.apply(upsert(range(10, 20), seed=1), True, 1)  # the old primary's last write ...
+    b.apply_replicated_batch(p.records_after(1), 1, True)  # ... reached b alone
+    outcome = a.replicate(upsert(range(20, 30), seed=2), True, 2, peers(nodes, "b"))
+    assert outcome.seq == 2 and "b" in outcome.failed and "diverged" in outcome.failed["b"]
+    assert nodes["b"].shard.seq == 2 and 25 not in nodes["b"].shard.points.offset_of
