@@ -283,6 +283,11 @@ class ServedShard:
     def replicate(self, op: dict, wait: bool, epoch: int, peers: list[Peer], timeout: float = 10.0) -> WriteOutcome:
         return self.replicator.replicate(op, wait, epoch, peers, timeout)
 
+    def replication_epoch(self) -> int:
+        """The highest epoch the shard has seen (a transfer's target compares it with
+        the epoch of its own last write: ``cluster.transfer``)."""
+        return self._shard.highest_epoch
+
     def apply_replicated_batch(self, records: list[tuple[int, bytes]], epoch: int, wait: bool) -> int:
         """Apply the primary's records in order; the last seq applied (no records:
         where the replica is). Only the last record's log write is fsynced when

@@ -1,4 +1,5 @@
-"""A full (snapshot) transfer: one replica of a shard made a copy of another.
+"""A full (snapshot) transfer: one replica of a shard made a copy of another; or,
+where that is safe and the source's log allows, a replica caught up in place.
 
 docs/cluster.md ("Recovery and repair") has when: a replica whose missing records
 the primary's log no longer holds (``LogTruncated``), or a new one. This module is
@@ -33,6 +34,11 @@ a whole copy of the shard on disk). The target's copy lives in
 if the transfer fails. Folders a killed process left are deleted when its actor
 starts again (``remove_leftovers``).
 
+First the target checks whether it can be caught up in place instead (``_in_place``):
+a replica Ray restarted, or one that missed writes while cut off, still holds its
+storage; when its last write came from the source's epoch and the source's log holds
+every record after it, it applies those and no copy is made.
+
 The target is restored at exactly the export's sequence number (``restore(exact=True)``),
 whatever its own log held, and with at least the source's replication epoch; then
 it applies the records after that number from the source's log, as a replica
@@ -63,7 +69,7 @@ from typing import Any
 
 from cluster.transport import HANDSHAKE_TIMEOUT, BlockingChannel, Endpoints
 from shard import fileio
-from shard.types import ReplicationError, StaleEpoch
+from shard.types import LogTruncated, ReplicationError, StaleEpoch
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +271,9 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
     export: ExportInfo | None = None
     try:
         channel = BlockingChannel.connect(source, secret, timeout=min(HANDSHAKE_TIMEOUT, left()))
+        in_place = _in_place(channel, shard, started, left)
+        if in_place is not None:
+            return in_place
         export = channel.call("transfer_open", EXPORT_LEASE, timeout=left())
         folder.mkdir()
         copied, chunks = _fetch(channel, export, folder, left)
@@ -290,6 +299,30 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
     log.info("shard %s: a copy of its source at sequence %d (%d points, %.1f MiB in %d chunks), "
              "then %d records after it: %.1f s", shard.path.name, done["seq"], received.points, copied / 2**20,
              chunks, received.caught_up, received.seconds)
+    return received
+
+
+def _in_place(channel: BlockingChannel, shard: Any, started: float, left) -> Received | None:
+    """Catch ``shard`` up from the source's log, without a copy, when that is safe and
+    possible: its last write came from the source's epoch (so what it holds is a
+    prefix of the source's history: a replica ahead of a new primary refuses that
+    primary's writes, see ``LocalShard.apply_replicated``), and the source's log
+    still holds every record after it. None: a full transfer is needed."""
+    if shard.seq == 0 or channel.call("replication_epoch", timeout=left()) != shard.applied_epoch:
+        return None
+    start = shard.seq
+    try:
+        first = channel.call("records_after", start, CATCH_UP_RECORDS, CATCH_UP_BYTES, timeout=left())
+    except LogTruncated:
+        return None
+    seq = start
+    for i, (record_seq, record) in enumerate(first):
+        seq = shard.apply_replicated(record_seq, record, shard.highest_epoch, wait=i == len(first) - 1)
+    if len(first) >= CATCH_UP_RECORDS or sum(len(r) for _, r in first) >= CATCH_UP_BYTES:
+        seq = _catch_up(channel, shard, seq, left)
+    received = Received(seq, len(shard.points), 0, 0, seq - start, time.monotonic() - started)
+    log.info("shard %s: caught up in place from sequence %d to %d from its source's log: %.1f s",
+             shard.path.name, start, seq, received.seconds)
     return received
 
 

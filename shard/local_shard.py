@@ -247,6 +247,11 @@ class LocalShard:
         """The highest replication epoch this shard has seen (0: none)."""
         return self._highest_epoch
 
+    @property
+    def applied_epoch(self) -> int:
+        """The epoch of the primary whose write this shard applied last (0: none)."""
+        return self._applied_epoch
+
     def records_after(self, seq: int, limit: int = 1000, max_bytes: int = 64 << 20) -> list[tuple[int, bytes]]:
         """The logged writes after ``seq``, oldest first: (seq, encoded op) pairs,
         at most ``limit`` of them and, but for the first, ``max_bytes`` of records.
