@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     log_level: str = Field("INFO", description="Python logging level of the server.")
 
+    @model_validator(mode="after")
+    def _one_http_process_on_a_cluster(self) -> "Settings":
+        # HTTP workers reach shards through their Unix sockets on this machine; a
+        # replicated collection's shards are replica sets spread over the cluster.
+        if self.cluster.ray_address and self.service.workers != 1:
+            raise ValueError("service.workers must be 1 with cluster.ray_address (HTTP workers serve shards on "
+                             "one machine): on a cluster, run more gateways instead")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, env_settings, _YamlSource(settings_cls))

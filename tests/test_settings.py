@@ -48,3 +48,5 @@ def test_cluster_flags(monkeypatch):
     assert c.raft_peers == ["10.0.0.6:7335", "10.0.0.7:7335"] and c.secret.get_secret_value() == "s3cret"
     with pytest.raises(Exception, match="cluster.secret is required"):
         settings_module.load(None, _overrides(_parser().parse_args(["serve", "--peers", "10.0.0.6:7335"])))
+    with pytest.raises(Exception, match="service.workers must be 1 with cluster.ray_address"):
+        settings_module.load(None, {"service": {"workers": 0}, "cluster": {"ray_address": "10.0.0.1:6379"}})

@@ -126,8 +126,9 @@ def test_any_gateway_serves_any_collection_and_the_leaders_loss_costs_one_electi
 
 def test_replicas_move_copy_and_drop_through_the_cluster_api(cluster):
     """Qdrant's move_shard, replicate_shard and drop_replica on a collection of one shard
-    with two replicas among three nodes: each ends with the replicas where it asked,
-    active, agreeing, and every point there."""
+    with two replicas among three nodes, then PATCHes of its replication_factor: each
+    ends with the replicas where (and as many as) it asked, active, agreeing, and every
+    point there."""
     gateway = gateways.start(cluster, cluster.network.hosts[3], 6363, cluster.network.scratch / "gateway-ops", SECRET)
     try:
         client = QdrantClient(url=gateway.url, timeout=60)
@@ -166,9 +167,20 @@ def test_replicas_move_copy_and_drop_through_the_cluster_api(cluster):
         assert until(lambda: placed(2), 120, "the drop to end") == peers - {free}
         got = client.retrieve("ops", [p.id for p in points], consistency=models.ReadConsistencyType.ALL)
         assert len(got) == len(points)
+        # PATCH of replication_factor: every shard to that many again, online.
+        client.update_collection("ops", collection_params=models.CollectionParamsDiff(
+            replication_factor=3, write_consistency_factor=2))
+        until(lambda: placed(3), 120, "a third replica after raising the factor")
+        client.upsert("ops", rest.points(10, start=1000, seed=5), wait=True)  # two replicas must have it
+        client.update_collection("ops", collection_params=models.CollectionParamsDiff(
+            replication_factor=1, write_consistency_factor=1))
+        until(lambda: placed(1), 120, "one replica left after lowering the factor")
+        assert client.count("ops", exact=True).count == len(points) + 10
+        client.update_collection("ops", collection_params=models.CollectionParamsDiff(replication_factor=2))
+        until(lambda: placed(2), 120, "two replicas again")
+        me = rest.get(f"{gateway.url}/cluster")["peer_id"]  # a member, holding no replica
         with pytest.raises(UnexpectedResponse) as refused:  # Qdrant's checks still come first
-            operate(models.DropReplicaOperation(
-                drop_replica=models.Replica(shard_id=0, peer_id=free)))
-        assert refused.value.status_code == 400 and f"Peer {free} has no replica of shard 0" in str(refused.value)
+            operate(models.DropReplicaOperation(drop_replica=models.Replica(shard_id=0, peer_id=me)))
+        assert refused.value.status_code == 400 and f"Peer {me} has no replica of shard 0" in str(refused.value)
     finally:
         gateway.stop()
