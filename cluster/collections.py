@@ -241,14 +241,16 @@ class Collections(RunningCollections):
 
     def _marker(self, name: str, incarnation: str):
         """The ``mark_dead`` of a replicated collection's shards: commit each replica's
-        ``dead`` through Raft (from the state it was seen in: a change since wins),
-        then hand every shard of the collection the placement as now committed."""
+        ``dead`` through Raft (from the state it was seen in, a change since winning;
+        or from any state), then hand every shard of the collection the placement as
+        now committed."""
 
-        async def mark_dead(shard: int, states: dict[str, str]) -> None:
+        async def mark_dead(shard: int, states: dict[str, str | None]) -> None:
             for replica, state in states.items():
                 await asyncio.to_thread(self.metadata.propose,
                                         SetReplicaState(name, incarnation, shard, replica, "dead", from_state=state))
-                log.warning("collection `%s`: replica %s of shard %d missed a write: marked dead", name, replica, shard)
+                log.log(logging.WARNING if state is not None else logging.INFO,
+                        "collection `%s`: replica %s of shard %d missed a write: marked dead", name, replica, shard)
             self._refresh_placement(name)
 
         return mark_dead

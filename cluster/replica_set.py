@@ -6,7 +6,9 @@ and "Reads").
   forwards it, in sequence order, to the other replicas that take writes, and says who
   has it (``cluster.replicator``). ``routing.write_verdict`` decides; the replicas that
   failed are marked ``dead`` through Raft (``mark_dead``, given by the owner) *before*
-  the client is answered, so that no replica left active lacks an acknowledged write.
+  the client is answered, so that no replica left active lacks an acknowledged write;
+  so are the partial ones (being filled) that did not take it, whatever their state
+  by then, so that none is made active without it.
 - A read goes to one active replica (the one on the gateway's own node first, then
   in turn), or to as many as the request's ``consistency`` asks (``READ_CONSISTENCY``,
   set per request as ``REQUEST_TIMEOUT`` is), whose answers are resolved into one
@@ -47,7 +49,8 @@ _RESOLVERS: dict[str, Callable[[list, resolve.Condition], Any]] = {
     "facet": resolve.resolve_facets,
 }
 
-MarkDead = Callable[[int, dict[str, str]], Awaitable[None]]  # (shard, {replica: its state now}) -> committed
+# (shard, {replica: the state it must still be in, None: any}) -> committed
+MarkDead = Callable[[int, dict[str, str | None]], Awaitable[None]]
 
 
 class ReplicaSet(ShardClient):
@@ -95,8 +98,14 @@ class ReplicaSet(ShardClient):
         why = {**{r: "not running" for r in targets.forwards if r not in self.endpoints}, **outcome.failed}
         failed = {r: ShardUnavailable(f"replica {r}: {text}") for r, text in why.items() if r in targets.active}
         verdict = routing.write_verdict(targets, quorum, {targets.primary, *outcome.acked}, failed)
-        if verdict.mark_dead:
-            states = {r: self.shard["replicas"][r]["state"] for r in verdict.mark_dead}
+        # A partial replica that did not take the write may be made active by the
+        # controller at any moment (its transfer done): it is marked dead as well, from
+        # whatever state it is in by then (None), so that it is never active without
+        # this write; it neither fails the write nor counts for it. It is caught up
+        # again (in place, from the primary's log, when it can be).
+        states = {**{r: None for r in why if r not in targets.active},
+                  **{r: self.shard["replicas"][r]["state"] for r in verdict.mark_dead}}
+        if states:
             await self._mark_dead(self.index, states)
         if not verdict.accepted:
             raise verdict.error

@@ -306,15 +306,24 @@ class ServedShard:
     def transfer_from(self, source: Peer, timeout: float) -> int:
         """Make this replica a copy of ``source`` (an active replica of the shard),
         pulled over one connection within ``timeout`` seconds, then apply the
-        source's writes since; return the seq it is at afterwards. The primary's
+        source's writes since; return the seq it is at afterwards. When it can be
+        caught up from the source's log instead (``transfer.catch_up_in_place``), it
+        is, and forwarded writes are taken meanwhile. The primary's
         link fills in what came later from its log. Forwarded writes are refused
         meanwhile, a second transfer too (TransferInProgress). A failure before
         the copy is in leaves this replica as it was. What the controller runs
         (``cluster.transfer`` has the protocol)."""
+        if self._replacing.locked():
+            raise TransferInProgress("a transfer to this replica is running already")
+        started = time.monotonic()
+        caught_up = transfer.catch_up_in_place(self._shard, source.endpoints, self.replicator.secret, timeout)
+        if caught_up is not None:
+            return caught_up.seq
         if not self._replacing.acquire(blocking=False):
             raise TransferInProgress("a transfer to this replica is running already")
         try:
-            return transfer.receive(self._shard, source.endpoints, self.replicator.secret, timeout).seq
+            left = max(1.0, timeout - (time.monotonic() - started))
+            return transfer.receive(self._shard, source.endpoints, self.replicator.secret, left).seq
         finally:
             self._replacing.release()
 

@@ -34,7 +34,7 @@ a whole copy of the shard on disk). The target's copy lives in
 if the transfer fails. Folders a killed process left are deleted when its actor
 starts again (``remove_leftovers``).
 
-First the target checks whether it can be caught up in place instead (``_in_place``):
+First the target checks whether it can be caught up in place instead (``catch_up_in_place``):
 a replica Ray restarted, or one that missed writes while cut off, still holds its
 storage; when its last write came from the source's epoch and the source's log holds
 every record after it, it applies those and no copy is made.
@@ -271,9 +271,6 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
     export: ExportInfo | None = None
     try:
         channel = BlockingChannel.connect(source, secret, timeout=min(HANDSHAKE_TIMEOUT, left()))
-        in_place = _in_place(channel, shard, started, left)
-        if in_place is not None:
-            return in_place
         export = channel.call("transfer_open", EXPORT_LEASE, timeout=left())
         folder.mkdir()
         copied, chunks = _fetch(channel, export, folder, left)
@@ -302,13 +299,34 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
     return received
 
 
-def _in_place(channel: BlockingChannel, shard: Any, started: float, left) -> Received | None:
+def catch_up_in_place(shard: Any, source: Endpoints, secret: bytes | None, timeout: float) -> Received | None:
     """Catch ``shard`` up from the source's log, without a copy, when that is safe and
     possible: its last write came from the source's epoch (so what it holds is a
     prefix of the source's history: a replica ahead of a new primary refuses that
     primary's writes, see ``LocalShard.apply_replicated``), and the source's log
-    still holds every record after it. None: a full transfer is needed."""
-    if shard.seq == 0 or channel.call("replication_epoch", timeout=left()) != shard.applied_epoch:
+    still holds every record after it. None: a full transfer is needed. Forwarded
+    writes go on meanwhile: they and these records are applied each at its number,
+    whichever comes first."""
+    started = time.monotonic()
+    deadline = started + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"the catch-up did not finish within {timeout:g} s")
+        return remaining
+
+    if shard.seq == 0:
+        return None
+    channel = BlockingChannel.connect(source, secret, timeout=min(HANDSHAKE_TIMEOUT, left()))
+    try:
+        return _in_place(channel, shard, started, left)
+    finally:
+        channel.close()
+
+
+def _in_place(channel: BlockingChannel, shard: Any, started: float, left) -> Received | None:
+    if channel.call("replication_epoch", timeout=left()) != shard.applied_epoch:
         return None
     start = shard.seq
     try:

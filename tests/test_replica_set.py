@@ -152,3 +152,19 @@ def test_a_read_goes_on_to_another_replica_when_one_is_unreachable(cluster):
         assert [await cluster.set.count({"must": [{"key": "kind", "match": {"value": "a"}}]}) for _ in range(4)] == [5] * 4
 
     run(go())
+
+
+def test_a_partial_replica_that_misses_a_write_is_marked_dead_from_any_state(cluster):
+    """A partial replica (being filled) does not count for a write, but one that missed
+    it must never become active without it: it is marked dead whatever its state by
+    the time the mark is committed (the controller may be activating it)."""
+    async def go():
+        await cluster.set.apply(upsert(range(5)), True)
+        cluster.state = metadata_ops.apply(cluster.state, SetReplicaState("c", INCARNATION, 0, "r2", "partial"))[0]
+        cluster.set.update(cluster.entry(), cluster.set.replicas, cluster.set.endpoints)
+        cluster.stop("r2")
+        assert await cluster.set.apply(upsert(range(5, 10)), True) == 2  # the write stands
+        assert cluster.marked == [{"r2": None}]
+        assert cluster.entry()["replicas"]["r2"]["state"] == "dead"
+
+    run(go())

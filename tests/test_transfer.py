@@ -298,3 +298,34 @@ def test_otherwise_a_replica_is_copied_whole(nodes, why):
     target.served.transfer_from(source.peer("source"), timeout=60)
     assert len(opens) == 1
     same(source.shard, target.shard)
+
+
+def test_writes_go_on_while_a_replica_is_caught_up_in_place(nodes):
+    primary, target = nodes("p"), nodes("t", tcp=True)
+    for i in range(30):  # the target took these, then missed 30 more while it was away
+        primary.served.replicate(upsert(range(i * 50, i * 50 + 50), seed=i), False, 2,
+                                 [target.peer("t")] if i < 10 else [])
+    stop, outcomes = threading.Event(), []
+
+    def writer() -> None:
+        k = 0
+        while not stop.is_set() and k < 200:
+            k += 1
+            outcomes.append(primary.served.replicate(upsert([k % 40], seed=500 + k), True, 2, [target.peer("t")],
+                                                     timeout=10))
+
+    opens = count_calls(primary, "transfer_open")
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while not outcomes:
+            time.sleep(0.01)
+        target.served.transfer_from(primary.peer("p"), timeout=60)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert opens == [] and outcomes
+    assert not any("TransferInProgress" in o.failed.get("t", "") for o in outcomes)  # never refused
+    outcome = primary.served.replicate(upsert([1]), True, 2, [target.peer("t")], timeout=10)
+    assert outcome.acked == ("t",)
+    same(primary.shard, target.shard)
