@@ -251,6 +251,19 @@ class Exports:
 # ---------------------------------------------------------------- the target
 
 
+def _time_left(started: float, timeout: float, what: str):
+    """``left()``: the seconds left of ``timeout`` from ``started``; TimeoutError once none."""
+    deadline = started + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{what} did not finish within {timeout:g} s")
+        return remaining
+
+    return left
+
+
 def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float) -> Received:
     """Make ``shard`` (this replica's LocalShard) a copy of the shard served at
     ``source`` and apply the source's writes since, within ``timeout`` seconds
@@ -258,14 +271,7 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
     leaves ``shard`` as it was (its epoch perhaps raised) and deletes the partial
     copy; the source deletes its export when told, or when its lease runs out."""
     started = time.monotonic()
-    deadline = started + timeout
-
-    def left() -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"the transfer did not finish within {timeout:g} s")
-        return remaining
-
+    left = _time_left(started, timeout, "the transfer")
     folder = shard.path / f"{IN}{uuid.uuid4().hex}"
     channel: BlockingChannel | None = None
     export: ExportInfo | None = None
@@ -308,14 +314,7 @@ def catch_up_in_place(shard: Any, source: Endpoints, secret: bytes | None, timeo
     writes go on meanwhile: they and these records are applied each at its number,
     whichever comes first."""
     started = time.monotonic()
-    deadline = started + timeout
-
-    def left() -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"the catch-up did not finish within {timeout:g} s")
-        return remaining
-
+    left = _time_left(started, timeout, "the catch-up")
     if shard.seq == 0:
         return None
     channel = BlockingChannel.connect(source, secret, timeout=min(HANDSHAKE_TIMEOUT, left()))
