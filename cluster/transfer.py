@@ -51,9 +51,11 @@ asks, or the target answers ``SequenceGap``) and fills in the rest from the
 primary's log. A transfer that fails before the restore leaves the target as it
 was; one whose catch-up from the source fails (the source gone, its log trimmed
 past the copy) leaves it at the copy, consistent, for the link to go on from.
-So the writes made while a transfer runs must fit in the log the source and the
-primary keep after a snapshot (``wal_retain_bytes``, 64 MiB by default); beyond
-that the target is reported as needing another transfer.
+The source keeps the log after the export's sequence (``LocalShard.pin_log``) while
+the export lives and for a lease after it is closed, whatever ``wal_retain_bytes``
+says, so the writes made during a long copy are there for the catch-up; the primary's
+own log, which the link fills in from, keeps ``wal_retain_bytes`` (64 MiB by default)
+after a snapshot, and beyond that the target is reported as needing another transfer.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class _Export:
     lease: float
     expires: float = float("inf")  # not before it is made
     files: dict[str, int] = field(default_factory=dict)
+    seq: int = 0  # the shard's sequence the export holds
 
 
 class Exports:
@@ -175,11 +178,14 @@ class Exports:
         with self._cond:
             export = self._exports.get(export_id)
             if export is not None:
-                export.files, export.expires = files, time.monotonic() + lease
+                export.files, export.expires, export.seq = files, time.monotonic() + lease, done["seq"]
                 self._watch()
         if export is None:  # closed meanwhile (the actor is closing)
             self._remove(folder)
             raise ExportGone("the shard closed while it exported")
+        # The target reads the writes made since from this shard's log once its copy is
+        # in: kept while the export lives, and for a lease after it is closed.
+        self._shard.pin_log(export_id, done["seq"], lease)
         log.info("shard %s: exported %d points at sequence %d for a transfer (%s)",
                  self._shard.path.name, done["points"], done["seq"], export_id)
         return ExportInfo(export_id, done["seq"], done["points"], epoch, tuple(files.items()))
@@ -195,6 +201,7 @@ class Exports:
                 raise ValueError(f"the export has no file {name!r}")
             export.expires = time.monotonic() + export.lease
             path = export.folder / name
+        self._shard.pin_log(export_id, export.seq, export.lease)
         with open(path, "rb") as f:
             f.seek(max(0, int(offset)))
             return f.read(max(0, min(int(size), MAX_CHUNK_BYTES)))
@@ -205,6 +212,8 @@ class Exports:
             export = self._exports.pop(export_id, None)
             self._cond.notify_all()
         if export is not None:
+            if export.files:  # its target catches up from the log next: kept a lease longer
+                self._shard.pin_log(export_id, export.seq, export.lease)
             self._remove(export.folder)
 
     def close_all(self) -> None:

@@ -12,7 +12,8 @@ Recovery (``open``): load the newest snapshot, replay the log after it. Snapshot
 are taken by the background thread when the log since the last one exceeds
 ``wal_capacity_bytes`` (``snapshot``: the shard lock is held only while the state
 is staged), and on close; then the log before them is dropped, but for the newest
-``wal_retain_bytes`` of it, kept for replicas that catch up.
+``wal_retain_bytes`` of it, kept for replicas that catch up, and anything a transfer
+has pinned (``pin_log``).
 
 Replication (the primary sequences, every replica applies in its order; see
 docs/cluster.md): the primary's writes come through ``apply`` with the epoch the
@@ -32,6 +33,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,6 @@ from shard.digest import ShardDigest, content_digest
 from shard.payload import PayloadStore
 from shard.points import PointTable
 from shard.types import (
-    OP_TYPES,
     BadInput,
     Diverged,
     LogTruncated,
@@ -55,6 +56,7 @@ from shard.types import (
     StaleEpoch,
 )
 from shard.vectors import VectorStore
+from shard.write_ops import WriteOps
 from shard.wal import DEFAULT_SEGMENT_BYTES, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ EPOCH_FILE = "epoch.json"  # {"epoch": n}: the highest replication epoch the sha
 RESTORING = "restoring"  # a transfer's copy being made the shard (``restore(exact=True)``); finished on open
 
 
-class LocalShard:
+class LocalShard(WriteOps):
     """One shard in the folder ``path`` (made if missing; opened and recovered if not).
 
     Settings:
@@ -126,6 +128,7 @@ class LocalShard:
         # The epoch of the primary whose write this shard applied last (apply_replicated
         # checks a new primary's first write against it). Older files: the highest.
         self._applied_epoch = int(epochs.get("applied", self._highest_epoch))
+        self._log_pins: dict[str, tuple[int, float]] = {}  # key -> (keep records after, until when)
         if (self.path / RESTORING).is_dir():
             log.warning("shard %s: finishing the restore of a transfer's copy that a crash interrupted", self.path.name)
             self._install_restoring(wal_segment_bytes).close()
@@ -285,6 +288,20 @@ class LocalShard:
                 records.close()
             return out
 
+    def pin_log(self, key: str, after_seq: int, seconds: float) -> None:
+        """Keep the log's records after ``after_seq`` for ``seconds`` from now, beyond
+        ``wal_retain_bytes`` if need be: a transfer's target reads them once its copy
+        of this shard is in (``cluster.transfer``). The same key again renews it."""
+        with self._lock:
+            self._log_pins[key] = (int(after_seq), time.monotonic() + float(seconds))
+
+    def _log_floor(self, seq: int) -> int:
+        """The seq a snapshot may drop the log up to: ``seq``, or below a live pin
+        (the lock held)."""
+        now = time.monotonic()
+        self._log_pins = {k: pin for k, pin in self._log_pins.items() if pin[1] > now}
+        return min([seq, *(after for after, _ in self._log_pins.values())])
+
     def _check_epoch(self, epoch: int) -> None:
         if epoch < self._highest_epoch:
             raise StaleEpoch(epoch, self._highest_epoch)
@@ -314,119 +331,6 @@ class LocalShard:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"shard {self.path.name} is closed")
-
-    def _validate(self, op: Op) -> None:
-        kind = op.get("type")
-        if kind not in OP_TYPES:
-            raise BadInput(f"unknown operation {kind!r}")
-        if "vectors" in op:
-            for name, array in op["vectors"].items():
-                params = self.config.vector(name)
-                if array.ndim != 2 or array.shape[1] != params.size:
-                    got = array.shape[-1] if array.ndim else 0
-                    raise BadInput(f"Vector dimension error: expected dim: {params.size}, got {got}")
-                if array.shape[0] != len(op["ids"]):
-                    raise BadInput("the number of vectors differs from the number of ids")
-                if not np.isfinite(array).all():
-                    raise BadInput("Vector contains NaN or infinite values")
-        if kind == "delete_vectors":
-            for name in op["names"]:
-                self.config.vector(name)
-        if kind in ("update_vectors", "set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
-            for point_id in op.get("ids") or ():
-                if point_id not in self.points.offset_of:
-                    raise PointNotFound(point_id)
-        if kind == "create_index":
-            self.payloads.check_index_schema(op["field"], op["schema"])
-
-    def _selected(self, op: Op) -> np.ndarray:
-        """Offsets an op addresses, by ids or by filter."""
-        if op.get("filter") is not None:
-            return np.flatnonzero(filters.evaluate(op["filter"], self))
-        return self.points.offsets_of(op.get("ids") or ())
-
-    def _apply(self, seq: int, op: Op) -> None:
-        """Apply a validated op. Deterministic: replaying the log rebuilds the state."""
-        kind = op["type"]
-        if kind == "upsert":
-            self._upsert(op, seq)
-        elif kind == "update_vectors":
-            offsets = self.points.offsets_of(op["ids"])
-            self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)
-            self.points.versions[offsets] = seq
-        else:
-            offsets = self._selected(op)
-            if kind == "delete_points":
-                self._delete(offsets)
-            elif kind == "delete_vectors":
-                for name in op["names"]:
-                    self._clear_vector(name, offsets)
-                self.points.versions[offsets] = seq
-            elif kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
-                self._payload_op(kind, op, offsets)
-                self.points.versions[offsets] = seq
-            elif kind == "create_index":
-                self.payloads.create_index(op["field"], op["schema"])
-            elif kind == "delete_index":
-                self.payloads.delete_index(op["field"])
-        self.seq = seq
-
-    def _upsert(self, op: Op, seq: int) -> None:
-        ids: list[PointId] = op["ids"]
-        # Duplicate ids in one batch: the last occurrence wins, as in Qdrant.
-        last = {point_id: row for row, point_id in enumerate(ids)}
-        rows = np.fromiter(last.values(), dtype=np.int64, count=len(last))
-        offsets = np.fromiter((self.points.assign(i)[0] for i in last), dtype=np.int64, count=len(last))
-        vectors = {n: a[rows] for n, a in op["vectors"].items()}
-        masks = {n: m[rows] for n, m in (op.get("vector_mask") or {}).items()}
-        self._set_vectors(offsets, vectors, masks, replace=True)
-        payloads = op.get("payloads")
-        for row, offset in zip(rows.tolist(), offsets.tolist()):
-            self.payloads.set(offset, (payloads[row] if payloads else None) or {})
-        self.points.versions[offsets] = seq
-
-    def _set_vectors(self, offsets, vectors, masks, *, replace: bool) -> None:
-        """Store the given vectors; with ``replace`` (upsert) a point loses the
-        vectors it was not given, as Qdrant replaces the whole point."""
-        for name in self.config.vectors:
-            if name in vectors:
-                mask = (masks or {}).get(name)
-                given = offsets if mask is None else offsets[mask]
-                array = vectors[name] if mask is None else vectors[name][mask]
-                self.vectors[name].set(given, array)
-                self._invalidate(name, given)
-                if mask is not None and replace:
-                    self._clear_vector(name, offsets[~mask])
-            elif replace:
-                self._clear_vector(name, offsets)
-
-    def _clear_vector(self, name: str, offsets: np.ndarray) -> None:
-        self.vectors[name].clear(offsets)
-        self._invalidate(name, offsets)
-
-    def _invalidate(self, name: str, offsets: np.ndarray) -> None:
-        indexed = self.indexed[name]
-        inside = offsets[offsets < indexed.shape[0]]
-        indexed[inside] = False
-
-    def _delete(self, offsets: np.ndarray) -> None:
-        for name in self.config.vectors:
-            self._clear_vector(name, offsets)
-        for offset in offsets.tolist():
-            self.payloads.remove(offset)
-            self.points.release(offset)
-
-    def _payload_op(self, kind: str, op: Op, offsets: np.ndarray) -> None:
-        store = self.payloads
-        for offset in offsets.tolist():
-            if kind == "set_payload":
-                store.merge(offset, op["payload"], op.get("key"))
-            elif kind == "overwrite_payload":
-                store.set(offset, op["payload"])
-            elif kind == "delete_payload":
-                store.delete_keys(offset, op["keys"])
-            else:
-                store.clear(offset)
 
     def read_cache(self) -> dict:
         """A dict for derived read state (see shard.search.cached_candidates),
@@ -667,7 +571,7 @@ class LocalShard:
                 staged = snapshot.stage(self, self.path / "snapshot")
             snapshot.finish(self, staged)
             with self._lock:
-                self.wal.truncate_before(seq, keep_bytes=self.wal_retain_bytes)
+                self.wal.truncate_before(self._log_floor(seq), keep_bytes=self.wal_retain_bytes)
                 self._snapshot_seq = seq
                 self._log_bytes -= logged
 
@@ -781,7 +685,7 @@ class LocalShard:
             return
         self.wal.flush(fsync=True)
         snapshot.save(self, self.path / "snapshot")
-        self.wal.truncate_before(self.seq, keep_bytes=self.wal_retain_bytes)
+        self.wal.truncate_before(self._log_floor(self.seq), keep_bytes=self.wal_retain_bytes)
         self._snapshot_seq = self.seq
         self._log_bytes = 0
 

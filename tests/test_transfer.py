@@ -329,3 +329,21 @@ def test_writes_go_on_while_a_replica_is_caught_up_in_place(nodes):
     outcome = primary.served.replicate(upsert([1]), True, 2, [target.peer("t")], timeout=10)
     assert outcome.acked == ("t",)
     same(primary.shard, target.shard)
+
+
+def test_the_source_keeps_the_log_after_its_export_until_the_target_caught_up(nodes):
+    source = nodes("source", wal_retain_bytes=0)  # a snapshot keeps no log of its own
+    fill(source, 1000)
+    info = source.served.transfer_open(1.0)
+    for i in range(5):  # writes during the copy
+        source.shard.apply(upsert([2000 + i], seed=i), epoch=1)
+    source.shard.snapshot()
+    assert [seq for seq, _ in source.shard.records_after(info.seq)] == [2, 3, 4, 5, 6]
+    source.served.transfer_close(info.export_id)  # the copy is whole: the files go ...
+    source.shard.snapshot()
+    assert len(source.shard.records_after(info.seq)) == 5  # ... the log after it stays a lease longer
+    time.sleep(1.1)
+    source.shard.apply(upsert([3000]), epoch=1)
+    source.shard.snapshot()
+    with pytest.raises(Exception, match="records after 1 are gone"):
+        source.shard.records_after(info.seq)

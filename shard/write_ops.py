@@ -1,0 +1,132 @@
+"""How each write op changes a shard: ``LocalShard``'s half that validates and applies
+ops (``shard.types.OP_TYPES``), kept apart so that the shard's module holds its life
+cycle, its log and its reads.
+
+A mixin: its methods work on the shard's own stores (``config``, ``points``,
+``payloads``, ``vectors``, ``indexed``) and sequence (``seq``), always with the
+shard's lock held. ``_validate`` refuses an op before it is logged; ``_apply`` is
+deterministic, so that replaying the log (or a replica applying the primary's
+records) rebuilds the same state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shard import filters
+from shard.types import OP_TYPES, BadInput, Op, PointId, PointNotFound
+
+
+class WriteOps:
+    def _validate(self, op: Op) -> None:
+        kind = op.get("type")
+        if kind not in OP_TYPES:
+            raise BadInput(f"unknown operation {kind!r}")
+        if "vectors" in op:
+            for name, array in op["vectors"].items():
+                params = self.config.vector(name)
+                if array.ndim != 2 or array.shape[1] != params.size:
+                    got = array.shape[-1] if array.ndim else 0
+                    raise BadInput(f"Vector dimension error: expected dim: {params.size}, got {got}")
+                if array.shape[0] != len(op["ids"]):
+                    raise BadInput("the number of vectors differs from the number of ids")
+                if not np.isfinite(array).all():
+                    raise BadInput("Vector contains NaN or infinite values")
+        if kind == "delete_vectors":
+            for name in op["names"]:
+                self.config.vector(name)
+        if kind in ("update_vectors", "set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
+            for point_id in op.get("ids") or ():
+                if point_id not in self.points.offset_of:
+                    raise PointNotFound(point_id)
+        if kind == "create_index":
+            self.payloads.check_index_schema(op["field"], op["schema"])
+
+    def _selected(self, op: Op) -> np.ndarray:
+        """Offsets an op addresses, by ids or by filter."""
+        if op.get("filter") is not None:
+            return np.flatnonzero(filters.evaluate(op["filter"], self))
+        return self.points.offsets_of(op.get("ids") or ())
+
+    def _apply(self, seq: int, op: Op) -> None:
+        """Apply a validated op. Deterministic: replaying the log rebuilds the state."""
+        kind = op["type"]
+        if kind == "upsert":
+            self._upsert(op, seq)
+        elif kind == "update_vectors":
+            offsets = self.points.offsets_of(op["ids"])
+            self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)
+            self.points.versions[offsets] = seq
+        else:
+            offsets = self._selected(op)
+            if kind == "delete_points":
+                self._delete(offsets)
+            elif kind == "delete_vectors":
+                for name in op["names"]:
+                    self._clear_vector(name, offsets)
+                self.points.versions[offsets] = seq
+            elif kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
+                self._payload_op(kind, op, offsets)
+                self.points.versions[offsets] = seq
+            elif kind == "create_index":
+                self.payloads.create_index(op["field"], op["schema"])
+            elif kind == "delete_index":
+                self.payloads.delete_index(op["field"])
+        self.seq = seq
+
+    def _upsert(self, op: Op, seq: int) -> None:
+        ids: list[PointId] = op["ids"]
+        # Duplicate ids in one batch: the last occurrence wins, as in Qdrant.
+        last = {point_id: row for row, point_id in enumerate(ids)}
+        rows = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+        offsets = np.fromiter((self.points.assign(i)[0] for i in last), dtype=np.int64, count=len(last))
+        vectors = {n: a[rows] for n, a in op["vectors"].items()}
+        masks = {n: m[rows] for n, m in (op.get("vector_mask") or {}).items()}
+        self._set_vectors(offsets, vectors, masks, replace=True)
+        payloads = op.get("payloads")
+        for row, offset in zip(rows.tolist(), offsets.tolist()):
+            self.payloads.set(offset, (payloads[row] if payloads else None) or {})
+        self.points.versions[offsets] = seq
+
+    def _set_vectors(self, offsets, vectors, masks, *, replace: bool) -> None:
+        """Store the given vectors; with ``replace`` (upsert) a point loses the
+        vectors it was not given, as Qdrant replaces the whole point."""
+        for name in self.config.vectors:
+            if name in vectors:
+                mask = (masks or {}).get(name)
+                given = offsets if mask is None else offsets[mask]
+                array = vectors[name] if mask is None else vectors[name][mask]
+                self.vectors[name].set(given, array)
+                self._invalidate(name, given)
+                if mask is not None and replace:
+                    self._clear_vector(name, offsets[~mask])
+            elif replace:
+                self._clear_vector(name, offsets)
+
+    def _clear_vector(self, name: str, offsets: np.ndarray) -> None:
+        self.vectors[name].clear(offsets)
+        self._invalidate(name, offsets)
+
+    def _invalidate(self, name: str, offsets: np.ndarray) -> None:
+        indexed = self.indexed[name]
+        inside = offsets[offsets < indexed.shape[0]]
+        indexed[inside] = False
+
+    def _delete(self, offsets: np.ndarray) -> None:
+        for name in self.config.vectors:
+            self._clear_vector(name, offsets)
+        for offset in offsets.tolist():
+            self.payloads.remove(offset)
+            self.points.release(offset)
+
+    def _payload_op(self, kind: str, op: Op, offsets: np.ndarray) -> None:
+        store = self.payloads
+        for offset in offsets.tolist():
+            if kind == "set_payload":
+                store.merge(offset, op["payload"], op.get("key"))
+            elif kind == "overwrite_payload":
+                store.set(offset, op["payload"])
+            elif kind == "delete_payload":
+                store.delete_keys(offset, op["keys"])
+            else:
+                store.clear(offset)
