@@ -236,7 +236,7 @@ class Collections(RunningCollections):
                 i, entry, handles[i], endpoints[i], own_node=runtime.own_node(),
                 write_factor=params.get("write_consistency_factor") or 1,
                 read_fan_out=params.get("read_fan_out_factor") or 0,
-                mark_dead=self._marker(name, incarnation)))
+                mark_dead=self._marker(name, incarnation), secret=secret))
         return collection
 
     def _marker(self, name: str, incarnation: str):
@@ -550,20 +550,21 @@ class Collections(RunningCollections):
             incarnation = new_incarnation()
             folder = self._dir(incarnation)
             placement = await self._placement(config, incarnation)
+            if "shards" in placement:
+                # The replicas live on other machines: each is handed its shard's copy
+                # over its connection once started, before the create is committed.
+                async def fill(collection: Collection) -> None:
+                    await asyncio.gather(*(s.restore_copy(str(f), timeout=self.limits.start_timeout, mark=False)
+                                           for s, f in zip(collection.shards, shard_folders)))
+
+                await self._create_locked(name, config, incarnation, placement, prepare=fill)
+                return
 
             def place() -> None:
                 for i, source in enumerate(shard_folders):
-                    if "shards" not in placement:
-                        targets = [f"shard-{i}"]
-                    else:  # every replica starts from the same copy
-                        targets = [f"shard-{i}-{r}" for r in sorted(placement["shards"][i]["replicas"])]
-                    for n, sub in enumerate(targets):
-                        target = contained(self.storage, folder / sub / "snapshot")
-                        target.parent.mkdir(parents=True)
-                        if n == len(targets) - 1:
-                            shutil.move(source, target)
-                        else:
-                            shutil.copytree(source, target)
+                    target = contained(self.storage, folder / f"shard-{i}" / "snapshot")
+                    target.parent.mkdir(parents=True)
+                    shutil.move(source, target)
                 fsync_dir(folder)
 
             try:
@@ -601,7 +602,9 @@ class Collections(RunningCollections):
         return {"incarnation": incarnation, "shards": shards}
 
     async def _create_locked(self, name: str, config: dict[str, Any], incarnation: str,
-                             placement: dict[str, Any] | None = None) -> None:
+                             placement: dict[str, Any] | None = None, prepare=None) -> None:
+        """Start the shards, ``await prepare(collection)`` if given, commit the create;
+        all or nothing."""
         try:
             if placement is None:
                 placement = await self._placement(config, incarnation)
@@ -627,6 +630,8 @@ class Collections(RunningCollections):
         try:
             collection = await self._start(name, config, incarnation, placement)  # stops its own on failure
             try:
+                if prepare is not None:
+                    await prepare(collection)
                 await asyncio.to_thread(self.metadata.propose, op)
             except BaseException:
                 await self._stop(collection, take_snapshot=False)

@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from pathlib import Path
 from contextvars import ContextVar
 from typing import Any, Awaitable, Callable
 
-from cluster import resolve, routing
+from cluster import resolve, routing, shard_copy
 from cluster.replicator import Peer, WriteOutcome
 from cluster.shard_client import WRITES, ShardClient, ShardTimeout, ShardUnavailable
 from cluster.transport import Endpoints
@@ -38,6 +39,7 @@ from shard.types import BadInput
 READ_CONSISTENCY: ContextVar[routing.Consistency] = ContextVar("read_consistency", default=None)
 SKIP_FAILING_FOR = 5.0  # seconds a replica that failed a read is asked last
 WRITE_TIMEOUT = 10.0  # seconds the primary waits for its peers before naming them failed
+COPY_TIMEOUT = 600.0  # seconds a copy of a shard to or from the gateway may take, by default
 TRANSIENT = (ShardUnavailable, ShardTimeout, ConnectionError, routing.NotEnoughReplicas)
 
 # How several replicas' answers of one method become one (cluster.resolve); the
@@ -56,8 +58,10 @@ MarkDead = Callable[[int, dict[str, str | None]], Awaitable[None]]
 class ReplicaSet(ShardClient):
     def __init__(self, index: int, shard: dict[str, Any], replicas: dict[str, ShardClient],
                  endpoints: dict[str, Endpoints], *, own_node: str | None, write_factor: int,
-                 mark_dead: MarkDead, read_fan_out: int = 0, write_timeout: float = WRITE_TIMEOUT):
+                 mark_dead: MarkDead, read_fan_out: int = 0, write_timeout: float = WRITE_TIMEOUT,
+                 secret: bytes | None = None):
         super().__init__(index)
+        self.secret = secret  # the key of the shards' connections (cluster.wire), for copies
         self.own_node = own_node
         self.write_factor = write_factor
         self.read_fan_out = read_fan_out
@@ -110,6 +114,42 @@ class ReplicaSet(ShardClient):
         if not verdict.accepted:
             raise verdict.error
         return outcome.seq
+
+    # -------------------------------------------------- copies (snapshots)
+
+    async def export_copy(self, folder: str, timeout: float | None = None) -> dict[str, int]:
+        """A copy of an active replica (the primary first), fetched over its connection
+        into ``folder`` on the gateway's machine (``cluster.shard_copy.fetch``)."""
+        order = [r for r in dict.fromkeys([self.shard["primary"], *sorted(self.shard["replicas"])])
+                 if r in self.endpoints and self.shard["replicas"][r]["state"] == "active"]
+        if not order:
+            raise ShardUnavailable(f"shard {self.index}: no active replica to copy")
+        info = await asyncio.to_thread(shard_copy.fetch, self.endpoints[order[0]], self.secret, Path(folder),
+                                       timeout or COPY_TIMEOUT)
+        return {"seq": info.seq, "points": info.points}
+
+    async def restore_copy(self, folder: str, timeout: float | None = None, mark: bool = True) -> dict[str, int]:
+        """Hand every replica that takes writes the shard in ``folder`` (on the
+        gateway's machine), each restoring it (``cluster.shard_copy.push``). The
+        primary's answer; a replica that failed, or ended elsewhere than the primary,
+        is marked dead (``mark``) or fails the call."""
+        targets = routing.write_targets(self.shard, self.shard["epoch"], shard_id=self.index)
+        names = [targets.primary, *targets.forwards]
+        if targets.primary not in self.endpoints:
+            raise ShardUnavailable(f"shard {self.index}: its primary {targets.primary} is not running")
+        answers = await asyncio.gather(*(
+            asyncio.to_thread(shard_copy.push, self.endpoints[r], self.secret, Path(folder), timeout or COPY_TIMEOUT)
+            for r in names if r in self.endpoints), return_exceptions=True)
+        done = dict(zip([r for r in names if r in self.endpoints], answers))
+        first = done[targets.primary]
+        if isinstance(first, BaseException):
+            raise first
+        behind = {r: None for r in names if not isinstance(done.get(r), dict) or done[r]["seq"] != first["seq"]}
+        if behind and not mark:
+            raise ShardUnavailable(f"shard {self.index}: replicas {sorted(behind)} did not take the copy")
+        if behind:
+            await self._mark_dead(self.index, behind)
+        return first
 
     # ------------------------------------------------------------------- reads
 

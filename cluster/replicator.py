@@ -29,8 +29,10 @@ A link whose replica is no longer named is closed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +40,7 @@ from typing import Any
 from cluster import transfer
 from cluster.transfer import ExportInfo, TransferInProgress
 from cluster.transport import BlockingChannel, Endpoints
-from shard import codec
+from shard import codec, fileio, snapshot
 from shard.types import LogTruncated, SequenceGap, StaleEpoch
 
 log = logging.getLogger(__name__)
@@ -271,6 +273,8 @@ class ServedShard:
         self.replicator = Replicator(shard, secret)
         self.exports = transfer.Exports(shard)
         self._replacing = threading.Lock()  # held while a transfer makes this replica a copy
+        self._lock = threading.Lock()
+        self._pushes: dict[str, Any] = {}  # push id -> folder of a shard a gateway is handing over
         transfer.remove_leftovers(shard.path)  # no transfer survives a restart
 
     def __getattr__(self, name: str) -> Any:
@@ -339,7 +343,60 @@ class ServedShard:
     def transfer_close(self, export_id: str) -> None:
         self.exports.close(export_id)
 
+    # A snapshot's shard handed over by a gateway (cluster.shard_copy.push).
+
+    def push_open(self) -> str:
+        """A fresh folder for a pushed shard; its id."""
+        if self._replacing.locked():
+            raise TransferInProgress("this replica is being replaced by a transfer")
+        push_id = uuid.uuid4().hex
+        folder = fileio.contained(self._shard.path, self._shard.path / f"{transfer.IN}{push_id}")
+        folder.mkdir()
+        with self._lock:
+            self._pushes[push_id] = folder
+        return push_id
+
+    def push_write(self, push_id: str, name: str, offset: int, data: bytes) -> None:
+        """``data`` at ``offset`` of file ``name`` (a plain name) of the pushed shard."""
+        folder = self._push(push_id)
+        if not snapshot.FILE_NAME.fullmatch(name):
+            raise ValueError(f"not a shard file name: {name!r}")
+        path = fileio.contained(folder, folder / name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, data, int(offset))
+        finally:
+            os.close(fd)
+
+    def push_restore(self, push_id: str) -> dict[str, int]:
+        """Make the shard hold the pushed copy (``LocalShard.restore``: graphs rebuilt
+        from the vectors); its ``{"seq", "points"}``. The folder is gone after."""
+        folder = self._push(push_id)
+        if not self._replacing.acquire(blocking=False):
+            raise TransferInProgress("this replica is being replaced by a transfer")
+        try:
+            fileio.fsync_tree(folder)
+            return self._shard.restore(str(folder))
+        finally:
+            self._replacing.release()
+            self.push_abort(push_id)
+
+    def push_abort(self, push_id: str) -> None:
+        with self._lock:
+            folder = self._pushes.pop(push_id, None)
+        if folder is not None:
+            fileio.remove_tree(self._shard.path, folder)
+
+    def _push(self, push_id: str):
+        with self._lock:
+            folder = self._pushes.get(push_id)
+        if folder is None:
+            raise transfer.ExportGone(f"no pushed shard {push_id!r} here")
+        return folder
+
     def close(self, *args: Any, **kwargs: Any) -> Any:
         self.replicator.close()
         self.exports.close_all()
+        for push_id in list(self._pushes):
+            self.push_abort(push_id)
         return self._shard.close(*args, **kwargs)

@@ -158,6 +158,15 @@ class ShardClient:
     async def digest(self, timeout: float | None = None):
         return await self.call("digest", timeout=timeout)
 
+    async def export_copy(self, folder: str, timeout: float | None = None) -> dict[str, int]:
+        """A consistent copy of the shard in ``folder``, a folder of this machine (a
+        snapshot's); its ``{"seq", "points"}``."""
+        return await self.call("export", folder, timeout=timeout)
+
+    async def restore_copy(self, folder: str, timeout: float | None = None) -> dict[str, int]:
+        """Make the shard hold the copy in ``folder`` (of this machine); ``{"seq", "points"}``."""
+        return await self.call("restore", folder, timeout=timeout)
+
 
 class DirectShard(ShardClient):
     """A shard reached only through its socket. When the socket breaks (the actor

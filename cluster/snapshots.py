@@ -52,6 +52,7 @@ import orjson
 
 from cluster.collection import Collection, shard_config_of
 from cluster.names import name_problem, snapshot_name_problem
+from shard import snapshot
 from shard.fileio import OutsideRoot, contained, fsync_dir, remove_tree
 from shard.types import BadInput, NotFound
 
@@ -65,7 +66,6 @@ SUFFIX = ".snapshot"
 CHECKSUM_SUFFIX = ".checksum"
 _MEMBER = re.compile(r"shards/(\d{1,6})(?:/([A-Za-z0-9_.-]{1,64}))?")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # what makes a text a URL, for Rust's url crate
-_SHARD_FILE = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|\.complete")
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,7 @@ class Snapshots:
         work = self.work_folder()
         try:
             exported = await asyncio.gather(*(
-                s.call("export", str(work / "shards" / str(s.index)), timeout=self.shard_timeout)
-                for s in shards))
+                s.export_copy(str(work / "shards" / str(s.index)), timeout=self.shard_timeout) for s in shards))
             manifest = {"format": FORMAT, "v": VERSION, "collection": coll.name, "config": coll.config,
                         "created": datetime.now(timezone.utc).isoformat()}
             if shard_id is None:
@@ -313,8 +312,7 @@ class Snapshots:
         holds (the shard swaps it in at once, see ``LocalShard.restore``)."""
         recovered = await asyncio.to_thread(self.unpack_shard, archive, checksum, coll, shard_id)
         try:
-            done = await coll.shards[shard_id].call("restore", str(recovered.shard_folders[0]),
-                                                   timeout=self.shard_timeout)
+            done = await coll.shards[shard_id].restore_copy(str(recovered.shard_folders[0]), timeout=self.shard_timeout)
         finally:
             await asyncio.to_thread(self.discard, recovered.work)
         log.info("collection `%s`: shard %d recovered from a snapshot (%d points, sequence %d)",
@@ -436,7 +434,7 @@ def _extract(archive: Path, work: Path) -> dict[str, Any]:
             match = _MEMBER.fullmatch(member.name)
             if match is None or not (member.isfile() or (member.isdir() and match.group(2) is None)):
                 raise BadInput(f"the file is not a Shoal snapshot: unexpected member {member.name!r}")
-            if match.group(2) is not None and not _SHARD_FILE.fullmatch(match.group(2)):
+            if match.group(2) is not None and not snapshot.FILE_NAME.fullmatch(match.group(2)):
                 raise BadInput(f"the file is not a Shoal snapshot: unexpected member {member.name!r}")
             members.append(member)
         if not any(m.name == MANIFEST for m in members):

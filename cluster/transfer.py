@@ -260,7 +260,7 @@ class Exports:
 # ---------------------------------------------------------------- the target
 
 
-def _time_left(started: float, timeout: float, what: str):
+def time_left(started: float, timeout: float, what: str):
     """``left()``: the seconds left of ``timeout`` from ``started``; TimeoutError once none."""
     deadline = started + timeout
 
@@ -280,7 +280,7 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
     leaves ``shard`` as it was (its epoch perhaps raised) and deletes the partial
     copy; the source deletes its export when told, or when its lease runs out."""
     started = time.monotonic()
-    left = _time_left(started, timeout, "the transfer")
+    left = time_left(started, timeout, "the transfer")
     folder = shard.path / f"{IN}{uuid.uuid4().hex}"
     channel: BlockingChannel | None = None
     export: ExportInfo | None = None
@@ -288,9 +288,9 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
         channel = BlockingChannel.connect(source, secret, timeout=min(HANDSHAKE_TIMEOUT, left()))
         export = channel.call("transfer_open", EXPORT_LEASE, timeout=left())
         folder.mkdir()
-        copied, chunks = _fetch(channel, export, folder, left)
+        copied, chunks = fetch_files(channel, export, folder, left)
         info, export = export, None
-        _close_quietly(source, secret, info.export_id, channel)  # the copy is whole: the source may go now
+        close_quietly(source, secret, info.export_id, channel)  # the copy is whole: the source may go now
         if info.epoch > shard.highest_epoch:
             try:
                 shard.fence(info.epoch)  # first: the copy never sits below the source's epoch
@@ -302,7 +302,7 @@ def receive(shard: Any, source: Endpoints, secret: bytes | None, timeout: float)
         if channel is not None:
             channel.close()
         if export is not None:  # failed: on a new connection, since a call cut short spoils the old one
-            _close_quietly(source, secret, export.export_id)
+            close_quietly(source, secret, export.export_id)
         try:
             fileio.remove_tree(shard.path, folder)  # gone already when the restore took it over
         except OSError as exc:  # the shard's next start deletes it (remove_leftovers)
@@ -323,7 +323,7 @@ def catch_up_in_place(shard: Any, source: Endpoints, secret: bytes | None, timeo
     writes go on meanwhile: they and these records are applied each at its number,
     whichever comes first."""
     started = time.monotonic()
-    left = _time_left(started, timeout, "the catch-up")
+    left = time_left(started, timeout, "the catch-up")
     if shard.seq == 0:
         return None
     channel = BlockingChannel.connect(source, secret, timeout=min(HANDSHAKE_TIMEOUT, left()))
@@ -352,7 +352,7 @@ def _in_place(channel: BlockingChannel, shard: Any, started: float, left) -> Rec
     return received
 
 
-def _fetch(channel: BlockingChannel, export: ExportInfo, folder: Path, left) -> tuple[int, int]:
+def fetch_files(channel: BlockingChannel, export: ExportInfo, folder: Path, left) -> tuple[int, int]:
     """Every file of the export into ``folder``, a chunk at a time, each fsynced.
     Returns (bytes, chunks)."""
     copied = chunks = 0
@@ -393,7 +393,7 @@ def _catch_up(channel: BlockingChannel, shard: Any, seq: int, left) -> int:
         return seq
 
 
-def _close_quietly(source: Endpoints, secret: bytes | None, export_id: str,
+def close_quietly(source: Endpoints, secret: bytes | None, export_id: str,
                    channel: BlockingChannel | None = None) -> None:
     """Tell the source its export is no longer needed, over ``channel`` or a new
     connection, if it still listens (else its lease deletes the export)."""

@@ -14,6 +14,7 @@ by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from shard.payload import PayloadStore
 from shard.points import PointTable
 from shard.types import BadInput, ShardConfig
 from shard.vectors import VectorStore
+
+# The name of every file a snapshot folder may hold (a plain name: no folder part).
+FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|\.complete")
 
 if TYPE_CHECKING:
     from shard.local_shard import LocalShard

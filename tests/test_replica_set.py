@@ -168,3 +168,27 @@ def test_a_partial_replica_that_misses_a_write_is_marked_dead_from_any_state(clu
         assert cluster.entry()["replicas"]["r2"]["state"] == "dead"
 
     run(go())
+
+
+def test_a_copy_is_fetched_from_a_replica_and_handed_to_every_replica(cluster, tmp_path):
+    """What snapshots of a replicated collection do: the gateway fetches an active
+    replica's copy into a folder of its own, and hands a copy to every replica, which
+    restores it; replicas that did not take it are marked dead."""
+    async def go():
+        await cluster.set.apply(upsert(range(30)), True)
+        exported = await cluster.set.export_copy(str(tmp_path / "copy"), timeout=30)
+        assert exported == {"seq": 1, "points": 30}
+        assert {p.name for p in (tmp_path / "copy").iterdir()} >= {"meta.json", "points.json"}
+        await cluster.set.apply({"type": "delete_points", "ids": list(range(10))}, True)
+        assert await cluster.set.count(None) == 20
+        done = await cluster.set.restore_copy(str(tmp_path / "copy"), timeout=30)  # back to the copy
+        assert done["points"] == 30
+        assert len({s.digest() for s in cluster.shards.values()}) == 1 and cluster.marked == []
+        assert await cluster.set.count(None) == 30
+        cluster.stop("r2")
+        with pytest.raises(Exception, match="did not take the copy"):
+            await cluster.set.restore_copy(str(tmp_path / "copy"), timeout=30, mark=False)
+        await cluster.set.restore_copy(str(tmp_path / "copy"), timeout=30)
+        assert cluster.marked == [{"r2": None}]
+
+    run(go())

@@ -9,10 +9,12 @@ storage and Raft port, peers of one metadata Raft authenticated with the secret.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -184,3 +186,51 @@ def test_replicas_move_copy_and_drop_through_the_cluster_api(cluster):
         assert refused.value.status_code == 400 and f"Peer {me} has no replica of shard 0" in str(refused.value)
     finally:
         gateway.stop()
+
+
+def test_snapshots_of_a_replicated_collection_are_carried_over_the_shards_connections(cluster):
+    """A collection snapshot and a shard snapshot of a collection whose replicas are on
+    other nodes: the gateway fetches each shard's copy over the shard's connection, and
+    recovering hands each replica its copy the same way; the replicas then agree and
+    hold what the snapshot holds."""
+    storage = cluster.network.scratch / "gateway-snap"
+    gateway = gateways.start(cluster, cluster.network.hosts[3], 6373, storage, SECRET)
+    try:
+        client = QdrantClient(url=gateway.url, timeout=120)
+        client.create_collection("snap", vectors_config=models.VectorParams(size=rest.DIM, distance=models.Distance.DOT),
+                                 shard_number=2, replication_factor=2)
+        points = rest.points(200)
+        client.upsert("snap", points, wait=True)
+        taken = client.create_snapshot("snap")
+        shard_taken = client.create_shard_snapshot("snap", shard_id=1)
+        client.delete("snap", points_selector=models.PointIdsList(points=list(range(100))), wait=True)
+        assert client.count("snap", exact=True).count == 100
+
+        def agree(count: int) -> bool:
+            replicas = rest.replicas(gateway, "snap")
+            return len(replicas) == 4 and all(r["state"] == "Active" for r in replicas) and all(
+                len({r["hash"] for r in replicas if r["shard_id"] == s}) == 1 for s in (0, 1)) \
+                and client.count("snap", exact=True).count == count
+
+        # A shard snapshot brings back shard 1's half of the deleted points.
+        shard_file = storage / "snapshots" / _key("snap") / "shards" / "1" / shard_taken.name
+        assert client.recover_shard_snapshot("snap", shard_id=1, location=f"file://{shard_file}")
+        in_shard_1 = {p.id for p in client.scroll("snap", limit=1000)[0]}
+        assert until(lambda: agree(len(in_shard_1)), 60, "the shard's replicas to agree")
+        assert 100 < len(in_shard_1) < 200
+
+        # The collection snapshot brings back everything, as a new life of the collection.
+        full = storage / "snapshots" / _key("snap") / taken.name
+        assert client.recover_snapshot("snap", location=f"file://{full}", wait=True)
+        assert until(lambda: agree(200), 60, "the recovered collection's replicas to agree")
+        got = client.retrieve("snap", [p.id for p in points], with_vectors=True,
+                              consistency=models.ReadConsistencyType.ALL)
+        sent = {p.id: p.vector for p in points}
+        assert len(got) == 200 and all(np.allclose(p.vector, sent[p.id], atol=1e-6) for p in got)
+    finally:
+        gateway.stop()
+
+
+def _key(collection: str) -> str:
+    """The snapshots folder of a collection (cluster.snapshots: a digest of its name)."""
+    return hashlib.sha256(collection.encode()).hexdigest()[:32]
