@@ -184,18 +184,29 @@ class HealthJudge:
             return f"{key} is down: {shard.detail}"
         return f"{key} does not answer ({shard.detail})"
 
+    def _silent(self) -> tuple[list[ShardKey], list[ShardKey]]:
+        """The shards and replicas that do not answer: (those whose shard has no other
+        replica that does, the others)."""
+        answering = {(k.collection, k.shard) for k, s in self._shards.items() if s.state == ANSWERED}
+        silent = [k for k in sorted(self._shards) if self._shards[k].state != ANSWERED]
+        return ([k for k in silent if (k.collection, k.shard) not in answering],
+                [k for k in silent if (k.collection, k.shard) in answering])
+
     def not_ready(self) -> list[str]:
-        """Every reason the server is not ready, Ray's first; empty when ready."""
+        """Every reason the server is not ready, Ray's first; empty when ready. A
+        replicated shard counts as long as one of its replicas answers."""
         if self._ray_problem is not None and not self.serve_while_ray_down:
             return [self.ray_problem]
-        return [self._describe(k, self._shards[k]) for k in sorted(self._shards) if self._shards[k].state != ANSWERED]
+        return [self._describe(k, self._shards[k]) for k in self._silent()[0]]
 
     def degraded(self) -> list[str]:
-        """What does not work while the server is still ready (a joined cluster
-        whose Ray is down); empty otherwise."""
-        if self._ray_problem is None or not self.serve_while_ray_down:
-            return []
-        return [f"{self.ray_problem}; collections cannot be created, deleted or recovered until it is back"]
+        """What does not work while the server is still ready: Ray on a joined cluster
+        whose head is down, replicas that do not answer while another replica of their
+        shard does; empty otherwise."""
+        out = [self._describe(k, self._shards[k]) for k in self._silent()[1]]
+        if self._ray_problem is not None and self.serve_while_ray_down:
+            out.insert(0, f"{self.ray_problem}; collections cannot be created, deleted or recovered until it is back")
+        return out
 
     # Events in, effects out.
 

@@ -247,3 +247,16 @@ def test_a_joined_gateways_ray_driver_outlives_its_grace(monkeypatch, caplog):
         runtime._outlive_the_head(600.0)
     assert env["RAY_gcs_rpc_server_reconnect_timeout_s"] == "60"
     assert "Ray ends this server after 60 s without its head" in caplog.text
+
+
+def test_a_replicated_shard_is_ready_while_one_of_its_replicas_answers():
+    r0, r1 = ShardKey("r", 0, "r0"), ShardKey("r", 0, "r1")
+    j = HealthJudge(ray_grace=10.0, restart_after=30.0)
+    j.handle(ShardsRunning(frozenset({r0, r1})), RayChecked(0.0, None))
+    j.handle(ShardChecked(0.0, r0, ANSWERED), ShardChecked(0.0, r1, SILENT, "no answer"))
+    assert j.not_ready() == []  # reads go to r0
+    assert j.degraded() == ["replica r1 of shard 0 of collection `r` does not answer (no answer)"]
+    assert j.shard_problem(r1) is not None and j.shard_problem(r0) is None
+    j.handle(ShardChecked(1.0, r0, SILENT, "no answer"))
+    assert j.not_ready() == [f"replica {r} of shard 0 of collection `r` does not answer (no answer)" for r in ("r0", "r1")]
+    assert j.degraded() == []
