@@ -35,6 +35,7 @@ import secrets
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="optimizers_config.indexing_threshold (KB) of the write runs' collections; 0: no graph is "
                         "built during them (default: Qdrant's, 20000)")
     p.add_argument("--skip-rebuild", action="store_true", help="measure the write runs only")
+    p.add_argument("--skip-writes", action="store_true", help="measure the rebuild only")
     p.add_argument("--node-grace", type=float, default=5.0, help="SHOAL__CLUSTER__NODE_GRACE_S of the gateway (default: %(default)s)")
     p.add_argument("--rebuild-timeout", type=float, default=300.0, help="give up the rebuild after S seconds (default: %(default)s)")
     p.add_argument("--green-timeout", type=float, default=900.0, help="max seconds for a collection to turn green")
@@ -86,12 +88,18 @@ def _body(ds: dataset.Dataset, ids: range, sign: float = 1.0) -> bytes:
                                     for i in ids]}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _upsert(client: RestClient, name: str, body: bytes) -> bool:
+def _upsert(client: RestClient, name: str, body: bytes, why: Counter | None = None) -> bool:
+    """Whether the write was acknowledged; ``why`` counts the reasons of failures."""
     try:
         status, answer = client.request("PUT", f"/collections/{name}/points?wait=true", body)
-    except OSError:
-        return False
-    return status == 200 and answer.get("result", {}).get("status") == "completed"
+    except OSError as exc:
+        status, answer = 0, {"status": {"error": type(exc).__name__}}
+    if status == 200 and answer.get("result", {}).get("status") == "completed":
+        return True
+    if why is not None:
+        error = str((answer.get("status") or {}).get("error", ""))
+        why[f"{status} {error[:120]}"] += 1
+    return False
 
 
 def _create(client: RestClient, name: str, dim: int, cfg: BenchConfig, shards: int, factor: int,
@@ -228,6 +236,7 @@ class Traffic(threading.Thread):
         self.written = 0  # acknowledged new points, ids first .. first + written - 1
         self.counts = {"search_ok": 0, "search_failed": 0, "write_ok": 0, "write_failed": 0}
         self.search_latency: list[float] = []
+        self.failures: Counter = Counter()  # why writes failed
 
     def run(self) -> None:
         client = RestClient(self.url, timeout_s=30.0)
@@ -241,7 +250,7 @@ class Traffic(threading.Thread):
                 if pending is None:
                     ids = range(self.first + self.written, self.first + self.written + self.batch)
                     pending = _body(self.ds, ids, -1.0)
-                if _upsert(client, self.name, pending):
+                if _upsert(client, self.name, pending, self.failures):
                     self.counts["write_ok"] += 1
                     self.written += self.batch
                     pending = None
@@ -310,7 +319,8 @@ def _rebuild(client: RestClient, url: str, cluster, ds: dataset.Dataset, cfg: Be
     traffic.join(timeout=120)
     out["kill_to_marked_dead_s"] = dead_at - killed if dead_at else None
     out["kill_to_rebuilt_s"] = rebuilt_at - killed if rebuilt_at else None
-    out["traffic"] = {**traffic.counts, "before_kill": before, "new_points_acked": traffic.written,
+    out["traffic"] = {**traffic.counts, "write_failures": dict(traffic.failures), "before_kill": before,
+                      "new_points_acked": traffic.written,
                       "unfinished": traffic.is_alive(),
                       **(timing.percentiles_ms(traffic.search_latency) if traffic.search_latency else {})}
     print(f"  rebuild: killed {victim.name} ({held} replicas); rebuilt "
@@ -348,7 +358,7 @@ def _run(args, cfg: BenchConfig, ds: dataset.Dataset) -> dict:
             with network_only(network), machine.LoadMeter() as meter:
                 client = RestClient(url)
                 try:
-                    for factor in FACTORS:
+                    for factor in () if args.skip_writes else FACTORS:
                         out["writes"][factor] = _factor(client, url, factor, ds, cfg, args)
                     if not args.skip_rebuild:
                         out["rebuild"] = _rebuild(client, url, cluster, ds, cfg, args)
@@ -369,6 +379,8 @@ def _run(args, cfg: BenchConfig, ds: dataset.Dataset) -> dict:
 
 def _rows(res: dict, clients: int) -> list[tuple[str, int, float, float, float, float]]:
     """(measure, factor, figure, its recall, reference, its recall) per row."""
+    if not res["writes"]:
+        return []
     w, ref = res["writes"], res["writes"][REFERENCE]
     rows = []
     for c in (1, clients):
@@ -405,7 +417,8 @@ def render(res: dict, args) -> str:
               f"RAY_health_check_period_ms={FAST_HEALTH_CHECKS['RAY_health_check_period_ms']}",
               f"  kill -> its replicas not Active: {dead}; kill -> every shard 2 Active replicas, none on it: {rebuilt}",
               f"  during: searches {t['search_ok']} ok / {t['search_failed']} failed, writes {t['write_ok']} ok / "
-              f"{t['write_failed']} failed (retried until acknowledged)",
+              f"{t['write_failed']} failed (retried until acknowledged)"
+              + "".join(f"\n    {n} x {why}" for why, n in sorted(t["write_failures"].items(), key=lambda x: -x[1])),
               f"  after: count {r['count']:,} vs acknowledged {r['acked']:,}; content hashes agree per shard: "
               f"{r['hashes_agree']}; recall@10 {r['search']['recall']:.4f}"]
     return "\n".join(lines)
@@ -414,7 +427,7 @@ def render(res: dict, args) -> str:
 def targets(res: dict, args) -> list[dict]:
     w, r = res["writes"], res.get("rebuild")
     out = []
-    for c in (1, args.clients):
+    for c in (1, args.clients) if w else ():
         ratio = w[2][f"clients_{c}"]["points_per_s"] / w[REFERENCE][f"clients_{c}"]["points_per_s"]
         out.append({"target": f"factor 2 points/s >= {TARGET_RATIO:g} x factor 1's, {c} client(s)",
                     "result": "PASS" if ratio >= TARGET_RATIO else "FAIL", "value": f"{ratio:.2f}x"})

@@ -317,9 +317,13 @@ class ServedShard:
         meanwhile, a second transfer too (TransferInProgress). A failure before
         the copy is in leaves this replica as it was. What the controller runs
         (``cluster.transfer`` has the protocol)."""
-        if self._replacing.locked():
-            raise TransferInProgress("a transfer to this replica is running already")
         started = time.monotonic()
+        # A copy to this replica running already (asked before the replica was marked
+        # dead again, by a write it refused meanwhile): wait for it, then go on from
+        # where it left this replica, in place when that can be.
+        if not self._replacing.acquire(timeout=max(0.0, timeout)):
+            raise TransferInProgress("a transfer to this replica is running already")
+        self._replacing.release()
         caught_up = transfer.catch_up_in_place(self._shard, source.endpoints, self.replicator.secret, timeout)
         if caught_up is not None:
             return caught_up.seq
