@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -79,16 +80,18 @@ _node_id = None  # this process's Ray node (ray.NodeID), for liveness checks
 
 
 def start(address: str | None, num_cpus: int | None = None, node_ip_address: str | None = None,
-          head_down_grace: float | None = None) -> None:
+          head_down_grace: float | None = None, connect_timeout: float = 30.0) -> None:
     """Join the Ray cluster at ``address`` (through the node at ``node_ip_address``
-    if given), or start a private one on 127.0.0.1. Joined, this process is to
-    outlive an unreachable head (GCS) for ``head_down_grace`` seconds."""
+    if given; RayUnreachable when its head does not answer within
+    ``connect_timeout`` s), or start a private one on 127.0.0.1. Joined, this
+    process is to outlive an unreachable head (GCS) for ``head_down_grace`` seconds."""
     global _embedded, _node_id
     if ray.is_initialized():
         return
     # The shards' log lines reach this process's log through Ray: no terminal colours.
     os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if address:
+        reachable(address, connect_timeout)
         if head_down_grace is not None:
             _outlive_the_head(head_down_grace)
         _join(address, node_ip_address)
@@ -158,6 +161,32 @@ def _outlive_the_head(grace: float) -> None:
 
 
 JOIN_WAIT = 60.0  # seconds a gateway waits for its machine's Ray node to be known to the head
+
+
+class RayUnreachable(RuntimeError):
+    """The Ray cluster named by ``cluster.ray_address`` does not answer."""
+
+
+def reachable(address: str, seconds: float) -> None:
+    """Wait up to ``seconds`` for the head at ``address`` (``host:port``) to accept a
+    connection; RayUnreachable, in one line, if it does not. (Ray itself would wait
+    for ever, repeating warnings.) Other forms of address (``auto``, ``ray://``) are
+    left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:
+        return
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=min(2.0, max(0.1, seconds))).close()
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise RayUnreachable(
+                    f"cannot reach the Ray cluster's head at {address} (cluster.ray_address, --ray-address or "
+                    f"RAY_ADDRESS) within {seconds:g} s: {exc.strerror or exc}; is it running, and reachable from "
+                    "this machine?") from None
+            time.sleep(0.5)
 
 
 def _join(address: str, node_ip_address: str | None) -> None:

@@ -129,7 +129,8 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
     # own, and aiohttp's (installed by run_app below) must be the one that stays,
     # or SIGTERM aborts the process instead of shutting it down cleanly.
     runtime.start(settings.cluster.ray_address, settings.cluster.num_cpus, settings.cluster.node_ip_address,
-                  head_down_grace=settings.cluster.head_down_grace_s)
+                  head_down_grace=settings.cluster.head_down_grace_s,
+                  connect_timeout=settings.cluster.ray_connect_timeout_s)
     app = create_app(settings, control_module.control_ctx)
     sites: dict = {}
     if worker_count(settings.service.workers) > 1:
@@ -167,12 +168,21 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``shoal`` command. A setting that cannot be used, or a Ray cluster that
+    does not answer, ends it with one line saying what to change (exit status 2),
+    never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        serve(args, argv[1:])
-    elif args.command == "_worker":
-        worker(args)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from cluster.runtime import RayUnreachable  # after --help and --version: Ray takes a second to import
+
+    try:
+        if args.command == "serve":
+            serve(args, argv[1:])
+        elif args.command == "_worker":
+            worker(args)
+    except (settings_module.ConfigError, RayUnreachable) as exc:
+        parser.exit(2, f"shoal: error: {exc}\n")
 
 
 if __name__ == "__main__":

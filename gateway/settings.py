@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -57,6 +57,10 @@ class ClusterSettings(BaseModel):
     ray_address: str | None = Field(
         None, description="Ray cluster to join (also taken from RAY_ADDRESS). Unset: start a private Ray instance "
         "on 127.0.0.1 (never one found running on the machine).",
+    )
+    ray_connect_timeout_s: float = Field(
+        30.0, gt=0, description="With ray_address: seconds to wait at start for the Ray head to answer; then the "
+        "server exits, saying so.",
     )
     node_ip_address: str | None = Field(
         None, description="With ray_address: the address of this machine's Ray node, which the gateway attaches "
@@ -168,16 +172,38 @@ class _YamlSource(PydanticBaseSettingsSource):
         return dict(self.data)
 
 
+class ConfigError(ValueError):
+    """Settings that cannot be used, in one line that says what to change."""
+
+
 def load(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from flags (``overrides``, nested dicts), env, and the YAML file.
-    pydantic-settings deep-merges the sources, so a flag replaces one leaf only."""
+    pydantic-settings deep-merges the sources, so a flag replaces one leaf only.
+    ConfigError, one line, for a file that cannot be read or parsed and for any
+    setting that is not valid."""
     _YamlSource.data = {}
     if config_file is not None:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"configuration file {config_file}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"configuration file {config_file} is not valid YAML{where}: {what}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{config_file}: the configuration must be a mapping")
+            raise ConfigError(f"configuration file {config_file}: the configuration must be a mapping")
         _YamlSource.data = loaded
     try:
         return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            text = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {text}" if where else text)
+        source = f" (file {config_file}, flags or SHOAL__ variables)" if config_file else ""
+        raise ConfigError(f"invalid settings{source}: " + "; ".join(problems)) from None
     finally:
         _YamlSource.data = {}

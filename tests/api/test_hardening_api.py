@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.rawhttp import call, error_text
-from tests.conftest import ShoalServer
+from tests.conftest import ShoalServer, free_port
 
 VECTORS = {"vectors": {"size": 3, "distance": "Cosine"}}
 POINTS = {"points": [{"id": i, "vector": [1.0, float(i), 0.5], "payload": {"i": i}} for i in range(1, 6)]}
@@ -388,3 +388,36 @@ def test_the_command_line_shows_its_version_and_no_internal_command():
     assert shown.returncode == 0 and "serve" in shown.stdout and "_worker" not in shown.stdout, shown.stdout
     version = subprocess.run([sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("shoal ") and "Qdrant REST API 1.15" in version.stdout
+
+
+@pytest.mark.parametrize("case", ["not yaml", "unknown setting", "peers without a secret", "missing file",
+                                  "no ray head"])
+def test_bad_start_up_input_ends_with_one_line_saying_what_to_change(tmp_path, case):
+    """A malformed or missing configuration file, a setting that is not valid, or a
+    Ray address nobody answers at: exit status 2 and one line on stderr, no traceback,
+    and the secret never shown."""
+    config = tmp_path / "shoal.yaml"
+    argv, env = ["serve", "--storage", str(tmp_path / "storage")], {}
+    if case == "not yaml":
+        config.write_text("service: [1\n")
+        argv += ["--config", str(config)]
+        said = "is not valid YAML (line 2, column 1)"
+    elif case == "unknown setting":
+        config.write_text("service:\n  htp_port: 1\n")
+        argv += ["--config", str(config)]
+        said = "service.htp_port: Extra inputs are not permitted"
+    elif case == "peers without a secret":
+        argv += ["--peers", "10.0.0.2:6335", "--ray-address", "10.0.0.1:6379"]
+        said = "cluster.secret is required when cluster.raft_peers is set"
+    elif case == "missing file":
+        argv += ["--config", str(tmp_path / "nope.yaml")]
+        said = "nope.yaml: No such file or directory"
+    else:
+        argv += ["--ray-address", f"127.0.0.1:{free_port(low=20_000)}", "--cluster-secret", "hush, a secret"]
+        env = {"SHOAL__CLUSTER__RAY_CONNECT_TIMEOUT_S": "1"}
+        said = "cannot reach the Ray cluster's head at 127.0.0.1:"
+    done = subprocess.run([sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("shoal: error: "), done.stderr
+    assert said in lines[0] and "Traceback" not in done.stderr and "hush" not in done.stderr
