@@ -112,31 +112,42 @@ for _method, _path, _model, _kind in (
 
 @routes.post("/collections/{collection_name}/points/batch")
 async def batch(request: web.Request):
-    """Several update operations in order; each is applied once the previous one is."""
+    """Several update operations in order. Every one is converted and checked first
+    (the points it names must exist, or be upserted by an earlier one of the batch),
+    so that a batch refused as bad input changes nothing; then each is applied once
+    the previous one is."""
     data = await body(request, "UpdateOperations")
     wait = wait_flag(request)
     coll = collection(request)
-    results = []
+    planned, needed, upserted = [], [], set()
     for operation in data["operations"]:
-        results.append(await _batch_one(coll, operation, wait))
-    return results
+        ops, must_exist = _batch_plan(coll, operation)
+        needed += [i for i in must_exist if i not in upserted]
+        if next(iter(operation)) == "upsert":
+            upserted.update(i for op in ops.values() for i in op["ids"])
+        planned.append(ops)
+    if needed:
+        await check_ids_exist(coll, list(dict.fromkeys(needed)))
+    return [await write(coll, ops, wait) for ops in planned]
 
 
-async def _batch_one(coll, operation: dict, wait: bool):
+def _batch_plan(coll, operation: dict) -> tuple[dict[int, dict], list]:
+    """One batch operation as per-shard ops, and the ids it needs to exist."""
     (kind, data), = operation.items()
     if kind == "upsert":
-        return await write(coll, convert.upsert_ops(coll.shard_config, len(coll.shards), data), wait)
-    if kind == "delete":
-        return await _by_selector(coll, {"type": "delete_points", **convert.selector(data)}, wait)
-    if kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
-        return await _by_selector(coll, _payload_op(kind, data), wait, must_exist=True)
+        return convert.upsert_ops(coll.shard_config, len(coll.shards), data), []
     if kind == "update_vectors":
-        await check_ids_exist(coll, [p["id"] for p in data["points"]])
-        return await write(coll, convert.update_vectors_ops(coll.shard_config, len(coll.shards), data), wait)
-    if kind == "delete_vectors":
-        op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
-        return await _by_selector(coll, op, wait, must_exist=True)
-    raise BadInput(f"unknown batch operation {kind}")
+        ops = convert.update_vectors_ops(coll.shard_config, len(coll.shards), data)
+        return ops, [i for op in ops.values() for i in op["ids"]]
+    if kind == "delete":
+        op, must_exist = {"type": "delete_points", **convert.selector(data)}, False
+    elif kind in ("set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
+        op, must_exist = _payload_op(kind, data), True
+    elif kind == "delete_vectors":
+        op, must_exist = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}, True
+    else:
+        raise BadInput(f"unknown batch operation {kind}")
+    return convert.split_selector(op, len(coll.shards)), list(op["ids"]) if must_exist and "ids" in op else []
 
 
 # ---------------------------------------------------------------------- reads

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from qdrant_client import models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from .compare import assert_records, assert_same, assert_scroll, both
 from .data import create_both, make_points, point_uuid, upsert_both, vectors
@@ -153,6 +154,30 @@ def test_batch_update_points(shoal, memory, collection_names, shard_number):
     assert [len(r) for r in results] == [len(ops), len(ops)]
     assert all(r.status == models.UpdateStatus.COMPLETED for r in results[0])
     assert_same_collection(shoal, memory, name, "batch_update_points")
+
+
+def test_a_batch_refused_for_a_missing_point_changes_nothing(shoal, collection_names, shard_number):
+    """Every operation of a batch is checked before any is applied: a later one naming
+    a point that neither exists nor is upserted earlier in the batch refuses the whole
+    batch (404, Qdrant's text), and the earlier ones have changed nothing. A point an
+    earlier operation upserts may be named."""
+    name = collection_names("batch_refused")
+    shoal.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+                            shard_number=shard_number)
+    shoal.upsert(name, make_points(20, DIM, seed=3), wait=True)
+    before = shoal.scroll(name, limit=100, with_payload=True, with_vectors=True)[0]
+    ops = [models.ClearPayloadOperation(clear_payload=models.FilterSelector(filter=models.Filter())),
+           models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(id=500, vector=[1.0] * DIM)])),
+           models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(points=[
+               models.PointVectors(id=500, vector=[0.5] * DIM), models.PointVectors(id=5524, vector=[0.5] * DIM)]))]
+    with pytest.raises(UnexpectedResponse) as refused:
+        shoal.batch_update_points(name, update_operations=ops)
+    assert refused.value.status_code == 404 and "No point with id 5524 found" in str(refused.value)
+    assert shoal.scroll(name, limit=100, with_payload=True, with_vectors=True)[0] == before
+    ops[2] = models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(points=[
+        models.PointVectors(id=500, vector=[0.5] * DIM)]))
+    assert len(shoal.batch_update_points(name, update_operations=ops)) == 3
+    assert shoal.retrieve(name, [500], with_vectors=True)[0].vector[0] == pytest.approx(1 / DIM ** 0.5)  # cosine: normalised
 
 
 @pytest.mark.parametrize("loaded", ID_KINDS, indirect=True)
