@@ -55,13 +55,11 @@ def push(target: Endpoints, secret: bytes | None, folder: Path, timeout: float) 
         push_id = channel.call("push_open", timeout=left())
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
             with open(path, "rb") as f:
-                offset = 0
-                while True:
-                    data = f.read(CHUNK_BYTES)
-                    if not data and offset:
-                        break
+                offset, data = 0, f.read(CHUNK_BYTES)
+                while True:  # at least one write: an empty file is made too
                     channel.call("push_write", push_id, path.name, offset, data, timeout=left())
                     offset += len(data)
+                    data = f.read(CHUNK_BYTES)
                     if not data:
                         break
         done = channel.call("push_restore", push_id, timeout=left())
