@@ -50,3 +50,29 @@ def test_cluster_flags(monkeypatch):
         settings_module.load(None, _overrides(_parser().parse_args(["serve", "--peers", "10.0.0.6:7335"])))
     with pytest.raises(Exception, match="service.workers must be 1 with cluster.ray_address"):
         settings_module.load(None, {"service": {"workers": 0}, "cluster": {"ray_address": "10.0.0.1:6379"}})
+
+
+def _leaves(model: type, prefix: str = "") -> list[str]:
+    """Every setting's dotted path (``service.http_port``), sections walked into."""
+    from pydantic import BaseModel
+
+    out = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out += _leaves(kind, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def test_every_setting_is_in_the_readme_table():
+    """README's configuration table is the settings' reference: a setting added
+    without its line there (or a line left for a setting removed) fails here."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_.]+)`", section, flags=re.M))
+    assert documented == set(_leaves(settings_module.Settings))
