@@ -113,18 +113,27 @@ for _method, _path, _model, _kind in (
 @routes.post("/collections/{collection_name}/points/batch")
 async def batch(request: web.Request):
     """Several update operations in order. Every one is converted and checked first
-    (the points it names must exist, or be upserted by an earlier one of the batch),
+    (the points it names must exist, or be upserted by an earlier one of the batch,
+    and not deleted by id by an earlier one),
     so that a batch refused as bad input changes nothing; then each is applied once
     the previous one is."""
     data = await body(request, "UpdateOperations")
     wait = wait_flag(request)
     coll = collection(request)
-    planned, needed, upserted = [], [], set()
+    # What the batch itself does to the ids it names: True = upserted by an earlier
+    # operation, False = deleted by one (a delete by filter names no ids: its points
+    # are looked for as they are now, and a later operation on one of them may still fail).
+    planned, needed, present = [], [], {}
     for operation in data["operations"]:
         ops, must_exist = _batch_plan(coll, operation)
-        needed += [i for i in must_exist if i not in upserted]
-        if next(iter(operation)) == "upsert":
-            upserted.update(i for op in ops.values() for i in op["ids"])
+        for point_id in must_exist:
+            if present.get(point_id) is False:
+                raise PointNotFound(point_id)
+            if point_id not in present:
+                needed.append(point_id)
+        kind = next(iter(operation))
+        if kind in ("upsert", "delete"):
+            present.update(dict.fromkeys((i for op in ops.values() for i in op.get("ids") or ()), kind == "upsert"))
         planned.append(ops)
     if needed:
         await check_ids_exist(coll, list(dict.fromkeys(needed)))

@@ -160,7 +160,7 @@ def test_a_batch_refused_for_a_missing_point_changes_nothing(shoal, collection_n
     """Every operation of a batch is checked before any is applied: a later one naming
     a point that neither exists nor is upserted earlier in the batch refuses the whole
     batch (404, Qdrant's text), and the earlier ones have changed nothing. A point an
-    earlier operation upserts may be named."""
+    earlier operation upserts may be named; one it deletes may not."""
     name = collection_names("batch_refused")
     shoal.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
                             shard_number=shard_number)
@@ -178,6 +178,16 @@ def test_a_batch_refused_for_a_missing_point_changes_nothing(shoal, collection_n
         models.PointVectors(id=500, vector=[0.5] * DIM)]))
     assert len(shoal.batch_update_points(name, update_operations=ops)) == 3
     assert shoal.retrieve(name, [500], with_vectors=True)[0].vector[0] == pytest.approx(1 / DIM ** 0.5)  # cosine: normalised
+    # A point an earlier operation deletes by id is missing for the later ones, even
+    # when it exists before the batch.
+    deleted_then_updated = [
+        models.DeleteOperation(delete=models.PointIdsList(points=[3])),
+        models.SetPayloadOperation(set_payload=models.SetPayload(payload={"x": 1}, points=[3]))]
+    before = shoal.scroll(name, limit=100, with_payload=True, with_vectors=True)[0]
+    with pytest.raises(UnexpectedResponse) as refused:
+        shoal.batch_update_points(name, update_operations=deleted_then_updated)
+    assert refused.value.status_code == 404 and "No point with id 3 found" in str(refused.value)
+    assert shoal.scroll(name, limit=100, with_payload=True, with_vectors=True)[0] == before
 
 
 @pytest.mark.parametrize("loaded", ID_KINDS, indirect=True)
