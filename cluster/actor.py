@@ -55,6 +55,7 @@ class ShardActor:
             tcp_host=tcp_host if listen else None,
             tcp_port=options.get("tcp_port", 0),
             advertise_host=options.get("tcp_advertise_host"),
+            encrypt=bool(options.get("wire_encrypt")),  # service.enable_tls: encrypted too (cluster.wire)
         )
 
     def node_address(self) -> str:

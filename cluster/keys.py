@@ -40,3 +40,27 @@ def raft_password(secret: str | None, peers: list[str] | tuple[str, ...]) -> str
         raise SecretRequired("cluster.secret is required when cluster.raft_peers is set "
                              "(--cluster-secret or SHOAL__CLUSTER__SECRET)")
     return secrets.token_hex(32)
+
+
+# Every gateway of a Ray cluster must hold the same secret; one with another
+# secret would sit silently leaderless (its Raft messages fail authentication).
+# The first gateway to join stores a verifier of its secret in Ray's key-value
+# store, and each gateway compares before it starts Raft. Never the secret, nor
+# a fast hash of it: a salted scrypt, so that whoever can read Ray's store
+# cannot cheaply test guesses of the secret.
+VERIFIER_KEY = "cluster-secret-verifier"
+_VERIFIER_TAG = b"shoal secret verifier v1:"
+_SALT = 16
+
+
+def secret_verifier(secret: str, salt: bytes | None = None) -> bytes:
+    salt = secrets.token_bytes(_SALT) if salt is None else salt
+    return _VERIFIER_TAG + salt + hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+
+
+def verifies(secret: str, verifier: bytes) -> bool:
+    """Whether ``verifier`` (from ``secret_verifier``) was made from ``secret``."""
+    if not verifier.startswith(_VERIFIER_TAG) or len(verifier) != len(_VERIFIER_TAG) + _SALT + 32:
+        return False
+    salt = verifier[len(_VERIFIER_TAG):len(_VERIFIER_TAG) + _SALT]
+    return hmac.compare_digest(secret_verifier(secret, salt), verifier)

@@ -308,6 +308,11 @@ class MetadataStore:
             password=password,
             dynamicMembershipChange=False,
             appendEntriesUseBatch=False,
+            # Peers named by DNS (Kubernetes: a StatefulSet's pods behind a headless
+            # Service) get a new address when their pod restarts; PySyncObj resolves
+            # a name again only after this many seconds (600 by default).
+            dnsCacheTime=5.0,
+            dnsFailCacheTime=1.0,
         )
         try:
             self._replica = _Replica(self_address, self.partners, conf, on_apply)

@@ -13,6 +13,7 @@ with a token of its own rather than the user's shared ``~/.ray/auth_token``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -390,10 +391,35 @@ def restart(actor) -> None:
 # --------------------------------------------------------------------- shards
 
 
+# A Ray custom resource that marks the nodes which host shards (setting
+# cluster.shard_node_resource), or None: every alive node with CPUs does. On
+# Kubernetes the pods that hold a volume for the replicas advertise it; a
+# KubeRay worker group's pods, with no volume of their own, do not.
+_shard_resource: str | None = None
+# How much of it each shard asks for: enough that Ray places a shard only on a
+# node that has the resource, little enough that one node (advertising 1) holds
+# ten thousand (Ray counts resources in steps of 0.0001).
+SHARD_RESOURCE_SLICE = 0.0001
+
+
+def place_shards_on(resource: str | None) -> None:
+    """Host shards only on the Ray nodes that advertise ``resource`` (None: on
+    every alive node with CPUs). Set once at start, before any shard starts."""
+    global _shard_resource
+    _shard_resource = resource or None
+
+
+def _hosts_shards(resources: Any) -> bool:
+    if _shard_resource is not None:
+        return resources.get(_shard_resource, 0) > 0
+    return resources.get("CPU", 0) > 0
+
+
+
 def shard_nodes() -> list[str]:
-    """The Ray nodes that may host shards, sorted by id: alive, with CPUs. A node
-    started with ``--num-cpus 0`` (a gateway's own, on a machine that only routes)
-    hosts none.
+    """The Ray nodes that may host shards, sorted by id: alive, and with CPUs, or
+    with the resource given to ``place_shards_on``. A node started with
+    ``--num-cpus 0`` (a gateway's own, on a machine that only routes) hosts none.
 
     Asked of the GCS client with a bound (NODES_TIMEOUT), not with ``ray.nodes()``:
     while the head is away that waits for it, and when a head comes back as
@@ -401,9 +427,9 @@ def shard_nodes() -> list[str]:
     failed check in Ray's GlobalStateAccessor, Ray 2.60); this raises instead."""
     gcs = getattr(ray._private.worker.global_worker, "gcs_client", None)
     if gcs is None:  # a Ray Client connection
-        return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+        return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and _hosts_shards(n["Resources"]))
     infos = gcs.get_all_node_info(timeout=NODES_TIMEOUT, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
-    return sorted(node.hex() for node, info in infos.items() if info.resources_total.get("CPU", 0) > 0)
+    return sorted(node.hex() for node, info in infos.items() if _hosts_shards(info.resources_total))
 
 
 def own_node() -> str | None:
@@ -421,12 +447,15 @@ def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str,
     2-core machine at two shards. max_restarts: a crashed actor comes back and
     recovers from its snapshot and log. ``detached``: the actor outlives the
     gateway that started it (a replica belongs to the cluster, not to one
-    gateway), and a gateway that asks for a running one gets it back.
+    gateway), and a gateway that asks for a running one gets it back. With a
+    shard resource (``place_shards_on``) the actor asks for a sliver of it, so
+    that Ray itself never runs it (nor restarts it) elsewhere, even unpinned.
     """
     strategy = "DEFAULT" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
     return RemoteShardActor.options(
         name=name,
         num_cpus=0,
+        resources={_shard_resource: SHARD_RESOURCE_SLICE} if _shard_resource else None,
         max_concurrency=16,
         max_restarts=3,
         lifetime="detached" if detached else None,
@@ -451,11 +480,12 @@ async def _while_restarting(submit, idempotent: bool):
             delay = min(delay * 2, 2.0)
 
 
-async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
-    """Await one ShardActor.call; a shard's own exception is re-raised as itself,
-    an actor that died or cannot be reached as ShardUnavailable (Qdrant's 503)."""
+@contextlib.contextmanager
+def _shard_errors():
+    """A shard's (or a task's) own exception re-raised as itself, an actor that
+    died or cannot be reached as ShardUnavailable (Qdrant's 503)."""
     try:
-        return await _while_restarting(lambda: actor.call.remote(method, *args, **kwargs), idempotent)
+        yield
     except RayTaskError as err:
         cause = getattr(err, "cause", None)
         if isinstance(cause, Exception):
@@ -463,6 +493,12 @@ async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs
         raise
     except (RayActorError, ActorUnschedulableError) as err:
         raise ShardUnavailable(f"the shard's actor is unavailable: {_first_line(err)}") from None
+
+
+async def call(actor, method: str, *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
+    """Await one ShardActor.call (errors as ``_shard_errors`` says)."""
+    with _shard_errors():
+        return await _while_restarting(lambda: actor.call.remote(method, *args, **kwargs), idempotent)
 
 
 async def ready(actor) -> None:
@@ -520,3 +556,110 @@ async def stop(actor, take_snapshot: bool = True) -> None:
     except asyncio.TimeoutError:
         log.warning("shard actor did not close within %.0f s; ended (it recovers from its log)", CLOSE_TIMEOUT)
     ray.kill(actor, no_restart=True)
+
+
+# ------------------------------------------------ bulk loads (cluster.ingest)
+
+
+def private_access() -> tuple[str, str] | None:
+    """(GCS address, token) of the embedded instance, None on a joined cluster: what
+    a Ray program on this machine needs to join it (``shoal ingest``). The server
+    writes them to a file only its user can read (``cluster.ingest.access``)."""
+    if _embedded is None:
+        return None
+    return _embedded.node.gcs_address, os.environ.get("RAY_AUTH_TOKEN", "")
+
+
+def join_private(address: str, token: str) -> None:
+    """Join a ``shoal serve``'s embedded instance (on 127.0.0.1, with its token)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    if token:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = token
+        Config.initialize("")
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    reachable(address, 10.0)
+    ray.init(address=address, logging_level="WARNING", namespace="shoal", _node_ip_address="127.0.0.1",
+             log_to_driver=False)
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its progress bars and plan logs: the load prints its own
+    progress line (``cluster.ingest.job``), which they would garble."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
+    context.enable_progress_bars = False
+    context.execution_options.preserve_order = True  # row numbers are counted in file order
+    context.execution_options.verbose_progress = False
+
+
+def read_batches(kind: str, path: str, batch_rows: int):
+    """The rows of one file, in file order, in batches of ``batch_rows`` (the last
+    may be shorter), read with Ray Data: ``parquet`` (pyarrow tables), ``text``
+    (one row per line, empty lines kept: {"text": array of str}), ``numpy``
+    ({"data": (n, dim) array})."""
+    import ray.data
+
+    if kind == "parquet":
+        dataset, batch_format = ray.data.read_parquet(path), "pyarrow"
+    elif kind == "text":
+        dataset, batch_format = ray.data.read_text(path, drop_empty_lines=False), "numpy"
+    elif kind == "numpy":
+        dataset, batch_format = ray.data.read_numpy(path), "numpy"
+    else:
+        raise ValueError(f"unknown source kind {kind!r}")
+    return dataset.iter_batches(batch_size=batch_rows, batch_format=batch_format, prefetch_batches=2)
+
+
+def task(fn, num_cpus: float = 0):
+    """``fn`` as a Ray task (``submit`` runs it)."""
+    return ray.remote(num_cpus=num_cpus, max_retries=0)(fn)
+
+
+def submit(remote_fn, *args: Any):
+    return remote_fn.remote(*args)
+
+
+def put(value: Any):
+    return ray.put(value)
+
+
+def finished(refs: list, timeout: float) -> tuple[list, list]:
+    """(done, pending) of ``refs`` after at most ``timeout`` seconds."""
+    return ray.wait(refs, num_returns=1, timeout=timeout)
+
+
+def result(ref) -> Any:
+    """A finished task's value; its own exception re-raised as itself."""
+    with _shard_errors():
+        return ray.get(ref)
+
+
+def call_blocking(actor, method: str, *args: Any, timeout: float = 600.0) -> Any:
+    """One ``ShardActor.call`` from a Ray task, waited for (errors as ``call``'s)."""
+    with _shard_errors():
+        return ray.get(actor.call.remote(method, *args), timeout=timeout)
+
+
+def endpoints_blocking(actor):
+    """``endpoints`` from a Ray task."""
+    return ray.get(actor.endpoints.options(concurrency_group=CONTROL_GROUP).remote(), timeout=60)
+
+
+KV_NAMESPACE = "shoal"
+
+
+def kv_claim(key: str, value: bytes) -> bytes:
+    """Store ``value`` under ``key`` in Ray's key-value store (the GCS) unless a
+    value is there already; answer the stored value (the first writer's)."""
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(key, value, overwrite=False, namespace=KV_NAMESPACE)
+    stored = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+    return value if stored is None else stored

@@ -11,8 +11,8 @@ Both carry the same frames (``cluster.wire``): requests ``(id, method, args,
 kwargs)``, answers ``(id, ok, result_or_exception)``, pickled (what Ray itself
 would send). The Unix socket serves only this user's processes; TCP serves only
 peers that proved they know the secret, and every TCP frame is authenticated
-before it is unpickled (``cluster.wire`` says how, and what it does not give:
-confidentiality).
+before it is unpickled; with ``encrypt`` (``service.enable_tls``) TCP frames
+are also encrypted (``cluster.wire`` says how).
 
 Concurrent searches are batched: while the shard works on one batch, newly
 arrived searches queue, and the next round scores them in one ``search_batch``
@@ -89,7 +89,8 @@ class ShardServer:
     TCP: ``tcp_host`` and ``tcp_port`` (0: any free port) to bind, ``secret``
     (bytes, see ``cluster.wire``) required with them; ``advertise_host`` is the
     host other machines should dial, by default ``tcp_host`` (a wildcard bind
-    needs one).
+    needs one); ``encrypt``: TCP connections are encrypted too (the clients
+    follow the server's choice, proved in the handshake).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class ShardServer:
         tcp_port: int = 0,
         advertise_host: str | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        encrypt: bool = False,
     ):
         if tcp_host is not None:
             if secret is None:
@@ -113,6 +115,7 @@ class ShardServer:
         self.address = f"\0shoal-{uuid.uuid4().hex}"
         self.tcp_address: tuple[str, int] | None = None
         self._secret = secret
+        self._encrypt = encrypt
         self._handshake_timeout = handshake_timeout
         self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._calls = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard-call")
@@ -161,7 +164,7 @@ class ShardServer:
     def _serve_tcp(self, conn: socket.socket, peer) -> None:
         try:
             _tune_tcp(conn)
-            framing = _prove(conn, wire.ServerHandshake(self._secret), self._handshake_timeout)
+            framing = _prove(conn, wire.ServerHandshake(self._secret, self._encrypt), self._handshake_timeout)
         except OSError as exc:  # HandshakeFailed is a ConnectionError; a stall, a timeout
             log.warning("shard TCP: refused %s: %s", peer, exc)
             conn.close()
@@ -266,7 +269,7 @@ def _tune_tcp(sock) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-def _prove(conn: socket.socket, handshake: wire.ServerHandshake, timeout: float) -> wire.SealedFraming:
+def _prove(conn: socket.socket, handshake: wire.ServerHandshake, timeout: float):
     """Run the server's side of the handshake on a blocking socket, all of it
     within ``timeout`` seconds. Reads exactly the handshake's bytes, never more."""
     deadline = time.monotonic() + timeout

@@ -30,11 +30,28 @@ unpickled and the connection closed: a tampered, replayed (an old counter),
 reordered or dropped frame, or one from another connection (other nonces,
 other key), never reaches ``pickle.loads``.
 
-This is authenticity and integrity, **not confidentiality**: frames (vectors,
-payloads, filters) travel in clear; anyone on the path can read them, and can
-cut a connection (which then fails, never silently misbehaves). The secret
-must be random (at least 16 bytes, e.g. a key derived from the cluster
-secret): a handshake seen on the wire lets anyone test guesses of it offline.
+That alone is authenticity and integrity, not confidentiality: frames
+(vectors, payloads, filters) travel in clear. A server started with
+``encrypt=True`` (``service.enable_tls``) also makes the connection
+**encrypted**: it proves itself under the labels ``b"shoal tcp v1 encrypted
+server proof"`` (and ``... client proof``, ``... key client->server``, ``... key
+server->client``) instead, the client learns the mode from which proof
+matches (a man in the middle cannot turn one into the other without the
+secret), and every write is one AES-256-GCM record under that direction's key::
+
+    <u32 length of what follows><AES-GCM(key, nonce = <u64 record counter> + 4 zero bytes,
+                                         plaintext = whole frames, associated data = the length)>
+
+Keys are new for every connection (they depend on both nonces) and the
+counter never repeats within one, so no nonce is used twice; a record that
+fails its tag (tampered, replayed, reordered, from another connection) is
+refused before anything in it is unpickled. What stays visible on the wire:
+that two machines talk, when, and how many bytes each write carries.
+
+Anyone on the path can cut a connection (which then fails, never silently
+misbehaves). The secret must be random (at least 16 bytes, e.g. a key derived
+from the cluster secret): a handshake seen on the wire lets anyone test
+guesses of it offline.
 """
 
 from __future__ import annotations
@@ -48,6 +65,8 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shard.types import NearestQuery, ScoredPoint, SearchRequest
 
@@ -190,6 +209,67 @@ class SealedFraming:
         return objects
 
 
+class EncryptedFraming:
+    """Frames in AES-256-GCM records (see the module's docstring), for one
+    connection. Each ``seal`` call makes one record (or a few, for writes over
+    RECORD_MAX) of whole frames; the same ordering rules as SealedFraming."""
+
+    def __init__(self, send_key: bytes, receive_key: bytes):
+        self._send = AESGCM(send_key)
+        self._receive = AESGCM(receive_key)
+        self._sent = 0
+        self._received = 0
+
+    @staticmethod
+    def _nonce(counter: int) -> bytes:
+        return _COUNTER.pack(counter) + bytes(4)
+
+    def seal(self, frames: list[bytes]) -> bytes:
+        records, group, size = [], [], 0
+        for data in frames:
+            if group and size + len(data) > RECORD_MAX:
+                records.append(self._record(group))
+                group, size = [], 0
+            group.append(data)
+            size += len(data)
+        if group:
+            records.append(self._record(group))
+        return b"".join(records)
+
+    def _record(self, frames: list[bytes]) -> bytes:
+        plain = b"".join(frames)
+        header = HEADER.pack(len(plain) + TAG)
+        sealed = self._send.encrypt(self._nonce(self._sent), plain, header)
+        self._sent += 1
+        return header + sealed
+
+    def take(self, buffer: bytearray) -> list:
+        """Every whole record at the front of ``buffer``: decrypted, checked, its
+        frames unpickled, removed from ``buffer``; a bad one raises FrameRejected."""
+        objects = []
+        at = 0
+        while len(buffer) - at >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, at)
+            end = at + HEADER.size + length
+            if len(buffer) < end:
+                break
+            try:
+                plain = bytearray(self._receive.decrypt(self._nonce(self._received), bytes(buffer[at + HEADER.size:end]),
+                                                        bytes(buffer[at:at + HEADER.size])))
+            except InvalidTag:
+                raise FrameRejected(f"record {self._received} failed its authentication") from None
+            self._received += 1
+            objects += PLAIN.take(plain)
+            if plain:  # a record holds whole frames only
+                raise FrameRejected(f"record {self._received - 1} ends inside a frame")
+            at = end
+        if at:
+            del buffer[:at]
+        return objects
+
+
+RECORD_MAX = 1 << 30  # plaintext bytes per record, well under AES-GCM's and the u32 length's limits
+
 # ------------------------------------------------------------------- handshake
 
 MAGIC = b"SHOALTC1"  # the protocol and its version
@@ -203,6 +283,15 @@ _SERVER_PROOF = b"shoal tcp v1 server proof"
 _CLIENT_PROOF = b"shoal tcp v1 client proof"
 _CLIENT_KEY = b"shoal tcp v1 key client->server"
 _SERVER_KEY = b"shoal tcp v1 key server->client"
+# The same four for an encrypted connection: which set the server proves under is the mode.
+_ENCRYPTED = b"shoal tcp v1 encrypted "
+_LABELS = {False: (_SERVER_PROOF, _CLIENT_PROOF, _CLIENT_KEY, _SERVER_KEY),
+           True: tuple(_ENCRYPTED + label.removeprefix(b"shoal tcp v1 ")
+                       for label in (_SERVER_PROOF, _CLIENT_PROOF, _CLIENT_KEY, _SERVER_KEY))}
+
+
+def _framing(encrypted: bool, send_key: bytes, receive_key: bytes):
+    return (EncryptedFraming if encrypted else SealedFraming)(send_key, receive_key)
 
 
 class HandshakeFailed(ConnectionError):
@@ -222,7 +311,8 @@ def _hmac(secret: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes)
 
 class ClientHandshake:
     """The gateway's side, without I/O: send ``hello()``, read REPLY_SIZE bytes,
-    ``finish(reply)`` checks them and gives the proof to send and the framing."""
+    ``finish(reply)`` checks them and gives the proof to send and the framing
+    (encrypted when the server proved itself under the encrypted labels)."""
 
     def __init__(self, secret: bytes):
         self._secret = check_secret(secret)
@@ -231,21 +321,27 @@ class ClientHandshake:
     def hello(self) -> bytes:
         return MAGIC + self._nonce
 
-    def finish(self, reply: bytes) -> tuple[bytes, SealedFraming]:
+    def finish(self, reply: bytes) -> tuple[bytes, SealedFraming | EncryptedFraming]:
         server_nonce, proof = reply[:NONCE], reply[NONCE:]
-        expected = _hmac(self._secret, _SERVER_PROOF, self._nonce, server_nonce)
-        if len(reply) != REPLY_SIZE or not hmac.compare_digest(proof, expected):
+        if len(reply) != REPLY_SIZE:
             raise HandshakeFailed("the shard did not prove it knows the secret")
-        keys = [_hmac(self._secret, label, self._nonce, server_nonce) for label in (_CLIENT_KEY, _SERVER_KEY)]
-        return _hmac(self._secret, _CLIENT_PROOF, self._nonce, server_nonce), SealedFraming(*keys)
+        for encrypted in (False, True):
+            server_label, client_label, client_key, server_key = _LABELS[encrypted]
+            if hmac.compare_digest(proof, _hmac(self._secret, server_label, self._nonce, server_nonce)):
+                keys = [_hmac(self._secret, label, self._nonce, server_nonce) for label in (client_key, server_key)]
+                return _hmac(self._secret, client_label, self._nonce, server_nonce), _framing(encrypted, *keys)
+        raise HandshakeFailed("the shard did not prove it knows the secret")
 
 
 class ServerHandshake:
     """The shard's side, without I/O: read HELLO_SIZE bytes, send ``reply(hello)``,
-    read PROOF bytes, ``finish(proof)`` gives the framing or raises HandshakeFailed."""
+    read PROOF bytes, ``finish(proof)`` gives the framing or raises HandshakeFailed.
+    ``encrypt``: make the connection encrypted (the client follows)."""
 
-    def __init__(self, secret: bytes):
+    def __init__(self, secret: bytes, encrypt: bool = False):
         self._secret = check_secret(secret)
+        self._labels = _LABELS[bool(encrypt)]
+        self._encrypt = bool(encrypt)
         self._nonce = secrets.token_bytes(NONCE)
         self._client_nonce: bytes | None = None
 
@@ -253,13 +349,14 @@ class ServerHandshake:
         if len(hello) != HELLO_SIZE or not hello.startswith(MAGIC):
             raise HandshakeFailed("not a Shoal shard hello")
         self._client_nonce = hello[len(MAGIC) :]
-        return self._nonce + _hmac(self._secret, _SERVER_PROOF, self._client_nonce, self._nonce)
+        return self._nonce + _hmac(self._secret, self._labels[0], self._client_nonce, self._nonce)
 
-    def finish(self, proof: bytes) -> SealedFraming:
+    def finish(self, proof: bytes) -> SealedFraming | EncryptedFraming:
         if self._client_nonce is None:
             raise HandshakeFailed("no hello")
-        expected = _hmac(self._secret, _CLIENT_PROOF, self._client_nonce, self._nonce)
+        _, client_label, client_key, server_key = self._labels
+        expected = _hmac(self._secret, client_label, self._client_nonce, self._nonce)
         if len(proof) != PROOF or not hmac.compare_digest(proof, expected):
             raise HandshakeFailed("the client did not prove it knows the secret")
-        keys = [_hmac(self._secret, label, self._client_nonce, self._nonce) for label in (_SERVER_KEY, _CLIENT_KEY)]
-        return SealedFraming(*keys)
+        keys = [_hmac(self._secret, label, self._client_nonce, self._nonce) for label in (server_key, client_key)]
+        return _framing(self._encrypt, *keys)

@@ -20,10 +20,12 @@ import orjson
 from aiohttp import web
 
 from cluster.shard_client import ShardUnavailable
-from gateway import errors
+from gateway import auth, errors, scrape
 from gateway.metrics import Metrics
 from gateway.routes import cluster as cluster_routes
 from gateway.routes import collections as collection_routes
+from gateway.routes import dashboard as dashboard_routes
+from gateway.routes import ingest as ingest_routes
 from gateway.routes import points as point_routes
 from gateway.routes import search as search_routes
 from gateway.routes import service as service_routes
@@ -35,7 +37,7 @@ from gateway.workers import Forward, RemoteCollections, forward
 
 log = logging.getLogger(__name__)
 
-NOT_GATED = {"/", "/healthz", "/livez", "/readyz", "/metrics"}
+NOT_GATED = {"/", "/healthz", "/livez", "/readyz", "/metrics", *dashboard_routes.PATHS}
 # Requests that start or stop shard actors: on a joined cluster whose Ray head
 # is down, these alone answer 503 (the others reach the shards over their sockets).
 # A route that comes to start or stop actors (replica moves) belongs here too.
@@ -90,15 +92,20 @@ async def envelope(request: web.Request, handler):
         response = _error(body, status)
         if isinstance(exc, errors.BodyTimeout):
             response.force_close()  # the rest of that body would be read as a request
-    request.app[METRICS].observe(request.method, endpoint, response.status, time.perf_counter() - started)
+    transport = request.transport  # a Unix socket: a worker's internal call, counted where it came in
+    if transport is None or not isinstance(transport.get_extra_info("sockname"), str):
+        request.app[METRICS].observe(request.method, endpoint, response.status, time.perf_counter() - started)
     return response
 
 
 def create_app(settings: Settings, lifecycle) -> web.Application:
     """The REST app; ``lifecycle`` is the cleanup context that sets up the registry:
     ``gateway.control.control_ctx`` (Ray, Raft, shards) or a worker's."""
+    # With API keys set, every request is checked first (gateway.auth); without, nothing is.
+    keys = auth.Keys.from_settings(settings.service)
+    checks = [] if keys is None else [auth.middleware(keys)]
     app = web.Application(
-        middlewares=[envelope],
+        middlewares=[*checks, envelope],
         client_max_size=settings.service.max_request_size_mb * 1024 * 1024,
     )
     app[SETTINGS] = settings
@@ -106,8 +113,10 @@ def create_app(settings: Settings, lifecycle) -> web.Application:
     app[READY] = asyncio.Event()
     app[CONTROL_TASKS] = set()
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(scrape.history_ctx)
     # aiohttp tries the routes under one prefix ("/collections") in the order they
     # were added, one regular expression each: the busiest go first.
-    for module in (search_routes, point_routes, collection_routes, snapshot_routes, cluster_routes, service_routes):
+    for module in (search_routes, point_routes, collection_routes, snapshot_routes, cluster_routes, service_routes,
+                   dashboard_routes, ingest_routes):
         app.router.add_routes(module.routes)
     return app

@@ -1,6 +1,7 @@
 """``shoal``: the command line.
 
     shoal serve [--host 0.0.0.0] [--port 6333] [--storage ./shoal_storage] [--config FILE]
+    shoal ingest --collection NAME [--max-rejects N] SOURCE...   (docs/ingest.md)
     shoal --version
 
 Settings are read here, once, and passed down (see ``gateway.settings``).
@@ -17,6 +18,7 @@ from pathlib import Path
 import colorama
 from aiohttp import web
 
+from cluster.ingest import command as ingest_command
 from gateway import serve as serve_app
 from gateway import settings as settings_module
 
@@ -25,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal: Qdrant's REST API over Ray-hosted shards.")
     parser.add_argument("--version", action="version", version=_version())
     # The metavar lists the commands for users; _worker (no help) stays out of it.
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,ingest}")
     serve = sub.add_parser("serve", help="start the server")
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="REST port (default 6333)")
@@ -37,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--peers", help="the other gateways' Raft addresses, HOST:PORT,... (default: none)")
     serve.add_argument("--cluster-secret", help="shared secret of the gateways, required with --peers "
                        "(prefer SHOAL__CLUSTER__SECRET: a flag shows in the process list)")
+    ingest_command.add_parser(sub)
     # An HTTP worker, started by the control process (see gateway.workers).
     worker = sub.add_parser("_worker")
     worker.add_argument("--control-dir", type=Path, required=True)
@@ -103,7 +106,31 @@ def _bound_shard_calls(settings) -> None:
     ShardClient.call_timeout = settings.cluster.shard_call_timeout_s
 
 
-def _run(app: web.Application, settings, *, path: str | None = None, reuse_port: bool = False) -> None:
+def _tls(settings):
+    """The REST API's TLS context, or None; read before anything starts, so that
+    an unusable certificate ends the command with one line (ConfigError)."""
+    if not settings.service.enable_tls:
+        return None
+    return serve_app.tls_context(settings.tls.cert, settings.tls.key, settings.tls.ca_cert,
+                                 settings.service.verify_https_client_certificate)
+
+
+def _same_cluster_secret(settings, runtime) -> None:
+    """On a Ray cluster, the first gateway with a secret leaves a verifier of it
+    in Ray's store (``cluster.keys``); a gateway with another secret stops here,
+    in one line, instead of running leaderless beside the others."""
+    from cluster import keys
+
+    if not (settings.cluster.ray_address and settings.cluster.secret and settings.cluster.secret.get_secret_value()):
+        return
+    secret = settings.cluster.secret.get_secret_value()
+    if not keys.verifies(secret, runtime.kv_claim(keys.VERIFIER_KEY, keys.secret_verifier(secret))):
+        raise settings_module.ConfigError(
+            "cluster.secret differs from the secret of the gateways already on this Ray cluster (set by the first "
+            "gateway that joined it): give every gateway the same secret (SHOAL__CLUSTER__SECRET or --cluster-secret)")
+
+
+def _run(app: web.Application, settings, *, tls=None, path: str | None = None, reuse_port: bool = False) -> None:
     serve_app.run(
         app,
         host=settings.service.host,
@@ -112,6 +139,7 @@ def _run(app: web.Application, settings, *, path: str | None = None, reuse_port:
         reuse_port=reuse_port,
         unix_path=path,
         shutdown_timeout=10,
+        ssl_context=tls,
     )
 
 
@@ -124,6 +152,7 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
     from cluster import runtime
 
     settings = _settings(args)
+    tls = _tls(settings)
     _bound_shard_calls(settings)
     # Ray first, in the main thread: its core installs a SIGTERM handler of its
     # own, and aiohttp's (installed by run_app below) must be the one that stays,
@@ -131,6 +160,8 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
     runtime.start(settings.cluster.ray_address, settings.cluster.num_cpus, settings.cluster.node_ip_address,
                   head_down_grace=settings.cluster.head_down_grace_s,
                   connect_timeout=settings.cluster.ray_connect_timeout_s)
+    ingest_command.publish_ray(settings.storage.storage_path)  # how `shoal ingest` joins a private Ray
+    _same_cluster_secret(settings, runtime)
     app = create_app(settings, control_module.control_ctx)
     sites: dict = {}
     if worker_count(settings.service.workers) > 1:
@@ -146,7 +177,8 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
         settings.storage.storage_path,
         worker_count(settings.service.workers),
     )
-    _run(app, settings, **sites)
+    _run(app, settings, tls=tls, **sites)
+    ingest_command.withdraw_ray(settings.storage.storage_path)
     health = app.get(HEALTH)
     if health is not None and (health.exit_reason is not None or health.ray_problem is not None):
         # Ray died (cluster.health): exit non-zero, and skip Ray's own exit
@@ -157,6 +189,7 @@ def serve(args: argparse.Namespace, argv: list[str]) -> None:
 
 def worker(args: argparse.Namespace) -> None:
     from gateway.app import create_app
+    from gateway.scrape import WORKER_METRICS_PATH, worker_metrics, worker_socket
     from gateway.state import CONTROL_DIR
     from gateway.workers import worker_ctx
 
@@ -164,7 +197,9 @@ def worker(args: argparse.Namespace) -> None:
     _bound_shard_calls(settings)
     app = create_app(settings, worker_ctx)
     app[CONTROL_DIR] = args.control_dir
-    _run(app, settings, reuse_port=True)
+    # The control process reads this worker's request figures on its own socket (gateway.scrape).
+    app.router.add_get(WORKER_METRICS_PATH, worker_metrics)
+    _run(app, settings, tls=_tls(settings), reuse_port=True, path=worker_socket(args.control_dir, os.getpid()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
             serve(args, argv[1:])
         elif args.command == "_worker":
             worker(args)
+        elif args.command == "ingest":
+            sys.exit(ingest_command.main(args))
     except (settings_module.ConfigError, RayUnreachable) as exc:
         parser.exit(2, f"shoal: error: {exc}\n")
 

@@ -69,7 +69,9 @@ async def control_ctx(app: web.Application):
     if secret:
         # Shards serve gateways on other machines over TCP, authenticated with a
         # key of their own (cluster.wire); without a secret they listen on no port.
-        shard_options.update(wire_secret=keys.derive(secret, keys.SHARD_WIRE_LABEL), tcp_host=NODE_ADDRESS)
+        shard_options.update(wire_secret=keys.derive(secret, keys.SHARD_WIRE_LABEL), tcp_host=NODE_ADDRESS,
+                             wire_encrypt=settings.service.enable_tls)  # and encrypted with TLS on
+    runtime.place_shards_on(settings.cluster.shard_node_resource)
     limits = Limits(max_shards_total=settings.limits.max_shards_total,
                     start_timeout=settings.limits.shard_start_timeout_s)
     collections = Collections(storage, metadata, shard_options, limits)

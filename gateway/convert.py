@@ -31,8 +31,11 @@ QDRANT_DEFAULT_WAL = {"wal_capacity_mb": 32, "wal_segments_ahead": 0}
 # ----------------------------------------------------------------- collections
 
 
-def collection_config(body: dict[str, Any]) -> dict[str, Any]:
-    """The full collection config (Qdrant's CollectionConfig JSON) a create request implies."""
+def collection_config(body: dict[str, Any], replication_factor: int = 1,
+                      write_consistency_factor: int = 1) -> dict[str, Any]:
+    """The full collection config (Qdrant's CollectionConfig JSON) a create request
+    implies; the two factors are the defaults for a request that gives none
+    (Qdrant's ``storage.collection`` settings)."""
     vectors = body.get("vectors")
     if vectors is None:
         raise BadInput("Shoal needs dense vectors: give `vectors` when creating a collection")
@@ -45,8 +48,8 @@ def collection_config(body: dict[str, Any]) -> dict[str, Any]:
         "params": {
             "vectors": copy.deepcopy(vectors),
             "shard_number": shard_number,
-            "replication_factor": body.get("replication_factor") or 1,
-            "write_consistency_factor": body.get("write_consistency_factor") or 1,
+            "replication_factor": body.get("replication_factor") or replication_factor,
+            "write_consistency_factor": body.get("write_consistency_factor") or write_consistency_factor,
             "on_disk_payload": True if body.get("on_disk_payload") is None else body["on_disk_payload"],
         },
         "hnsw_config": hnsw,

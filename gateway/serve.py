@@ -9,6 +9,10 @@ server's file descriptors and memory. Idle connections and requests whose
 headers never finish are closed after ``KEEPALIVE_TIMEOUT`` (aiohttp's keep-alive
 timer runs from the moment a connection opens); bodies that never finish are
 the routes' concern (``service.body_timeout_s``).
+
+With ``service.enable_tls`` the TCP listener speaks TLS (``tls_context``; the
+control process's Unix socket for HTTP workers stays plain: only this user's
+processes reach it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +30,8 @@ import uvloop
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_runner import BaseSite
+
+from gateway.settings import ConfigError
 
 KEEPALIVE_TIMEOUT = 75.0  # seconds: run_app's default
 
@@ -84,15 +92,15 @@ class LimitedTCPSite(BaseSite):
     """``web.TCPSite`` with a bound on open connections."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int,
-                 reuse_port: bool = False, backlog: int = 128):
-        super().__init__(runner, backlog=backlog)
+                 reuse_port: bool = False, backlog: int = 128, ssl_context: ssl.SSLContext | None = None):
+        super().__init__(runner, backlog=backlog, ssl_context=ssl_context)
         self._host, self._port = host, port
         self._max_connections = max_connections
         self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"{'https' if self._ssl_context else 'http'}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
@@ -100,7 +108,7 @@ class LimitedTCPSite(BaseSite):
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
             _Limited(server, self._max_connections), self._host, self._port, backlog=self._backlog,
-            reuse_address=True, reuse_port=self._reuse_port, family=socket.AF_UNSPEC,
+            reuse_address=True, reuse_port=self._reuse_port, family=socket.AF_UNSPEC, ssl=self._ssl_context,
         )
 
 
@@ -115,15 +123,43 @@ async def _serve(runner: web.AppRunner, sites: list[Any]) -> None:
         await runner.cleanup()
 
 
+def tls_context(cert: Path, key: Path, ca_cert: Path | None = None, verify_client: bool = False) -> ssl.SSLContext:
+    """The REST API's TLS (``service.enable_tls``): Python's server defaults
+    (TLS 1.2 or newer, the system's cipher choice), the certificate chain and
+    key, and with ``verify_client`` only clients whose certificate ``ca_cert``
+    signed (Qdrant's ``verify_https_client_certificate``). A file that cannot be
+    used is a ConfigError, one line."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls.cert {cert} / tls.key {key}: {_tls_problem(exc)}") from None
+    if verify_client:
+        try:
+            context.load_verify_locations(cafile=ca_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls.ca_cert {ca_cert}: {_tls_problem(exc)}") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _tls_problem(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"not a usable PEM certificate and key ({exc.reason or exc})"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def run(app: web.Application, *, host: str, port: int, max_connections: int, reuse_port: bool = False,
-        unix_path: str | None = None, shutdown_timeout: float = 10.0) -> None:
+        unix_path: str | None = None, shutdown_timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut it down gracefully (its
     cleanup contexts run), as ``web.run_app`` does."""
     loop = uvloop.new_event_loop()  # several times cheaper sockets and callbacks than asyncio's loop
     runner = web.AppRunner(app, handle_signals=True, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT,
                            shutdown_timeout=shutdown_timeout)
     sites: list[Any] = [lambda r: LimitedTCPSite(r, host, port, max_connections=max_connections,
-                                                 reuse_port=reuse_port)]
+                                                 reuse_port=reuse_port, ssl_context=ssl_context)]
     if unix_path is not None:
         sites.append(lambda r: web.UnixSite(r, unix_path))
     main = loop.create_task(_serve(runner, sites))

@@ -34,6 +34,60 @@ class ServiceSettings(BaseModel):
     max_connections: int = Field(
         512, ge=1, description="Open HTTP connections per HTTP process; beyond it a new connection gets 503 and is closed."
     )
+    # Security, named as in Qdrant's config/config.yaml (docs/security.md).
+    api_key: SecretStr | None = Field(
+        None, description="Key every request must carry (header `api-key: KEY` or `Authorization: Bearer KEY`), "
+        "except the health checks (/, /healthz, /livez, /readyz); without it 401. Unset or empty: no authentication. "
+        "Also the key JWTs are signed with (jwt_rbac).",
+    )
+    read_only_api_key: SecretStr | None = Field(
+        None, description="A second key that allows reads only (a write with it answers 403).",
+    )
+    jwt_rbac: bool = Field(
+        False, description="Also accept JSON Web Tokens signed (HS256) with api_key, carrying Qdrant's claims: "
+        "`exp`, and `access` (\"r\" or \"m\" for every collection, or a list of {collection, access: r|rw}).",
+    )
+    enable_tls: bool = Field(
+        False, description="Serve the REST API over HTTPS with tls.cert and tls.key; also encrypts the shards' "
+        "connections across machines.",
+    )
+    verify_https_client_certificate: bool = Field(
+        False, description="With enable_tls: accept only clients presenting a certificate signed by tls.ca_cert.",
+    )
+
+    @model_validator(mode="after")
+    def _jwt_needs_a_key(self) -> "ServiceSettings":
+        # Qdrant's tokens are signed with the API key (src/common/auth/mod.rs get_jwt_parser).
+        if self.jwt_rbac and not (self.api_key and self.api_key.get_secret_value()):
+            raise ValueError("service.jwt_rbac needs service.api_key: the tokens are signed with it")
+        return self
+
+
+class TlsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
+    cert: Path | None = Field(None, description="With service.enable_tls: the server's certificate chain (PEM).")
+    key: Path | None = Field(None, description="With service.enable_tls: the server's private key (PEM).")
+    ca_cert: Path | None = Field(
+        None, description="Certificate authority (PEM) that client certificates must be signed by "
+        "(service.verify_https_client_certificate).",
+    )
+
+
+class CollectionDefaults(BaseModel):
+    """Defaults of a new collection, for what its create request leaves out
+    (Qdrant's ``storage.collection`` section of config.yaml, same names)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas of each shard of a new collection whose create request gives none "
+        "(Qdrant's default, 1); on one Ray node a collection has one copy whatever it says.",
+    )
+    write_consistency_factor: int = Field(
+        1, ge=1, description="Replicas that must have a write before it is acknowledged, for a new collection "
+        "whose create request gives none (Qdrant's default, 1).",
+    )
 
 
 class StorageSettings(BaseModel):
@@ -48,6 +102,9 @@ class StorageSettings(BaseModel):
     )
     search_threads: int = Field(
         1, ge=1, description="Threads each shard uses to score one batch of searches (graph and matrix products); 1 leaves the other cores to the HTTP processes and the other shards."
+    )
+    collection: CollectionDefaults = Field(
+        default_factory=CollectionDefaults, description="Defaults of new collections (Qdrant's storage.collection)."
     )
 
 
@@ -67,6 +124,13 @@ class ClusterSettings(BaseModel):
         "to. Unset: Ray finds it (needed only where several Ray nodes share one machine).",
     )
     num_cpus: int | None = Field(None, description="CPUs a locally started Ray may use; unset = all.")
+    shard_node_resource: str | None = Field(
+        None, description="On a Ray cluster: a custom Ray resource (e.g. `shoal_storage`) that marks the nodes "
+        "which host shard replicas, each started with `ray start --resources '{\"<name>\": 1}'`; every shard asks "
+        "for a sliver of it, so Ray keeps shards there. Unset: every alive node with CPUs hosts shards. (A node "
+        "that also advertises `shoal-node:<name>` is known to placement by that name: started again under it, "
+        "with its folder, it keeps its replicas.)",
+    )
     ray_down_grace_s: float = Field(
         10.0, gt=0, description="Without ray_address (the embedded Ray instance): seconds Ray may stay unavailable "
         "(a head process died, or it stopped answering); meanwhile requests answer 503, then the server exits with "
@@ -144,6 +208,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     cluster: ClusterSettings = ClusterSettings()
     limits: LimitSettings = LimitSettings()
+    tls: TlsSettings = TlsSettings()
     log_level: str = Field("INFO", description="Python logging level of the server.")
 
     @model_validator(mode="after")
@@ -153,6 +218,16 @@ class Settings(BaseSettings):
         if self.cluster.ray_address and self.service.workers != 1:
             raise ValueError("service.workers must be 1 with cluster.ray_address (HTTP workers serve shards on "
                              "one machine): on a cluster, run more gateways instead")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "Settings":
+        if self.service.enable_tls:
+            missing = [name for name in ("cert", "key") if getattr(self.tls, name) is None]
+            if missing:
+                raise ValueError("service.enable_tls needs " + " and ".join(f"tls.{m}" for m in missing))
+        if self.service.verify_https_client_certificate and not (self.service.enable_tls and self.tls.ca_cert):
+            raise ValueError("service.verify_https_client_certificate needs service.enable_tls and tls.ca_cert")
         return self
 
     @classmethod

@@ -181,6 +181,9 @@ async def forward(request: web.Request, remote: RemoteCollections) -> web.Respon
     """Replay ``request`` on the control process and relay its answer."""
     body = await request.read()
     headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+    for name in ("api-key", "Authorization"):  # the control checks the caller's credential again
+        if name in request.headers:
+            headers[name] = request.headers[name]
     url = "http://control" + request.path_qs
     async with remote.session().request(request.method, url, data=body, headers=headers) as resp:
         payload = await resp.read()

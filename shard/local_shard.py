@@ -491,6 +491,7 @@ class LocalShard(WriteOps):
                 pending_index=pending,
                 segments_count=1,
                 payload_schema=self.payloads.payload_schema(),
+                wal_bytes=self.wal.disk_bytes(),
             )
 
     def digest(self) -> ShardDigest:

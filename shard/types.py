@@ -382,6 +382,7 @@ class ShardInfo:
     pending_index: int  # points stored but not yet in their HNSW graph
     segments_count: int
     payload_schema: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wal_bytes: int = 0  # the write-ahead log's files on disk (for /metrics)
 
 
 # ---------------------------------------------------------------------------

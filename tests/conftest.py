@@ -130,10 +130,12 @@ class ShoalServer:
         self.starts = 0
         self.leftovers: list[int] = []
         self._stderr_path: Path | None = None
+        self.scheme = "http"  # "https" for a server with service.enable_tls
+        self.opener = _NO_PROXY  # what _wait_ready asks /readyz with (an HTTPS one for a TLS server)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         python = os.environ.get("SHOAL_TEST_SERVER_PYTHON", sys.executable)
@@ -187,7 +189,7 @@ class ShoalServer:
             if code is not None:
                 return f"server exited with code {code} before /readyz answered 200"
             try:
-                with _NO_PROXY.open(self.url + "/readyz", timeout=2) as r:
+                with self.opener.open(self.url + "/readyz", timeout=2) as r:
                     if r.status == 200:
                         return None
                     last_error = f"status {r.status}"

@@ -25,13 +25,16 @@ async def list_collections(request: web.Request):
 @routes.put("/collections/{collection_name}")
 async def create_collection(request: web.Request):
     data = await body(request, "CreateCollection")
-    limit = request.app[SETTINGS].limits.max_shard_number
+    settings = request.app[SETTINGS]
+    limit = settings.limits.max_shard_number
     shards = data.get("shard_number") or 1
     if shards > limit:
         # Beyond this server's limit: said as Qdrant says a range it refuses.
         raise ValidationError([("shard_number", f"value {shards} invalid, must be from 1 to {limit}")])
     wait_timeout(request)
-    await registry(request).create(request.match_info["collection_name"], convert.collection_config(data))
+    defaults = settings.storage.collection
+    config = convert.collection_config(data, defaults.replication_factor, defaults.write_consistency_factor)
+    await registry(request).create(request.match_info["collection_name"], config)
     return True
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from gateway.state import COLLECTIONS, HEALTH, METRICS, READY
-from gateway.metrics import CONTENT_TYPE
+from gateway.metrics import CONTENT_TYPE, cluster_families, merge, render
 from gateway.params import bool_param
+from gateway.scrape import cluster_figures, request_parts
+from gateway.state import CONTROL_DIR, HEALTH, READY
+from gateway.workers import Forward
 
 routes = web.RouteTableDef()
 
@@ -69,15 +69,13 @@ async def readyz(request: web.Request):
 
 @routes.get("/metrics")
 async def metrics(request: web.Request):
+    """Every HTTP process's request figures summed, and the cluster's state
+    (``gateway.scrape``): answered by the control process, a worker forwards it."""
     bool_param(request, "anonymize")  # Qdrant's one parameter here: nothing to hide in these figures
-    metrics = request.app[METRICS]
-    if request.app[READY].is_set():
-        running = request.app[COLLECTIONS].running()
-        counts = await asyncio.gather(*(_points(c) for c in running))
-        metrics.set_points({c.name: n for c, n in zip(running, counts)})
-    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-
-async def _points(collection) -> int:
-    infos = await asyncio.gather(*(s.info() for s in collection.shards))
-    return sum(i.points_count for i in infos)
+    if CONTROL_DIR in request.app:
+        raise Forward()
+    parts, processes = await request_parts(request.app)
+    figures = await cluster_figures(request.app, shards=request.app[READY].is_set())
+    figures.http_processes = processes
+    body = render(merge(parts) + cluster_families(figures))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
