@@ -568,7 +568,9 @@ class Controller:
         """Fewer replicas than the factor: add ``partial`` ones on the least-loaded live
         nodes without one, if an active replica can be their source. A dead replica on a
         live node counts for ``node_grace`` after it went down (Ray restarts it, and it
-        catches up in place, as Qdrant recovers a dead replica on a live peer)."""
+        catches up in place, as Qdrant recovers a dead replica on a live peer); one on a
+        node missing counts until the node is lost (a machine that comes back under its
+        name within ``node_grace`` finds its replicas where they were)."""
         s = self._cur(c, inc, i)
         if not self._sources(c, inc, i):
             return
@@ -576,8 +578,11 @@ class Controller:
 
         def counts(r: str, rep: dict) -> bool:
             k = ReplicaKey(c, inc, i, r)
-            return rep["state"] != DEAD or (rep["node"] in alive and (
-                k in self._running or now - self._down_since.get(k, now) < self.node_grace))
+            if rep["state"] != DEAD:
+                return True
+            if rep["node"] not in alive:
+                return rep["node"] not in self._lost
+            return k in self._running or now - self._down_since.get(k, now) < self.node_grace
 
         have = sum(counts(r, rep) for r, rep in s["replicas"].items())
         for _ in range(factor - have):

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -415,9 +416,25 @@ def _hosts_shards(resources: Any) -> bool:
     return resources.get("CPU", 0) > 0
 
 
+# A node that advertises the Ray resource ``shoal-node:<name>`` is known to
+# placement as ``<name>`` rather than by its Ray node id, which is new at every
+# start: a machine (a Kubernetes pod with its own volume) that comes back under
+# the same name finds its replicas' files where it left them, and the replicas
+# it held are started there again and catch up, instead of being rebuilt from
+# the other copies. A node without one is known by its Ray node id.
+NODE_NAME_PREFIX = "shoal-node:"
+_RAY_NODE_ID = re.compile(r"[0-9a-f]{56}")
+
+
+def _placement_name(node_id: str, resources: Any) -> str:
+    names = sorted(key[len(NODE_NAME_PREFIX):] for key in resources.keys()
+                   if key.startswith(NODE_NAME_PREFIX) and len(key) > len(NODE_NAME_PREFIX))
+    return names[0] if names else node_id
+
 
 def shard_nodes() -> list[str]:
-    """The Ray nodes that may host shards, sorted by id: alive, and with CPUs, or
+    """The Ray nodes that may host shards, by their placement names (see
+    NODE_NAME_PREFIX), sorted: alive, and with CPUs, or
     with the resource given to ``place_shards_on``. A node started with
     ``--num-cpus 0`` (a gateway's own, on a machine that only routes) hosts none.
 
@@ -427,9 +444,11 @@ def shard_nodes() -> list[str]:
     failed check in Ray's GlobalStateAccessor, Ray 2.60); this raises instead."""
     gcs = getattr(ray._private.worker.global_worker, "gcs_client", None)
     if gcs is None:  # a Ray Client connection
-        return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and _hosts_shards(n["Resources"]))
+        return sorted(_placement_name(n["NodeID"], n["Resources"]) for n in ray.nodes()
+                      if n["Alive"] and _hosts_shards(n["Resources"]))
     infos = gcs.get_all_node_info(timeout=NODES_TIMEOUT, state_filter=gcs_pb2.GcsNodeInfo.GcsNodeState.ALIVE)
-    return sorted(node.hex() for node, info in infos.items() if _hosts_shards(info.resources_total))
+    return sorted(_placement_name(node.hex(), info.resources_total) for node, info in infos.items()
+                  if _hosts_shards(info.resources_total))
 
 
 def own_node() -> str | None:
@@ -449,13 +468,19 @@ def spawn_shard(name: str, path: str, config: dict[str, Any], options: dict[str,
     gateway that started it (a replica belongs to the cluster, not to one
     gateway), and a gateway that asks for a running one gets it back. With a
     shard resource (``place_shards_on``) the actor asks for a sliver of it, so
-    that Ray itself never runs it (nor restarts it) elsewhere, even unpinned.
+    that Ray itself never runs it (nor restarts it) elsewhere, even unpinned; on
+    a named node (NODE_NAME_PREFIX), for a sliver of its name.
     """
-    strategy = "DEFAULT" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
+    resources = {_shard_resource: SHARD_RESOURCE_SLICE} if _shard_resource else {}
+    strategy = "DEFAULT"
+    if node is not None and _RAY_NODE_ID.fullmatch(node):
+        strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+    elif node is not None:  # a named node: wherever it runs now (it may be starting again)
+        resources[NODE_NAME_PREFIX + node] = SHARD_RESOURCE_SLICE
     return RemoteShardActor.options(
         name=name,
         num_cpus=0,
-        resources={_shard_resource: SHARD_RESOURCE_SLICE} if _shard_resource else None,
+        resources=resources or None,
         max_concurrency=16,
         max_restarts=3,
         lifetime="detached" if detached else None,

@@ -124,6 +124,7 @@ class RayCluster:
     env: dict[str, str] = field(default_factory=dict)
     head_env: dict[str, str] = field(default_factory=dict)
     head_args: list[str] = field(default_factory=list)
+    named: bool = False  # each node with CPUs advertises ``shoal-node:<its name>`` (cluster.runtime)
     nodes: list[RayNode] = field(init=False)
     drivers: list[subprocess.Popen] = field(init=False, default_factory=list)
 
@@ -224,6 +225,8 @@ class RayCluster:
                 "--node-ip-address", node.host.address, "--num-cpus", str(node.num_cpus),
                 "--object-store-memory", str(OBJECT_STORE_BYTES),
                 "--temp-dir", str(self.network.scratch / node.name)]
+        if self.named and node.num_cpus:
+            argv += ["--resources", json.dumps({f"shoal-node:{node.name}": 1})]
         env = self.environ()
         if node.head:
             argv += ["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false", *self.head_args]
@@ -288,12 +291,13 @@ FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000"}
 
 
 @contextlib.contextmanager
-def running(cpus: list[int], env: dict[str, str] | None = None):
+def running(cpus: list[int], env: dict[str, str] | None = None, named: bool = False):
     """A network of ``len(cpus)`` hosts and a RayCluster on it (``cpus``: each
     node's ``--num-cpus``, the head first), started; stopped and removed at the end.
-    By default the GCS checks every node each second (see ``conftest.ray_cluster``)."""
+    By default the GCS checks every node each second (see ``conftest.ray_cluster``).
+    ``named``: the nodes with CPUs carry placement names (``RayCluster.named``)."""
     network = Network(len(cpus))
-    cluster = RayCluster(network, cpus, env=FAST_HEALTH_CHECKS if env is None else env)
+    cluster = RayCluster(network, cpus, env=FAST_HEALTH_CHECKS if env is None else env, named=named)
     try:
         cluster.start()
         yield cluster

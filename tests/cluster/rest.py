@@ -50,3 +50,13 @@ def upsert_retrying(client: QdrantClient, points, seconds: float = 90.0, collect
             if time.monotonic() - started > seconds:
                 raise AssertionError(f"no write acknowledged within {seconds:.0f} s: {exc}") from None
             time.sleep(0.5)
+
+
+def batch_writer(client: QdrantClient, collection: str, acked: dict, size: int):
+    """``write(batch)``: upsert the ``size`` points of batch number ``batch`` until
+    acknowledged, and record them in ``acked`` (id -> vector)."""
+    def write(batch: int) -> None:
+        made = points(size, start=batch * size, seed=batch)
+        upsert_retrying(client, made, collection=collection)
+        acked.update({p.id: p.vector for p in made})
+    return write

@@ -135,12 +135,7 @@ def test_a_lost_nodes_replicas_are_rebuilt_elsewhere_and_agree(cluster):
         client.create_collection("heal", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT),
                                  shard_number=SHARDS, replication_factor=2)
         acked = {}
-
-        def write(batch: int) -> None:
-            points = rest.points(50, start=batch * 50, seed=batch)
-            rest.upsert_retrying(client, points, collection="heal")
-            acked.update({p.id: p.vector for p in points})
-
+        write = rest.batch_writer(client, "heal", acked, 50)
         for batch in range(4):
             write(batch)
         ids = {n["ip"]: n["id"] for n in cluster.driver(cluster.network.hosts[3]).ask("nodes") if n["alive"]}
