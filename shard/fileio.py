@@ -20,12 +20,14 @@ The published directory keeps the marker file; readers of it ignore that name.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import orjson
 
 COMPLETE_MARKER = ".complete"
@@ -121,6 +123,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically writes ``obj`` as JSON (orjson: u64 ints, unicode, numpy not allowed)."""
     atomic_write_bytes(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2))
+
+
+def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically writes named arrays as one .npz file."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getbuffer())
+
+
+def read_arrays(path: str | os.PathLike, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of an .npz file written by ``write_arrays`` (no pickles
+    are read: KeyError for a missing one)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in names}
 
 
 def read_json(path: str | os.PathLike, default: Any = _MISSING) -> Any:

@@ -23,7 +23,6 @@ and :attr:`SparseStore.vector_count` over shards and passes them back as an
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,11 +309,8 @@ class SparseStore:
 
     def save(self, path: Path) -> None:
         """Writes the store to the file ``path`` (an .npz) at once, crash-safely."""
-        buffer = io.BytesIO()
-        np.savez(buffer, **self.to_arrays())
-        fileio.atomic_write_bytes(path, buffer.getbuffer())
+        fileio.write_arrays(path, self.to_arrays())
 
     @classmethod
     def load(cls, path: Path) -> SparseStore:
-        with np.load(path, allow_pickle=False) as data:
-            return cls.from_arrays({k: data[k] for k in ("present", "indptr", "indices", "values")})
+        return cls.from_arrays(fileio.read_arrays(path, ("present", "indptr", "indices", "values")))
