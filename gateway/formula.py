@@ -37,7 +37,8 @@ from gateway.errors import SERVICE_ERROR, QdrantError
 from gateway.models.serde import invalid_type, rust_display_float
 from shard import json_path
 from shard.json_path import WILDCARD, JsonPath
-from shard.payload_index import haversine_m, parse_datetime
+from shard.payload_index.geo import haversine_m
+from shard.payload_index.values import parse_datetime
 from shard.points import id_sort_key
 from shard.types import BadInput
 

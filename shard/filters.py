@@ -41,19 +41,10 @@ import numpy as np
 from shard import json_path
 from shard.json_path import JsonPath, value_get
 from shard.payload import PayloadStore
-from shard.payload_index import (
-    FieldIndex,
-    TextIndex,
-    as_geo,
-    as_int,
-    as_number,
-    haversine_m,
-    haversine_np,
-    parse_datetime,
-    parse_uuid,
-    polygon_contains,
-    uuid_str,
-)
+from shard.payload_index.base import FieldIndex
+from shard.payload_index.geo import as_geo, haversine_m, haversine_np, polygon_contains
+from shard.payload_index.text import TextIndex
+from shard.payload_index.values import as_int, as_number, parse_datetime, parse_uuid, uuid_str
 from shard.types import BadInput
 
 

@@ -20,7 +20,9 @@ import orjson
 
 from shard import json_path
 from shard.json_path import JsonPath
-from shard.payload_index import FieldIndex, make_index, parse_datetime
+from shard.payload_index import make_index
+from shard.payload_index.base import FieldIndex
+from shard.payload_index.values import parse_datetime
 from shard.types import BadInput, OrderBy, PayloadSelector
 
 _EMPTY: dict = {}
