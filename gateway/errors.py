@@ -192,6 +192,16 @@ def vector_dimension(expected: int, got: int) -> str:
     return f"Vector dimension error: expected dim: {expected}, got {got}"
 
 
+def non_finite_number(expression: str) -> str:
+    """400 -- OperationError::NonFiniteNumber (a formula's value)."""
+    return f"The expression {expression} produced a non-finite number"
+
+
+def formula_variable_type(key: Any, expected: str, description: str) -> str:
+    """400 -- OperationError::VariableTypeError (a formula's payload variable)."""
+    return f"Expected {expected} value for {key} in the payload and/or in the formula defaults. Error: {description}"
+
+
 def vector_name_not_exists(name: str) -> str:
     """400 BadInput -- segment OperationError::VectorNameNotExists."""
     return f"Not existing vector name error: {name}"

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway import errors
 from gateway.errors import SERVICE_ERROR, QdrantError
 from gateway.models.serde import invalid_type, rust_display_float
 from shard import json_path
@@ -66,15 +67,11 @@ def _rust(x: float) -> str:
 
 
 def non_finite(expression: str) -> BadInput:
-    """400 -- OperationError::NonFiniteNumber."""
-    return BadInput(f"The expression {expression} produced a non-finite number")
+    return BadInput(errors.non_finite_number(expression))
 
 
 def variable_type_error(key: JsonPath, expected: str, description: str) -> BadInput:
-    """400 -- OperationError::VariableTypeError."""
-    return BadInput(
-        f"Expected {expected} value for {key} in the payload and/or in the formula defaults. Error: {description}"
-    )
+    return BadInput(errors.formula_variable_type(key, expected, description))
 
 
 def service_error(text: str) -> QdrantError:
