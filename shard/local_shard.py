@@ -34,6 +34,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +151,18 @@ class LocalShard(WriteOps):
         state = snapshot.load(self.path / "snapshot", self.config)
         if state is None:
             return
-        self.points = state.points
-        self.payloads = state.payloads
-        self.vectors = state.vectors
-        self.graphs = state.graphs
-        self.indexed = state.indexed
-        self.seq = self._snapshot_seq = state.seq
+        self._take(state)
+        self._snapshot_seq = state.seq
+
+    def _state(self) -> snapshot.ShardState:
+        """The shard's stores and seq as of now, for a snapshot to write: the
+        stores themselves, not copies (the lock held)."""
+        return snapshot.ShardState(self.seq, self.points, self.payloads, self.vectors, self.graphs, self.indexed)
+
+    def _take(self, state: snapshot.ShardState) -> None:
+        """Make ``state``'s stores the shard's (recovery, restores; the lock held)."""
+        self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
+        self.graphs, self.indexed, self.seq = state.graphs, state.indexed, state.seq
 
     def _replay(self) -> None:
         replayed = 0
@@ -340,7 +347,7 @@ class LocalShard(WriteOps):
             self._read_cache_epoch = self._epoch
         return self._read_cache
 
-    # ------------------------------------------------------------ FilterContext
+    # ----------------------------------- the read view (shard.view.ShardReader)
 
     @property
     def size(self) -> int:
@@ -569,8 +576,8 @@ class LocalShard(WriteOps):
                     return
                 self.wal.flush(fsync=True)
                 seq, logged = self.seq, self._log_bytes
-                staged = snapshot.stage(self, self.path / "snapshot")
-            snapshot.finish(self, staged)
+                staged = snapshot.stage(self._state(), self.config, self.path / "snapshot")
+            snapshot.finish(staged, self._lock)
             with self._lock:
                 self.wal.truncate_before(self._log_floor(seq), keep_bytes=self.wal_retain_bytes)
                 self._snapshot_seq = seq
@@ -586,8 +593,8 @@ class LocalShard(WriteOps):
             with self._lock:
                 self._check_open()
                 seq, points = self.seq, len(self.points)
-                staged = snapshot.stage(self, Path(folder))
-            snapshot.finish(self, staged)
+                staged = snapshot.stage(self._state(), self.config, Path(folder))
+            snapshot.finish(staged, self._lock)
         return {"seq": seq, "points": points}
 
     def restore(self, folder: str, exact: bool = False) -> dict[str, int]:
@@ -616,14 +623,14 @@ class LocalShard(WriteOps):
         state = snapshot.load_export(Path(folder), self.config)  # BadInput for what does not fit
         with self._snapshotting, self._lock:
             self._check_open()
-            old = (self.points, self.payloads, self.vectors, self.graphs, self.indexed, self.seq)
+            old = self._state()
             seq = state.seq if state.seq > self.wal.last_seq else self.wal.last_seq + 1
-            self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
-            self.graphs, self.indexed, self.seq = state.graphs, state.indexed, seq
+            state = replace(state, seq=seq)
+            self._take(state)
             try:
-                snapshot.save(self, self.path / "snapshot")
+                snapshot.save(state, self.config, self.path / "snapshot", self._lock)
             except BaseException:
-                self.points, self.payloads, self.vectors, self.graphs, self.indexed, self.seq = old
+                self._take(old)
                 raise
             self.wal.truncate_before(seq)
             self._snapshot_seq, self._log_bytes, self._snapshot_due = seq, 0, False
@@ -653,9 +660,8 @@ class LocalShard(WriteOps):
                 self._closed = True
                 self._work.notify_all()
                 raise
-            self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
-            self.graphs, self.indexed = state.graphs, state.indexed
-            self.seq = self._snapshot_seq = state.seq
+            self._take(state)
+            self._snapshot_seq = state.seq
             self._log_bytes, self._snapshot_due = 0, False
             self._epoch += 1
             # The copy is of the source's lineage, at the epoch it was fenced to.
@@ -685,7 +691,7 @@ class LocalShard(WriteOps):
         if self.seq == self._snapshot_seq:
             return
         self.wal.flush(fsync=True)
-        snapshot.save(self, self.path / "snapshot")
+        snapshot.save(self._state(), self.config, self.path / "snapshot", self._lock)
         self.wal.truncate_before(self._log_floor(self.seq), keep_bytes=self.wal_retain_bytes)
         self._snapshot_seq = self.seq
         self._log_bytes = 0

@@ -17,14 +17,15 @@ Recommend (best_score, sum_scores), discovery and context queries are scored
 exactly over the candidates: their scores depend on every example, which a
 graph built for plain similarity cannot rank.
 
-Callers hold the shard's lock.
+Every function takes the shard as a ``shard.view.ShardReader`` (never ``LocalShard``,
+which imports this module); callers hold the shard's lock.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -47,15 +48,13 @@ from shard.types import (
     SearchRequest,
     VectorSelector,
 )
-
-if TYPE_CHECKING:
-    from shard.local_shard import LocalShard
+from shard.view import ShardReader
 
 OVERSAMPLE = 1.5
 EXTRA = 16
 
 
-def candidates(shard: LocalShard, filter: dict | None, using: str, exclude: frozenset[PointId] = frozenset()) -> np.ndarray:
+def candidates(shard: ShardReader, filter: dict | None, using: str, exclude: frozenset[PointId] = frozenset()) -> np.ndarray:
     """Bool mask of the points a query may return: live, holding vector ``using``,
     passing the filter, not excluded."""
     mask = filters.evaluate(filter, shard) & shard.has_vector(using)
@@ -77,7 +76,7 @@ class Candidates:
     pending: np.ndarray | None  # candidates not yet in the graph; None when there are none
     _block: tuple | None = None
 
-    def block(self, shard: LocalShard, using: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def block(self, shard: ShardReader, using: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(offsets, their vectors as one contiguous block). The block is gathered
         once and kept with the candidates (so exact scoring of a repeated filter
         is a bare matrix product) while the shard's read cache has room for it
@@ -94,12 +93,12 @@ class Candidates:
             self._block = (idx, block)
         return self._block
 
-    def cacheable(self, shard: LocalShard, using: str) -> bool:
+    def cacheable(self, shard: ShardReader, using: str) -> bool:
         """Whether the block fits the read cache's budget at all."""
         return self.count * shard.vectors[using].dim * 4 <= BLOCK_BUDGET // 2
 
     @classmethod
-    def of(cls, shard: LocalShard, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
+    def of(cls, shard: ShardReader, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
         mask = candidates(shard, filter, using, exclude)
         indexed = shard.indexed[using][: shard.size]
         if len(indexed) < len(mask):
@@ -116,7 +115,7 @@ GRAPH_RETRIES = 2  # times a short graph answer is retried with 4x the neighbour
 SELECTIVE = 0.3  # below this share of the graph, a filter is scored exactly (see _plan)
 
 
-def cached_candidates(shard: LocalShard, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
+def cached_candidates(shard: ShardReader, using: str, filter: dict | None, exclude: frozenset) -> Candidates:
     """Candidates from the shard's read cache, which is emptied whenever the shard's
     epoch moves (every write, every indexing step)."""
     cache = shard.read_cache()
@@ -143,7 +142,7 @@ class _Plan:
     exact_done: bool = False  # labels/sims hold the final exact answer
 
 
-def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
+def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
     queries = _preprocessed(shard, requests)
@@ -165,7 +164,7 @@ def search_many(shard: LocalShard, requests: list[SearchRequest]) -> list[list[S
     return [_finish(shard, plan) for plan in plans]
 
 
-def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
+def _exact_together(shard: ShardReader, members: list[_Plan]) -> None:
     """Exact scores for nearest queries that share their candidates: one gather of
     the candidate vectors and one matrix product for all of them."""
     first = members[0]
@@ -181,7 +180,7 @@ def _exact_together(shard: LocalShard, members: list[_Plan]) -> None:
         plan.exact_done = True
 
 
-def _preprocessed(shard: LocalShard, requests: list[SearchRequest]) -> dict[int, np.ndarray]:
+def _preprocessed(shard: ShardReader, requests: list[SearchRequest]) -> dict[int, np.ndarray]:
     """The query vector of every nearest request (by position), preprocessed once
     per vector name for the whole round rather than one call per request."""
     by_using: dict[str, list[int]] = {}
@@ -199,7 +198,7 @@ def _preprocessed(shard: LocalShard, requests: list[SearchRequest]) -> dict[int,
     return out
 
 
-def _plan(shard: LocalShard, req: SearchRequest, query: np.ndarray | None) -> _Plan:
+def _plan(shard: ShardReader, req: SearchRequest, query: np.ndarray | None) -> _Plan:
     params = shard.config.vector(req.using)
     plan = _Plan(req)
     top = req.offset + req.limit
@@ -233,7 +232,7 @@ def _plan(shard: LocalShard, req: SearchRequest, query: np.ndarray | None) -> _P
     return plan
 
 
-def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
+def _finish(shard: ShardReader, plan: _Plan) -> list[ScoredPoint]:
     req = plan.req
     top = req.offset + req.limit
     if plan.cands is None or plan.cands.count == 0:
@@ -261,7 +260,7 @@ def _finish(shard: LocalShard, plan: _Plan) -> list[ScoredPoint]:
     return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 
-def _from_graph(shard: LocalShard, plan: _Plan, top: int):
+def _from_graph(shard: ShardReader, plan: _Plan, top: int):
     """Graph hits that pass the mask, merged with exact scores of the candidates not
     yet in the graph; exact over all candidates if the graph came back short."""
     req, cands = plan.req, plan.cands
@@ -290,7 +289,7 @@ def _passing(labels: np.ndarray, sims: np.ndarray, cands: Candidates):
     return labels[ok], sims[ok]
 
 
-def _exact_candidates(shard: LocalShard, using: str, q: np.ndarray, cands: Candidates, top: int):
+def _exact_candidates(shard: ShardReader, using: str, q: np.ndarray, cands: Candidates, top: int):
     """Exact top of the candidates, from their cached block when there is one."""
     idx, block = cands.block(shard, using)
     if block is None:
@@ -300,7 +299,7 @@ def _exact_candidates(shard: LocalShard, using: str, q: np.ndarray, cands: Candi
     return idx[order], sims[order]
 
 
-def _exact(shard: LocalShard, using: str, q: np.ndarray, mask: np.ndarray, top: int):
+def _exact(shard: ShardReader, using: str, q: np.ndarray, mask: np.ndarray, top: int):
     params = shard.config.vectors[using]
     data = shard.vectors[using].data
     idx = np.flatnonzero(mask)
@@ -321,7 +320,7 @@ def _top_order(scores: np.ndarray, top: int) -> np.ndarray:
     return np.lexsort((np.arange(len(scores)), -scores))
 
 
-def _score_query(shard: LocalShard, using: str, query, idx: np.ndarray) -> np.ndarray:
+def _score_query(shard: ShardReader, using: str, query, idx: np.ndarray) -> np.ndarray:
     """Scores of a recommend / discover / context query over offsets ``idx``."""
     params = shard.config.vectors[using]
     data = shard.vectors[using].data[idx]
@@ -347,7 +346,7 @@ def _score_query(shard: LocalShard, using: str, query, idx: np.ndarray) -> np.nd
 # -------------------------------------------------------------------- records
 
 
-def vector_output(shard: LocalShard, offset: int, selector: VectorSelector):
+def vector_output(shard: ShardReader, offset: int, selector: VectorSelector):
     """A point's vectors in Qdrant's JSON shape: one vector for a collection with only
     the unnamed vector, a dict by name otherwise; None when not asked for. Vectors are
     float32 arrays (copies): JSON encoding prints them as float32, as Qdrant does."""
@@ -360,13 +359,13 @@ def vector_output(shard: LocalShard, offset: int, selector: VectorSelector):
     return {n: shard.vectors[n].get(offset).copy() for n in names if shard.vectors[n].has(offset)}
 
 
-def _payload(shard: LocalShard, offset: int, selector: PayloadSelector | None):
+def _payload(shard: ShardReader, offset: int, selector: PayloadSelector | None):
     if selector is None:
         return None
     return select_payload(shard.payloads.get(offset), selector)
 
 
-def _scored_points(shard, offsets: np.ndarray, scores: np.ndarray, with_payload, with_vector) -> list[ScoredPoint]:
+def _scored_points(shard: ShardReader, offsets: np.ndarray, scores: np.ndarray, with_payload, with_vector) -> list[ScoredPoint]:
     """Results for the points at ``offsets`` with their display ``scores``. Ids,
     versions and scores are read in one pass each: per-point numpy indexing was
     a tenth of a filtered search's time on the shard."""
@@ -382,7 +381,7 @@ def _scored_points(shard, offsets: np.ndarray, scores: np.ndarray, with_payload,
     ]
 
 
-def retrieve(shard: LocalShard, ids, with_payload: PayloadSelector | None, with_vector: VectorSelector) -> list[Record]:
+def retrieve(shard: ShardReader, ids, with_payload: PayloadSelector | None, with_vector: VectorSelector) -> list[Record]:
     seen: set = set()
     out = []
     for point_id in ids:
@@ -394,7 +393,7 @@ def retrieve(shard: LocalShard, ids, with_payload: PayloadSelector | None, with_
     return out
 
 
-def get_vectors(shard: LocalShard, ids, using: str) -> dict[PointId, np.ndarray]:
+def get_vectors(shard: ShardReader, ids, using: str) -> dict[PointId, np.ndarray]:
     """Stored vectors ``using`` of the existing ``ids`` (points without it are left out)."""
     shard.config.vector(using)
     store = shard.vectors[using]
@@ -407,7 +406,7 @@ def get_vectors(shard: LocalShard, ids, using: str) -> dict[PointId, np.ndarray]
 
 
 def scroll(
-    shard: LocalShard,
+    shard: ShardReader,
     *,
     filter: dict | None,
     offset: PointId | None,
@@ -440,12 +439,12 @@ def scroll(
     return records
 
 
-def facet(shard: LocalShard, key: str, filter: dict | None, limit: int) -> list[tuple[Any, int]]:
+def facet(shard: ShardReader, key: str, filter: dict | None, limit: int) -> list[tuple[Any, int]]:
     idx = np.flatnonzero(filters.evaluate(filter, shard))
     return payload_facet(shard.payloads, idx, key, limit)
 
 
-def sample(shard: LocalShard, filter: dict | None, using: str, n: int, seed: int):
+def sample(shard: ShardReader, filter: dict | None, using: str, n: int, seed: int):
     """Up to ``n`` random points passing the filter that hold vector ``using``:
     (ids, (k, dim) vectors). For the distance matrix."""
     shard.config.vector(using)
@@ -456,7 +455,7 @@ def sample(shard: LocalShard, filter: dict | None, using: str, n: int, seed: int
     return ids, shard.vectors[using].data[idx].copy()
 
 
-def sample_records(shard: LocalShard, filter: dict | None, n: int, seed: int, with_payload, with_vector) -> list[Record]:
+def sample_records(shard: ShardReader, filter: dict | None, n: int, seed: int, with_payload, with_vector) -> list[Record]:
     """Up to ``n`` random points passing the filter, as records (sample query)."""
     idx = np.flatnonzero(filters.evaluate(filter, shard))
     if len(idx) > n:

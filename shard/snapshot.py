@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -32,12 +32,14 @@ from shard.vectors import VectorStore
 # The name of every file a snapshot folder may hold (a plain name: no folder part).
 FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|\.complete")
 
-if TYPE_CHECKING:
-    from shard.local_shard import LocalShard
-
 
 @dataclass
 class ShardState:
+    """A shard's stores as of sequence number ``seq``: what a snapshot writes and
+    what loading one gives back. The shard builds one over its own stores to
+    snapshot them (references, not copies, read under the shard's lock), so this
+    module needs nothing else of the shard and never imports it."""
+
     seq: int
     points: PointTable
     payloads: PayloadStore
@@ -54,37 +56,38 @@ class Staged:
     tmp: Path
     size: int
     graphs: list[tuple[str, int, hnsw.HnswIndex]]  # (vector name, file number, graph) still to write
+    indexed: dict[str, np.ndarray]  # the shard's own masks (ShardState.indexed), read as each graph is saved
 
 
-def stage(shard: LocalShard, target: Path) -> Staged:
-    """First half of a snapshot; the caller holds the shard lock. Writes the
-    points, payloads and vectors as of now into the staging directory: page-cache
-    writes, about 50 ms for 100k x 384, where the graphs and the fsyncs of a
-    whole snapshot take ten times that."""
-    size = shard.size
+def stage(state: ShardState, config: ShardConfig, target: Path) -> Staged:
+    """First half of a snapshot of ``state``, a shard's stores; the caller holds
+    the shard lock. Writes the points, payloads and vectors as of now into the
+    staging directory: page-cache writes, about 50 ms for 100k x 384, where the
+    graphs and the fsyncs of a whole snapshot take ten times that."""
+    size = state.points.size
     tmp = fileio.staging_dir(target)
     try:
-        names = {name: i for i, name in enumerate(shard.config.vectors)}
-        (tmp / "points.json").write_bytes(orjson.dumps(shard.points.to_state()))
-        (tmp / "payload.json").write_bytes(orjson.dumps(shard.payloads.to_state()))
+        names = {name: i for i, name in enumerate(config.vectors)}
+        (tmp / "points.json").write_bytes(orjson.dumps(state.points.to_state()))
+        (tmp / "payload.json").write_bytes(orjson.dumps(state.payloads.to_state()))
         graphs = []
         for name, i in names.items():
-            store = shard.vectors[name]
+            store = state.vectors[name]
             np.save(tmp / f"vectors-{i}.npy", store.data[:size])
             np.save(tmp / f"present-{i}.npy", store.mask(size))
-            graph = shard.graphs[name]
+            graph = state.graphs[name]
             if graph is None:
                 np.save(tmp / f"indexed-{i}.npy", np.zeros(size, dtype=bool))
             else:
                 graphs.append((name, i, graph))
-        (tmp / "meta.json").write_bytes(orjson.dumps({"seq": shard.seq, "vectors": names}))
+        (tmp / "meta.json").write_bytes(orjson.dumps({"seq": state.seq, "vectors": names}))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Staged(target, tmp, size, graphs)
+    return Staged(target, tmp, size, graphs, state.indexed)
 
 
-def finish(shard: LocalShard, staged: Staged) -> None:
+def finish(staged: Staged, lock: threading.RLock) -> None:
     """Second half, without the shard lock: each graph beside the mask of the
     offsets current in it, then the publish (fsync, swap).
 
@@ -92,17 +95,21 @@ def finish(shard: LocalShard, staged: Staged) -> None:
     newer than the staged vectors, and that is sound: a graph entry can only
     differ from a staged vector through a write after the staged ``seq``, and
     replaying that write from the log invalidates the entry again. Entries the
-    mask does not vouch for are marked deleted on load."""
+    mask does not vouch for are marked deleted on load.
+
+    ``lock`` is the shard lock, taken to read each mask: the shard replaces a
+    mask in ``staged.indexed`` when it grows one (the dict is the shard's own,
+    and stays so until a restore, which waits for the snapshot to end)."""
     try:
         for name, i, graph in staged.graphs:
 
             def current_mask(name: str = name) -> np.ndarray:
-                current = shard.indexed[name][: staged.size]
+                current = staged.indexed[name][: staged.size]
                 indexed = np.zeros(staged.size, dtype=bool)
                 indexed[: len(current)] = current
                 return indexed
 
-            indexed = graph.save(staged.tmp / f"hnsw-{i}.bin", shard.lock, current_mask)
+            indexed = graph.save(staged.tmp / f"hnsw-{i}.bin", lock, current_mask)
             np.save(staged.tmp / f"indexed-{i}.npy", indexed)
         fileio.publish_dir(staged.target)
     except BaseException:
@@ -110,9 +117,9 @@ def finish(shard: LocalShard, staged: Staged) -> None:
         raise
 
 
-def save(shard: LocalShard, target: Path) -> None:
-    """A whole snapshot at once (the caller holds the shard lock)."""
-    finish(shard, stage(shard, target))
+def save(state: ShardState, config: ShardConfig, target: Path, lock: threading.RLock) -> None:
+    """A whole snapshot at once (the caller holds the shard lock, ``lock``)."""
+    finish(stage(state, config, target), lock)
 
 
 def load(target: Path, config: ShardConfig, with_graphs: bool = True) -> ShardState | None:
