@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.commit import shoal_commit
 from gateway.metrics import CONTENT_TYPE, cluster_families, merge, render
 from gateway.params import bool_param
 from gateway.scrape import cluster_figures, request_parts
@@ -15,17 +16,17 @@ routes = web.RouteTableDef()
 # The Qdrant release whose REST API Shoal serves: clients check it for compatibility.
 QDRANT_VERSION = "1.15.5"
 TITLE = "qdrant - vector search engine"
+# Qdrant's plain-text probe answers (src/actix/api/service_api.rs); a 503 is Shoal's own,
+# saying why (Qdrant's probes never fail but /readyz's "some shards are not ready").
+HEALTHY = "healthz check passed"
+READY_TEXT = "all shards are ready"
 
 
 @routes.get("/")
 async def root(request: web.Request):
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        shoal = version("shoal")
-    except PackageNotFoundError:
-        shoal = "dev"
-    return web.json_response({"title": TITLE, "version": QDRANT_VERSION, "commit": f"shoal-{shoal}"})
+    """Qdrant's ``VersionInfo``: its title, the Qdrant release served, and the commit
+    Shoal was built from (``gateway.commit``: 40 hex digits, zeros when unknown)."""
+    return web.json_response({"title": TITLE, "version": QDRANT_VERSION, "commit": shoal_commit()})
 
 
 def _ray_problem(request: web.Request) -> str | None:
@@ -41,15 +42,16 @@ async def healthz(request: web.Request):
     problem = _ray_problem(request)
     if problem is not None:  # the process cannot serve until Ray is back, and exits if it is not
         return web.Response(status=503, text=f"healthz check failed: {problem}")
-    return web.Response(text="healthz check passed")
+    return web.Response(text=HEALTHY)
 
 
 @routes.get("/livez")
 async def livez(request: web.Request):
+    """Qdrant answers /livez as /healthz, same text (src/actix/api/service_api.rs)."""
     problem = _ray_problem(request)
     if problem is not None:
         return web.Response(status=503, text=f"livez check failed: {problem}")
-    return web.Response(text="livez check passed")
+    return web.Response(text=HEALTHY)
 
 
 @routes.get("/readyz")
@@ -60,11 +62,11 @@ async def readyz(request: web.Request):
     health = request.app.get(HEALTH)
     problems = [] if health is None else health.not_ready()
     if not request.app[READY].is_set():
-        problems.insert(0, "some shards are not ready")
+        problems.insert(0, "some shards are not ready")  # Qdrant's 503 text
     if problems:
         return web.Response(status=503, text="; ".join(problems))
     degraded = [] if health is None else health.degraded()
-    return web.Response(text="; ".join(["all shards are ready", *(f"degraded: {d}" for d in degraded)]))
+    return web.Response(text="; ".join([READY_TEXT, *(f"degraded: {d}" for d in degraded)]))
 
 
 @routes.get("/metrics")

@@ -1,25 +1,91 @@
 """Service endpoints: version, probes, Prometheus metrics, collection status and counts."""
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
+from gateway.commit import UNKNOWN, find_commit
 from tests.api.rawhttp import call
+from tests.conftest import REPO_ROOT
 
 
-def test_root_reports_qdrant_115(base_url):
+def test_root_reports_qdrant_115_and_shoals_commit(base_url, shoal):
     status, body = call("GET", base_url + "/")
-    assert status == 200
+    assert status == 200 and set(body) == {"title", "version", "commit"}
     assert body["title"] == "qdrant - vector search engine"
     assert body["version"].startswith("1.15.")
+    assert re.fullmatch(r"[0-9a-f]{40}", body["commit"]), body
+    # The server runs from this checkout: its commit is HEAD's (or, if a commit landed
+    # since the server read it, one of HEAD's ancestors).
+    git = ["git", "-C", str(REPO_ROOT)]
+    if (REPO_ROOT / ".git").exists() and shutil.which("git") and subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True).returncode == 0:  # git may refuse another's checkout
+        ancestor = subprocess.run([*git, "merge-base", "--is-ancestor", body["commit"], "HEAD"], capture_output=True)
+        assert ancestor.returncode == 0, f"{body['commit']} is not this checkout's HEAD: {ancestor.stderr!r}"
+    info = shoal.info()  # qdrant-client's VersionInfo
+    assert (info.title, info.version, info.commit) == (body["title"], body["version"], body["commit"])
 
 
-def test_probes(base_url):
-    for path, text in (("/healthz", "healthz check passed"), ("/livez", "livez check passed"), ("/readyz", "all shards are ready")):
-        status, body = call("GET", base_url + path)
-        assert (status, body) == (200, text)
+def test_probes_answer_qdrants_texts(base_url):
+    # Qdrant: /healthz and /livez both "healthz check passed", as text/plain (src/actix/api/service_api.rs).
+    for path, text in (("/healthz", "healthz check passed"), ("/livez", "healthz check passed"),
+                       ("/readyz", "all shards are ready")):
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(base_url + path, timeout=30) as r:
+            assert (r.status, r.read().decode()) == (200, text)
+            assert r.headers["Content-Type"].split(";")[0] == "text/plain"
+
+
+def _git(folder: Path, head: str, refs: dict[str, str] | None = None, packed: str | None = None) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "HEAD").write_text(head)
+    for ref, sha in (refs or {}).items():
+        (folder / ref).parent.mkdir(parents=True, exist_ok=True)
+        (folder / ref).write_text(sha + "\n")
+    if packed is not None:
+        (folder / "packed-refs").write_text(packed)
+    return folder
+
+
+def test_the_commit_is_found_in_the_package_or_its_checkout(tmp_path):
+    a, b, c = "a" * 40, "b" * 40, "0123456789abcdef0123456789abcdef01234567"
+    package = tmp_path / "src" / "gateway"
+    package.mkdir(parents=True)
+    assert find_commit(package) == UNKNOWN == "0" * 40  # neither: 40 zeros
+    (package / "COMMIT").write_text(f"{a}\n")
+    assert find_commit(package) == a  # a packager's file, where there is no checkout
+    (package / "COMMIT").write_text("not a commit\n")
+    assert find_commit(package) == UNKNOWN  # a damaged one counts as absent
+    (package / "COMMIT").write_text(f"{c}\n")
+
+    git = _git(tmp_path / "src" / ".git", "ref: refs/heads/main\n", {"refs/heads/main": a})
+    assert find_commit(package) == a  # the loose ref HEAD names
+    (git / "refs/heads/main").unlink()
+    (git / "packed-refs").write_text(f"# pack-refs with: peeled\n{b} refs/heads/main\n^{c}\n")
+    assert find_commit(package) == b  # else its packed line
+    (git / "HEAD").write_text(c.upper() + "\n")
+    assert find_commit(package) == c  # a detached HEAD
+    (package / "COMMIT").write_text(f"{b}\n")
+    assert find_commit(package) == c  # the checkout, always current, before a file maybe stale
+    (git / "HEAD").write_text("ref: refs/heads/gone\n")
+    assert find_commit(package) == b  # a ref that names nothing: the file
+    (package / "COMMIT").unlink()
+    assert find_commit(package) == UNKNOWN
+
+    # A worktree: .git is a file naming its own folder, which shares the main one's refs.
+    tree = tmp_path / "tree" / "gateway"
+    tree.mkdir(parents=True)
+    main = _git(tmp_path / "repo", "ref: refs/heads/main\n", packed=f"{c} refs/heads/side\n")
+    _git(main / "worktrees" / "t", "ref: refs/heads/side\n")
+    (main / "worktrees" / "t" / "commondir").write_text("../..\n")
+    (tmp_path / "tree" / ".git").write_text(f"gitdir: {main / 'worktrees' / 't'}\n")
+    assert find_commit(tree) == c
 
 
 def test_metrics_count_requests_and_points(base_url):
