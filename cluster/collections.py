@@ -529,14 +529,16 @@ class Collections(RunningCollections):
 
     # ---------------------------------------------------------------- changes
 
-    async def create(self, name: str, config: dict[str, Any]) -> None:
+    async def create(self, name: str, config: dict[str, Any], fill=None) -> None:
         """Create ``name``: all shards running and the create committed, or
-        nothing (no metadata entry, no actors, no files)."""
+        nothing (no metadata entry, no actors, no files). ``await fill(collection)``,
+        if given, runs on the started shards before the commit (``init_from``'s copy):
+        if it fails, the create does."""
         self._check_name(name)
         async with self._names.hold(name):
             if name in self._running or name in self._unavailable:
                 raise Conflict(f"Collection `{name}` already exists!")
-            await self._create_locked(name, config, new_incarnation())
+            await self._create_locked(name, config, new_incarnation(), prepare=fill)
 
     async def recover(self, name: str, config: dict[str, Any], shard_folders: list[Path]) -> None:
         """Make ``name`` hold what a snapshot holds: an existing collection of that

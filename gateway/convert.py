@@ -21,6 +21,7 @@ from shard.types import (
     OptimizersConfig,
     OrderBy,
     PayloadSelector,
+    Record,
     ShardConfig,
     VectorSelector,
 )
@@ -127,7 +128,11 @@ def is_inference(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("model"), str)
 
 
-def _dense(value: Any, dim: int) -> list[float]:
+def _dense(value: Any, dim: int) -> list[float] | np.ndarray:
+    if isinstance(value, np.ndarray):  # a stored vector, read back (``records_upsert_ops``)
+        if value.ndim != 1 or len(value) != dim:
+            raise BadInput(errors.vector_dimension(dim, value.shape[-1] if value.ndim else 0))
+        return value
     if is_inference(value):
         raise errors.BadRequest(errors.no_inference())
     if isinstance(value, dict):
@@ -169,6 +174,16 @@ def upsert_ops(config: ShardConfig, shard_count: int, body: dict[str, Any]) -> d
         if vec is None:
             raise BadInput("every point needs a vector")
     return _vector_ops("upsert", config, shard_count, ids, vectors, payloads)
+
+
+def records_upsert_ops(config: ShardConfig, shard_count: int, records: list[Record]) -> dict[int, dict[str, Any]]:
+    """Upsert ops that store ``records`` as a shard's scroll returned them (vectors as
+    float32 arrays, only the ones each point has; full payloads) in a collection of
+    ``config`` over ``shard_count`` shards: how ``init_from`` writes the points it copies."""
+    vectors = [r.vector if isinstance(r.vector, dict) else {} if r.vector is None else {DEFAULT_VECTOR: r.vector}
+               for r in records]
+    return _vector_ops("upsert", config, shard_count, [r.id for r in records], vectors,
+                       [r.payload or {} for r in records])
 
 
 def update_vectors_ops(config: ShardConfig, shard_count: int, body: dict[str, Any]) -> dict[int, dict[str, Any]]:

@@ -269,6 +269,34 @@ def dense_sparse_name_clash(name: str) -> str:
     return f"Dense and sparse vector names must be unique - duplicate found with '{name}'"
 
 
+# -- create with init_from: 400 BadInput, the source's vectors ("origin") against the
+# new collection's ("other"): collection operations/types.rs VectorsConfig::check_compatible.
+
+
+def init_from_vectors_kind(origin: list[str], other: list[str]) -> str:
+    """One side has the unnamed vector (listed as no name), the other named ones
+    (incompatible_vectors_error)."""
+    return (f"Vectors configuration is not compatible: origin collection have vectors [{', '.join(origin)}], "
+            f"while other vectors [{', '.join(other)}]")
+
+
+def init_from_vector_missing(name: str) -> str:
+    """A vector of the source the new collection lacks (missing_vector_error)."""
+    return f"Vectors configuration is not compatible: origin collection have vector {name}, while other collection does not"
+
+
+def init_from_vector_param(name: str, what: str, origin: object, other: object) -> str:
+    """``what`` is "size" or "distance" (VectorParamsBase::check_compatibility); the
+    unnamed vector's name is empty, so Qdrant's text then holds two spaces."""
+    return (f"Vectors configuration is not compatible: origin vector {name} {what}: {origin}, "
+            f"while other vector {what}: {other}")
+
+
+def init_from_custom_sharding() -> str:
+    """storage toc/create_collection.rs, after the vectors are checked."""
+    return "Can't initialize collection from another collection with custom sharding method"
+
+
 def no_target_or_context() -> str:
     """400 BadRequest -- discover with neither a target nor a context pair
     (collection/src/discovery.rs); Shoal says the same for an empty context query."""

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from cluster.names import name_problem
-from gateway import convert
+from gateway import convert, init_from
 from gateway.errors import ValidationError
 from gateway.params import wait_timeout
 from gateway.routes.common import body, collection, registry, wait_flag, write
@@ -34,7 +34,10 @@ async def create_collection(request: web.Request):
     wait_timeout(request)
     defaults = settings.storage.collection
     config = convert.collection_config(data, defaults.replication_factor, defaults.write_consistency_factor)
-    await registry(request).create(request.match_info["collection_name"], config)
+    name = request.match_info["collection_name"]
+    # init_from: checked now, copied before the create is committed (gateway.init_from).
+    fill = init_from.prepare(registry(request), name, data, config) if data.get("init_from") else None
+    await registry(request).create(name, config, fill)
     return True
 
 
