@@ -112,10 +112,15 @@ def vector_rows(config: ShardConfig, ids: list, vectors: list) -> tuple[dict[str
             continue
         dim = config.vectors[name].size
         array = np.zeros((n, dim), dtype=np.float32)
-        if mask.all():
-            array[:] = rows
-        else:
-            array[mask] = [r for r in rows if r is not None]
+        with np.errstate(over="ignore"):  # a number beyond float32 becomes inf: refused below
+            if mask.all():
+                array[:] = rows
+            else:
+                array[mask] = [r for r in rows if r is not None]
+        # Checked here, for the whole request, as well as by each shard: a request
+        # whose points go to several shards must be refused before any shard applies.
+        if not np.isfinite(array).all():
+            raise BadInput("Vector contains NaN or infinite values")
         arrays[name] = array
         if not mask.all():
             masks[name] = mask

@@ -190,6 +190,21 @@ def test_a_batch_refused_for_a_missing_point_changes_nothing(shoal, collection_n
     assert shoal.scroll(name, limit=100, with_payload=True, with_vectors=True)[0] == before
 
 
+def test_an_upsert_refused_for_a_value_beyond_float32_changes_no_shard(shoal, collection_names, shard_number):
+    """A number a float32 cannot hold (it would be stored as infinity) refuses the
+    whole upsert (400, Qdrant's text) before any shard applies its part: the other
+    points, which go to other shards, are not stored either."""
+    name = collection_names("beyond_f32")
+    shoal.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT),
+                            shard_number=shard_number)
+    points = [models.PointStruct(id=i, vector=[1.0] * DIM) for i in range(12)]
+    points.append(models.PointStruct(id=99, vector=[-1.7976931348623157e308] + [1.0] * (DIM - 1)))
+    with pytest.raises(UnexpectedResponse) as refused:
+        shoal.upsert(name, points, wait=True)
+    assert refused.value.status_code == 400 and "Vector contains NaN or infinite values" in str(refused.value)
+    assert shoal.count(name, exact=True).count == 0
+
+
 @pytest.mark.parametrize("loaded", ID_KINDS, indirect=True)
 def test_scroll_pagination(loaded):
     s, m, name, _ = loaded
