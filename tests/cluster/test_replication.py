@@ -166,9 +166,17 @@ def test_a_lost_nodes_replicas_are_rebuilt_elsewhere_and_agree(cluster):
 
 
 def _restore(cluster, gateway: gateways.Gateway) -> None:
-    """After a test: its gateway stopped, every node it killed started again (the
-    module's other tests find the cluster whole)."""
+    """After a test: its gateway stopped, every node it killed started again, and
+    every node alive in the GCS (the module's other tests find the cluster whole).
+    A node the GCS gave up on (its health checks missed on a busy machine) is still
+    leaving when its process has not yet noticed: wait for it, and start it again."""
     gateway.stop()
-    for node in cluster.nodes:
-        if node.proc.poll() is not None:
-            cluster.restart(node)
+
+    def whole() -> bool:
+        for node in cluster.nodes:
+            if node.proc.poll() is not None:
+                cluster.restart(node)
+        alive = {n["ip"] for n in cluster.driver(cluster.head.host).ask("nodes") if n["alive"]}
+        return all(node.host.address in alive for node in cluster.nodes)
+
+    until(whole, 120, "every node of the cluster alive again", step=2)
