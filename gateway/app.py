@@ -31,6 +31,7 @@ from gateway.routes import search as search_routes
 from gateway.routes import service as service_routes
 from gateway.routes import snapshots as snapshot_routes
 from gateway.routes.common import check_collection_path
+from gateway.serve import over_unix_socket
 from gateway.settings import Settings
 from gateway.state import COLLECTIONS, CONTROL_TASKS, HEALTH, METRICS, READY, SETTINGS
 from gateway.workers import Forward, RemoteCollections, forward
@@ -92,8 +93,7 @@ async def envelope(request: web.Request, handler):
         response = _error(body, status)
         if isinstance(exc, errors.BodyTimeout):
             response.force_close()  # the rest of that body would be read as a request
-    transport = request.transport  # a Unix socket: a worker's internal call, counted where it came in
-    if transport is None or not isinstance(transport.get_extra_info("sockname"), str):
+    if not over_unix_socket(request):  # a worker's internal call is counted where it came in
         request.app[METRICS].observe(request.method, endpoint, response.status, time.perf_counter() - started)
     return response
 

@@ -40,6 +40,7 @@ import orjson
 from aiohttp import web
 
 from gateway import errors
+from gateway.serve import over_unix_socket
 
 # How long the API key is, is the operator's choice (Qdrant takes any): PyJWT's
 # warning about short HMAC keys would otherwise be logged for every token.
@@ -316,8 +317,7 @@ def middleware(keys: Keys):
     async def authorize(request: web.Request, handler):
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else None
-        if request.path.startswith(INTERNAL_PREFIX) and request.transport is not None \
-                and isinstance(request.transport.get_extra_info("sockname"), str):
+        if request.path.startswith(INTERNAL_PREFIX) and over_unix_socket(request):
             return await handler(request)
         started = time.perf_counter()
         try:

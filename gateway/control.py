@@ -21,6 +21,7 @@ from cluster.health import HealthMonitor
 from cluster.metadata import MetadataStore
 from cluster.repair import RepairLoop
 from cluster.snapshots import Snapshots
+from gateway.serve import over_unix_socket
 from gateway.state import COLLECTIONS, CONTROL, HEALTH, METADATA, READY, SETTINGS, SNAPSHOTS, WORKER_ARGV
 from gateway.workers import registry_json, worker_count
 
@@ -142,6 +143,6 @@ async def registry(request: web.Request):
     """The registry as HTTP workers read it (internal; see gateway.workers). Only
     over the control's Unix socket, in a folder only this user can enter: it
     names the shards' sockets, which are not for clients."""
-    if not isinstance(request.transport.get_extra_info("sockname"), str):
+    if not over_unix_socket(request):
         raise web.HTTPNotFound()
     return await registry_json(request.app[COLLECTIONS])

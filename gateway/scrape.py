@@ -37,6 +37,7 @@ from cluster.peers import peer_id
 from cluster.shard_client import ShardClient, ShardTimeout, ShardUnavailable
 from cluster.topology import layout
 from gateway.metrics import ClusterFigures, Part, ReplicaFigures, RequestHistory, as_part, merge, totals
+from gateway.serve import over_unix_socket
 from gateway.state import COLLECTIONS, CONTROL, CONTROL_DIR, METADATA, METRICS
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def worker_socket(control_dir: Path, pid: int) -> str:
 async def worker_metrics(request: web.Request):
     """A worker's figures, for the control process only: over the worker's Unix
     socket (``registry`` in gateway.control is guarded the same way)."""
-    if not isinstance(request.transport.get_extra_info("sockname"), str):
+    if not over_unix_socket(request):
         raise web.HTTPNotFound()
     return web.Response(body=orjson.dumps(request.app[METRICS].part()), content_type="application/json")
 

@@ -51,6 +51,13 @@ class MalformedHttpFilter(logging.Filter):
         return True
 
 
+def over_unix_socket(request: web.Request) -> bool:
+    """Whether ``request`` came over one of the server's Unix sockets (the control
+    process's, or a worker's: internal, reached only by this user's processes)."""
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 200 else text[:197] + "..."
