@@ -92,6 +92,23 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone and has let go of its files and sockets.
+
+    A zombie is not enough: the thread-group leader turns "Z" as soon as it
+    exits, while its other threads may still be exiting, holding the shared file
+    table, so a listening socket can stay open (and take, then reset, new
+    connections) for a moment after the leader is a zombie. Only once no other
+    thread is left is every file closed."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        state = stat[stat.rfind(")") + 2 :].split()[0]
+        return state in ("Z", "X") and os.listdir(f"/proc/{pid}/task") in ([], [str(pid)])
+    except (OSError, IndexError):
+        return True
+
+
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (ppid, pgid, sid) for every process, read from /proc (Linux)."""
     table = {}
@@ -105,7 +122,7 @@ def _proc_table() -> dict[int, tuple[int, int, int]]:
             continue
         # The command name is in parentheses and may hold spaces: split after it.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) < 4 or fields[0] == "Z":
+        if len(fields) < 4 or (fields[0] == "Z" and ended(int(entry))):
             continue
         table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]))
     return table

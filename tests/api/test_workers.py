@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.api.rawhttp import call
-from tests.conftest import ShoalServer
+from tests.conftest import ShoalServer, ended
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,6 @@ def test_workers_stop_with_the_control_process(two_workers):
     assert workers
     os.kill(two_workers.proc.pid, 9)
     deadline = time.monotonic() + 20
-    while any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z" for p in workers):
+    while not all(ended(p) for p in workers):
         assert time.monotonic() < deadline, "an HTTP worker outlived its control process"
         time.sleep(0.5)
