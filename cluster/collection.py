@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cluster.placement import shard_of
 from cluster.shard_client import ShardUnavailable
-from shard.types import DEFAULT_VECTOR, HnswConfig, NotFound, OptimizersConfig, ShardConfig, VectorParams
+from shard.types import (
+    DEFAULT_VECTOR,
+    HnswConfig,
+    NotFound,
+    OptimizersConfig,
+    ShardConfig,
+    SparseVectorParams,
+    VectorParams,
+)
 
 if TYPE_CHECKING:
     from cluster.shard_client import ShardClient
@@ -29,6 +37,7 @@ def shard_config_of(config: dict[str, Any]) -> ShardConfig:
         hnsw=HnswConfig().updated(config.get("hnsw_config")),
         optimizers=OptimizersConfig().updated(config.get("optimizer_config")),
         on_disk_payload=params.get("on_disk_payload", True),
+        sparse={name: SparseVectorParams.from_json(p) for name, p in (params.get("sparse_vectors") or {}).items()},
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from cluster.placement import split_by_shard
 from gateway import errors
+from shard import sparse as sparse_store
 from shard.types import (
     DEFAULT_VECTOR,
     BadInput,
@@ -38,10 +39,14 @@ def collection_config(body: dict[str, Any], replication_factor: int = 1,
     implies; the two factors are the defaults for a request that gives none
     (Qdrant's ``storage.collection`` settings)."""
     vectors = body.get("vectors")
+    sparse = sparse_vectors_config(body.get("sparse_vectors"))
     if vectors is None:
-        raise BadInput("Shoal needs dense vectors: give `vectors` when creating a collection")
-    if body.get("sparse_vectors"):
-        raise BadInput("sparse vectors are not supported by Shoal yet")
+        if not sparse:
+            raise BadInput("Shoal needs vectors: give `vectors` or `sparse_vectors` when creating a collection")
+        vectors = {}  # Qdrant's default: no dense vectors
+    for name in sorted(sparse):
+        if name in vectors or ("size" in vectors and name == DEFAULT_VECTOR):
+            raise BadInput(errors.dense_sparse_name_clash(name))
     hnsw = HnswConfig().updated(body.get("hnsw_config")).to_json()
     optimizers = OptimizersConfig().updated(_non_null(body.get("optimizers_config"))).to_json()
     shard_number = body.get("shard_number") or 1
@@ -52,6 +57,7 @@ def collection_config(body: dict[str, Any], replication_factor: int = 1,
             "replication_factor": body.get("replication_factor") or replication_factor,
             "write_consistency_factor": body.get("write_consistency_factor") or write_consistency_factor,
             "on_disk_payload": True if body.get("on_disk_payload") is None else body["on_disk_payload"],
+            **({"sparse_vectors": sparse} if sparse else {}),
         },
         "hnsw_config": hnsw,
         "optimizer_config": optimizers,
@@ -60,8 +66,22 @@ def collection_config(body: dict[str, Any], replication_factor: int = 1,
     }
 
 
+def sparse_vectors_config(sparse: dict[str, Any] | None) -> dict[str, Any]:
+    """A create request's ``sparse_vectors`` as Qdrant reports them (nulls left
+    out, names in order: Qdrant keeps them in a BTreeMap)."""
+    out = {}
+    for name in sorted(sparse or {}):
+        params = _non_null(sparse[name])
+        if params.get("index") is not None:
+            params["index"] = _non_null(params["index"])
+        out[name] = params
+    return out
+
+
 def updated_collection_config(config: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """Apply a PATCH /collections/{name} body (a diff) to a collection config."""
+    if body.get("sparse_vectors"):
+        raise BadInput("changing sparse vectors' parameters is not supported by Shoal yet")
     out = copy.deepcopy(config)
     if body.get("optimizers_config"):
         out["optimizer_config"].update(_non_null(body["optimizers_config"]))
@@ -93,14 +113,20 @@ def _non_null(d: dict[str, Any] | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------- points
 
 
-def vector_rows(config: ShardConfig, ids: list, vectors: list) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def vector_rows(config: ShardConfig, ids: list, vectors: list,
+                sparse: dict[str, list] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-point vectors (a list, or a dict by name, per point) as one float32
-    array per vector name plus a mask of the rows that carry it."""
+    array per vector name plus a mask of the rows that carry it. Sparse vectors
+    go into ``sparse`` instead, when given: a list by name, one entry a row
+    ([u32 indices, f32 values], sorted, or None)."""
     n = len(ids)
     per_name: dict[str, list] = {name: [None] * n for name in config.vectors}
     for row, vec in enumerate(vectors):
         named = vec if isinstance(vec, dict) and not is_inference(vec) else {DEFAULT_VECTOR: vec}
         for name, value in named.items():
+            if name in config.sparse and sparse is not None:
+                sparse.setdefault(name, [None] * n)[row] = _sparse(value)
+                continue
             if name not in per_name:
                 raise BadInput(f"Not existing vector name error: {name}")
             per_name[name][row] = _dense(value, config.vectors[name].size)
@@ -133,6 +159,19 @@ def is_inference(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("model"), str)
 
 
+def _sparse(value: Any) -> list[np.ndarray]:
+    """A sparse vector of a request (or one read back) as sorted arrays. The
+    models have refused repeated indices and length mismatches already, with
+    Qdrant's 422 and the vector's path; this refuses a dense vector given for a
+    sparse name."""
+    if not isinstance(value, dict) or "indices" not in value:
+        raise BadInput(errors.wrong_sparse())
+    indices, values = sparse_store.validate(value["indices"], value["values"])
+    if not np.isfinite(values).all():
+        raise BadInput("Vector contains NaN or infinite values")
+    return [indices, values]
+
+
 def _dense(value: Any, dim: int) -> list[float] | np.ndarray:
     if isinstance(value, np.ndarray):  # a stored vector, read back (``records_upsert_ops``)
         if value.ndim != 1 or len(value) != dim:
@@ -141,7 +180,7 @@ def _dense(value: Any, dim: int) -> list[float] | np.ndarray:
     if is_inference(value):
         raise errors.BadRequest(errors.no_inference())
     if isinstance(value, dict):
-        raise BadInput("sparse vectors are not supported by Shoal yet")
+        raise BadInput(errors.wrong_sparse())
     if value and isinstance(value[0], list):
         raise BadInput("multivectors are not supported by Shoal yet")
     if len(value) != dim:
@@ -198,7 +237,8 @@ def update_vectors_ops(config: ShardConfig, shard_count: int, body: dict[str, An
 
 def _vector_ops(kind: str, config: ShardConfig, shard_count: int, ids: list, vectors: list, payloads: list | None = None):
     """Ops carrying vectors, one per shard that owns some of ``ids``."""
-    arrays, masks = vector_rows(config, ids, vectors)
+    sparse: dict[str, list] = {}
+    arrays, masks = vector_rows(config, ids, vectors, sparse)
     ops = {}
     for shard, rows in split_by_shard(ids, shard_count).items():
         r = np.asarray(rows, dtype=np.int64)
@@ -208,6 +248,8 @@ def _vector_ops(kind: str, config: ShardConfig, shard_count: int, ids: list, vec
             "vectors": {n: a[r] for n, a in arrays.items()},
             "vector_mask": {n: m[r] for n, m in masks.items()},
         }
+        if sparse:
+            op["sparse"] = {n: [given[i] for i in rows] for n, given in sparse.items()}
         if kind == "upsert":
             op["payloads"] = [payloads[i] for i in rows] if payloads else None
         ops[shard] = op

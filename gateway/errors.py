@@ -269,6 +269,12 @@ def dense_sparse_name_clash(name: str) -> str:
     return f"Dense and sparse vector names must be unique - duplicate found with '{name}'"
 
 
+def wrong_sparse() -> str:
+    """400 BadInput -- a sparse vector given for a dense name or the other way
+    round: OperationError::WrongSparse as CollectionError displays it."""
+    return "Conversion between sparse and regular vectors failed"
+
+
 # -- create with init_from: 400 BadInput, the source's vectors ("origin") against the
 # new collection's ("other"): collection operations/types.rs VectorsConfig::check_compatible.
 

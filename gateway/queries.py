@@ -10,6 +10,10 @@ Recommend strategies, as Qdrant defines them:
 - best_score / sum_scores: scored by the shards against every example.
 Example ids are excluded from the results unless they were looked up in
 another collection (``lookup_from``).
+
+A sparse nearest search on a vector with the idf modifier asks every shard for
+its share of the IDF statistics first (``with_idf``) and sends their sum with
+the query, so that every shard weighs the query's indices alike.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cluster.placement import split_by_shard
 from gateway import convert, errors
 from gateway.merge import merge_scored
 from shard import distances
+from shard import sparse as sparse_store
 from shard.types import (
     DEFAULT_VECTOR,
     BadInput,
@@ -36,6 +41,7 @@ from shard.types import (
     RecommendQuery,
     ScoredPoint,
     SearchRequest,
+    SparseQuery,
 )
 
 NO_POSITIVE = "At least one positive vector ID required with this strategy"
@@ -49,6 +55,8 @@ class Examples:
     """Resolves example point ids to vectors for one request."""
 
     def __init__(self, collections: Registry, collection: Collection, using: str, lookup_from: dict | None):
+        if using in collection.shard_config.sparse:
+            raise BadInput("recommend, discover and context by sparse vectors are not supported by Shoal yet")
         self.collections = collections
         self.using = using
         self.exclude_ids: set = set()
@@ -90,7 +98,7 @@ class Examples:
         if isinstance(value, dict):
             if convert.is_inference(value):
                 raise errors.BadRequest(errors.no_inference())
-            raise BadInput("sparse vectors are not supported by Shoal yet")
+            raise BadInput(errors.wrong_sparse())
         if isinstance(value, list):
             if len(value) != self._dim:
                 raise BadInput(f"Vector dimension error: expected dim: {self._dim}, got {len(value)}")
@@ -100,12 +108,25 @@ class Examples:
         return self._vectors[value]
 
 
-def nearest_vector(body_vector: Any, config) -> tuple[str, np.ndarray]:
-    """(using, vector) of a legacy search's ``vector``: a list, or {"name", "vector"}."""
+def sparse_query(value: Any, using: str, config) -> SparseQuery:
+    """The query of a sparse nearest search on vector ``using`` (the models have
+    refused repeated indices and length mismatches with Qdrant's 422)."""
+    if using not in config.sparse:
+        config.vector(using)  # an unknown name is refused in its own words
+        raise BadInput(errors.wrong_sparse())
+    if not (isinstance(value, dict) and "indices" in value):
+        raise BadInput(errors.wrong_sparse())
+    indices, values = sparse_store.validate(value["indices"], value["values"])
+    return SparseQuery(indices, values)
+
+
+def nearest_vector(body_vector: Any, config) -> tuple[str, np.ndarray | SparseQuery]:
+    """(using, vector) of a legacy search's ``vector``: a list, or {"name", "vector"}
+    (a NamedSparseVector when the vector is {"indices", "values"})."""
     if isinstance(body_vector, dict):
-        if "indices" in body_vector or "indices" in (body_vector.get("vector") or {}):
-            raise BadInput("sparse vectors are not supported by Shoal yet")
         name, vector = body_vector["name"], body_vector["vector"]
+        if isinstance(vector, dict) or name in config.sparse:
+            return name, sparse_query(vector, name, config)
     else:
         name, vector = DEFAULT_VECTOR, body_vector
     dim = config.vector(name).size
@@ -132,7 +153,7 @@ def base_request(body: dict[str, Any], query, using: str, *, default_limit: int 
 
 def search_request(collection: Collection, body: dict[str, Any]) -> SearchRequest:
     using, vector = nearest_vector(body["vector"], collection.shard_config)
-    return base_request(body, NearestQuery(vector), using)
+    return base_request(body, vector if isinstance(vector, SparseQuery) else NearestQuery(vector), using)
 
 
 def recommend_query(examples: Examples, positive: list, negative: list, strategy: str | None):
@@ -187,6 +208,30 @@ async def discover_request(collections: Registry, collection: Collection, body: 
     return replace(base_request(body, query, using), exclude_ids=frozenset(examples.exclude_ids))
 
 
+async def with_idf(collection: Collection, requests: list[SearchRequest]) -> list[SearchRequest]:
+    """The requests, each sparse query on a vector with the idf modifier carrying
+    the collection's IDF statistics: every shard's share, summed (one call per
+    shard for the whole batch, before the search), so that every shard scores
+    with the same weights and scores do not depend on the shard count."""
+    config = collection.shard_config
+    wanted = [i for i, req in enumerate(requests)
+              if isinstance(req.query, SparseQuery) and req.using in config.sparse and config.sparse[req.using].idf]
+    if not wanted:
+        return requests
+    asks = [(requests[i].using, requests[i].query.indices.tolist()) for i in wanted]
+    per_shard = await asyncio.gather(*(shard.call("sparse_stats_many", asks) for shard in collection.shards))
+    out = list(requests)
+    for k, i in enumerate(wanted):
+        n, df = 0, {}
+        for stats in per_shard:
+            shard_n, shard_df = stats[k]
+            n += shard_n
+            for index, count in shard_df.items():
+                df[index] = df.get(index, 0) + count
+        out[i] = replace(requests[i], query=replace(requests[i].query, idf=sparse_store.Idf(n, df)))
+    return out
+
+
 def higher_is_better(collection: Collection, req: SearchRequest) -> bool:
     if isinstance(req.query, NearestQuery):
         return distances.display_higher_is_better(collection.shard_config.vectors[req.using].distance)
@@ -196,9 +241,15 @@ def higher_is_better(collection: Collection, req: SearchRequest) -> bool:
 async def run(collection: Collection, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Fan a batch out to every shard (one call per shard) and merge each request's answers."""
     for req in requests:
-        collection.shard_config.vector(req.using)
+        if isinstance(req.query, SparseQuery):
+            collection.shard_config.sparse_vector(req.using)
+        elif req.using in collection.shard_config.sparse:
+            raise BadInput(errors.wrong_sparse())
+        else:
+            collection.shard_config.vector(req.using)
         if req.limit < 0 or req.offset < 0:
             raise BadInput("limit and offset must not be negative")
+    requests = await with_idf(collection, requests)
     shards = collection.shards
     if len(shards) == 1:  # gather would wrap the one call in a task of its own
         per_shard = [await shards[0].search_batch(requests)]

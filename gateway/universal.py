@@ -37,9 +37,14 @@ async def query_points(collections: Registry, coll: Collection, body: dict[str, 
 
 
 async def scored_request(collections, coll, body, query, using):
-    examples = queries.Examples(collections, coll, using, body.get("lookup_from"))
     if isinstance(query, dict) and "nearest" in query:
         query = query["nearest"]
+    sparse_given = isinstance(query, dict) and "indices" in query
+    if sparse_given or using in coll.shard_config.sparse:
+        if not sparse_given and not isinstance(query, list):
+            raise BadInput("recommend, discover, context and point ids on sparse vectors are not supported by Shoal yet")
+        return queries.base_request(body, queries.sparse_query(query, using, coll.shard_config), using)
+    examples = queries.Examples(collections, coll, using, body.get("lookup_from"))
     if isinstance(query, dict) and "recommend" in query:
         rec = query["recommend"]
         positive, negative = rec.get("positive") or [], rec.get("negative") or []

@@ -132,15 +132,31 @@ def _vector_lanes(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sparse_lanes(rows: Sequence, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(which offsets hold a sparse vector, (k, 2) uint64 blake2b of each one's
+    u32 indices then f32 values: equal lengths, so the split is unambiguous)."""
+    blake = hashlib.blake2b
+    has = np.zeros(len(offsets), dtype=bool)
+    out = bytearray()
+    for k, offset in enumerate(offsets.tolist()):
+        vector = rows[offset] if offset < len(rows) else None
+        if vector is not None:
+            has[k] = True
+            out += blake(vector[0].astype("<u4").tobytes() + vector[1].astype("<f4").tobytes(), digest_size=16).digest()
+    return has, np.frombuffer(bytes(out), dtype="<u8").astype(np.uint64).reshape(-1, 2)
+
+
 def content_digest(ids: Sequence, live: np.ndarray, vectors: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                   payloads: Sequence[dict | None]) -> ShardDigest:
+                   payloads: Sequence[dict | None], sparse: Mapping[str, Sequence] | None = None) -> ShardDigest:
     """The digest of a shard's points.
 
     ``ids[offset]`` is the point at each offset (None for a free one) and
     ``live`` the mask of offsets that hold a point; ``vectors`` maps each vector
     name to ``(data, present)``: the (capacity, dim) float32 rows and the mask of
     rows holding a vector; ``payloads[offset]`` is the point's payload (None or
-    {} for none). Reads only: the caller holds whatever lock keeps them still.
+    {} for none); ``sparse`` maps each sparse vector name to its vectors by
+    offset (``(indices, values)`` sorted, or None: ``SparseStore.vectors``).
+    Reads only: the caller holds whatever lock keeps them still.
     """
     offsets = np.flatnonzero(live)
     lanes = _id_payload_lanes(ids, payloads, offsets)
@@ -155,6 +171,13 @@ def content_digest(ids: Sequence, live: np.ndarray, vectors: Mapping[str, tuple[
             part[~has] = absent
             if has.any():
                 part[has] = fmix64(_vector_lanes(data, offsets[has]) + salt)
+            lanes = fmix64(lanes ^ part)
+        for name in sorted(sparse or {}):
+            salt, absent = _salts("sparse " + name)
+            has, hashed = _sparse_lanes(sparse[name], offsets)
+            part = np.empty((len(offsets), 2), dtype=np.uint64)
+            part[~has] = absent
+            part[has] = fmix64(hashed + salt)
             lanes = fmix64(lanes ^ part)
         totals = fmix64(lanes).sum(axis=0, dtype=np.uint64)
     summary = VERSION + len(offsets).to_bytes(8, "little") + totals.astype("<u8").tobytes()

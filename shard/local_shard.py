@@ -44,6 +44,7 @@ from shard import codec, fileio, filters, hnsw, search, snapshot
 from shard.digest import ShardDigest, content_digest
 from shard.payload import PayloadStore
 from shard.points import PointTable
+from shard.sparse import SparseStore
 from shard.types import (
     BadInput,
     Diverged,
@@ -109,6 +110,7 @@ class LocalShard(WriteOps):
         self.points = PointTable()
         self.payloads = PayloadStore()
         self.vectors = {n: VectorStore(p.size, p.distance) for n, p in config.vectors.items()}
+        self.sparse = {n: SparseStore() for n in config.sparse}  # exact inverted indexes: no graphs
         self.graphs: dict[str, hnsw.HnswIndex | None] = {n: None for n in config.vectors}
         # indexed[name][offset]: the graph holds the offset's current vector.
         self.indexed = {n: np.zeros(0, dtype=bool) for n in config.vectors}
@@ -157,12 +159,14 @@ class LocalShard(WriteOps):
     def _state(self) -> snapshot.ShardState:
         """The shard's stores and seq as of now, for a snapshot to write: the
         stores themselves, not copies (the lock held)."""
-        return snapshot.ShardState(self.seq, self.points, self.payloads, self.vectors, self.graphs, self.indexed)
+        return snapshot.ShardState(self.seq, self.points, self.payloads, self.vectors, self.graphs, self.indexed,
+                                   self.sparse)
 
     def _take(self, state: snapshot.ShardState) -> None:
         """Make ``state``'s stores the shard's (recovery, restores; the lock held)."""
         self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
         self.graphs, self.indexed, self.seq = state.graphs, state.indexed, state.seq
+        self.sparse = state.sparse
 
     def _replay(self) -> None:
         replayed = 0
@@ -361,6 +365,8 @@ class LocalShard(WriteOps):
         return self.points.offsets_of(ids)
 
     def has_vector(self, name: str) -> np.ndarray:
+        if name in self.sparse:
+            return self.sparse[name].mask(self.size)
         if name not in self.vectors:
             return np.zeros(self.size, dtype=bool)
         return self.vectors[name].mask(self.size)
@@ -493,7 +499,8 @@ class LocalShard(WriteOps):
             indexed = sum(int(self.indexed[n][: self.size].sum()) for n in self.config.vectors)
             return ShardInfo(
                 points_count=len(self.points),
-                vectors_count=sum(int(self.vectors[n].mask(self.size).sum()) for n in self.config.vectors),
+                vectors_count=sum(int(self.vectors[n].mask(self.size).sum()) for n in self.config.vectors)
+                + sum(int(s.mask(self.size).sum()) for s in self.sparse.values()),
                 indexed_vectors_count=indexed,
                 pending_index=pending,
                 segments_count=1,
@@ -511,8 +518,21 @@ class LocalShard(WriteOps):
                 cache["digest"] = content_digest(
                     self.points.ids, self.points.live_mask(),
                     {name: (store.data, store.present) for name, store in self.vectors.items()},
-                    self.payloads.payload_list())
+                    self.payloads.payload_list(),
+                    {name: store.vectors for name, store in self.sparse.items()})
             return cache["digest"]
+
+    def sparse_stats_many(self, asks) -> list[tuple[int, dict[int, int]]]:
+        """This shard's share of the IDF statistics of each (sparse vector name,
+        indices) of ``asks``: (indexed vectors, df of each index). The gateway
+        sums them over the shards into the ``Idf`` of a query (``shard.sparse``)."""
+        with self._lock:
+            out = []
+            for name, indices in asks:
+                self.config.sparse_vector(name)
+                store = self.sparse[name]
+                out.append((store.vector_count, store.document_frequencies(indices)))
+            return out
 
     def search_batch(self, requests):
         with self._lock:

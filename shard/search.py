@@ -13,6 +13,9 @@ cardinality:
   short, the query falls back to exact scoring, so a filter never loses recall
   to the graph.
 
+Sparse queries read only the postings of their indices (``shard.sparse``):
+exact, as Qdrant's inverted index is, with the filter as a mask.
+
 Recommend (best_score, sum_scores), discovery and context queries are scored
 exactly over the candidates: their scores depend on every example, which a
 graph built for plain similarity cannot rank.
@@ -46,6 +49,7 @@ from shard.types import (
     Record,
     ScoredPoint,
     SearchRequest,
+    SparseQuery,
     VectorSelector,
 )
 from shard.view import ShardReader
@@ -146,7 +150,8 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
     queries = _preprocessed(shard, requests)
-    plans = [_plan(shard, r, queries.get(i)) for i, r in enumerate(requests)]
+    plans = [_Plan(r) if isinstance(r.query, SparseQuery) else _plan(shard, r, queries.get(i))
+             for i, r in enumerate(requests)]
     graph_groups: dict[tuple[str, int, int], list[_Plan]] = {}
     exact_groups: dict[int, list[_Plan]] = {}
     for plan in plans:
@@ -161,7 +166,22 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     for members in exact_groups.values():
         if len(members) > 1:
             _exact_together(shard, members)
-    return [_finish(shard, plan) for plan in plans]
+    return [_sparse(shard, plan.req) if isinstance(plan.req.query, SparseQuery) else _finish(shard, plan)
+            for plan in plans]
+
+
+def _sparse(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
+    """A sparse nearest search: the postings of the query's indices, scored
+    exactly, restricted to the candidates (dot product: higher is better)."""
+    shard.config.sparse_vector(req.using)
+    top = req.offset + req.limit
+    if top <= 0:
+        return []
+    query = req.query
+    mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    offsets, scores = shard.sparse[req.using].search(
+        query.indices, query.values, top, allowed=mask, score_threshold=req.score_threshold, idf=query.idf)
+    return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 
 def _exact_together(shard: ShardReader, members: list[_Plan]) -> None:
@@ -349,14 +369,24 @@ def _score_query(shard: ShardReader, using: str, query, idx: np.ndarray) -> np.n
 def vector_output(shard: ShardReader, offset: int, selector: VectorSelector):
     """A point's vectors in Qdrant's JSON shape: one vector for a collection with only
     the unnamed vector, a dict by name otherwise; None when not asked for. Vectors are
-    float32 arrays (copies): JSON encoding prints them as float32, as Qdrant does."""
+    float32 arrays (copies): JSON encoding prints them as float32, as Qdrant does; a
+    sparse one is {"indices": u32 array, "values": f32 array}, sorted by index."""
     if selector is False:
         return None
-    if selector is True and list(shard.config.vectors) == [DEFAULT_VECTOR]:
+    if selector is True and list(shard.config.vectors) == [DEFAULT_VECTOR] and not shard.config.sparse:
         store = shard.vectors[DEFAULT_VECTOR]
         return store.get(offset).copy() if store.has(offset) else None
     names = list(shard.config.vectors) if selector is True else [n for n in selector if n in shard.vectors]
-    return {n: shard.vectors[n].get(offset).copy() for n in names if shard.vectors[n].has(offset)}
+    out = {n: shard.vectors[n].get(offset).copy() for n in names if shard.vectors[n].has(offset)}
+    sparse = list(shard.config.sparse) if selector is True else [n for n in selector if n in shard.sparse]
+    for name in sparse:
+        if shard.sparse[name].has(offset):
+            indices, values = shard.sparse[name].get(offset)
+            out[name] = {"indices": indices.copy(), "values": values.copy()}
+    if shard.config.sparse and list(out) == [DEFAULT_VECTOR] and DEFAULT_VECTOR in shard.vectors:
+        # Qdrant's VectorStructInternal from NamedVectors: the default vector alone is bare.
+        return out[DEFAULT_VECTOR]
+    return out
 
 
 def _payload(shard: ShardReader, offset: int, selector: PayloadSelector | None):

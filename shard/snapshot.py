@@ -3,13 +3,15 @@
 Layout of ``snapshot/`` (written whole into ``snapshot.tmp/``, then swapped in
 by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
 
-    meta.json           {"seq": n, "vectors": {name: i}}: the op the snapshot covers
+    meta.json           {"seq": n, "vectors": {name: i}, "sparse": {name: j}}: the op the snapshot covers
     points.json         offset -> id, versions
     payload.json        PayloadStore state (payloads and index definitions)
     vectors-<i>.npy     (size, dim) float32 rows of vector i
     present-<i>.npy     which rows hold vector i
     indexed-<i>.npy     which rows the graph of vector i holds current
     hnsw-<i>.bin        that graph (only when one exists)
+    sparse-<j>.npz      sparse vector j in CSR form (``SparseStore.to_arrays``); its
+                        inverted index is rebuilt on load
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,12 @@ import orjson
 from shard import fileio, hnsw
 from shard.payload import PayloadStore
 from shard.points import PointTable
+from shard.sparse import SparseStore
 from shard.types import BadInput, ShardConfig
 from shard.vectors import VectorStore
 
 # The name of every file a snapshot folder may hold (a plain name: no folder part).
-FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|\.complete")
+FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|sparse-\d{1,4}\.npz|\.complete")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class ShardState:
     vectors: dict[str, VectorStore]
     graphs: dict[str, hnsw.HnswIndex | None]
     indexed: dict[str, np.ndarray]
+    sparse: dict[str, SparseStore] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,7 +84,10 @@ def stage(state: ShardState, config: ShardConfig, target: Path) -> Staged:
                 np.save(tmp / f"indexed-{i}.npy", np.zeros(size, dtype=bool))
             else:
                 graphs.append((name, i, graph))
-        (tmp / "meta.json").write_bytes(orjson.dumps({"seq": state.seq, "vectors": names}))
+        sparse_names = {name: j for j, name in enumerate(config.sparse)}
+        for name, j in sparse_names.items():
+            np.savez(tmp / f"sparse-{j}.npz", **state.sparse[name].to_arrays())
+        (tmp / "meta.json").write_bytes(orjson.dumps({"seq": state.seq, "vectors": names, "sparse": sparse_names}))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -147,7 +154,10 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True) -> ShardSt
             else None
         )
         indexed[name] = mask if graphs[name] is not None else np.zeros(len(mask), dtype=bool)
-    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed)
+    sparse_files = meta.get("sparse") or {}  # snapshots before sparse vectors have none
+    sparse = {name: SparseStore.load(target / f"sparse-{int(sparse_files[name])}.npz") if name in sparse_files
+              else SparseStore() for name in config.sparse}
+    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse)
 
 
 def load_export(folder: Path, config: ShardConfig) -> ShardState:
@@ -161,6 +171,10 @@ def load_export(folder: Path, config: ShardConfig) -> ShardState:
         names = meta["vectors"]
         if not isinstance(names, dict) or set(names) != set(config.vectors):
             raise BadInput(f"the shard holds the vectors {sorted(names)}, the collection {sorted(config.vectors)}")
+        sparse_names = meta.get("sparse") or {}
+        if not isinstance(sparse_names, dict) or set(sparse_names) != set(config.sparse):
+            raise BadInput(f"the shard holds the sparse vectors {sorted(sparse_names)}, "
+                           f"the collection {sorted(config.sparse)}")
         if not isinstance(meta["seq"], int) or meta["seq"] < 0:
             raise BadInput("the shard's sequence number is not one")
         state = load(folder, config, with_graphs=False)

@@ -214,13 +214,47 @@ class VectorParams:
 
 
 @dataclass(frozen=True)
+class SparseVectorParams:
+    """One named sparse vector of a collection (Qdrant's SparseVectorParams):
+    ``index`` (SparseIndexParams: full_scan_threshold, on_disk, datatype) is kept
+    and reported, the index being exact whatever it says; ``modifier`` "idf"
+    makes queries weigh each index by its inverse document frequency."""
+
+    index: dict[str, Any] | None = None
+    modifier: str | None = None
+
+    @property
+    def idf(self) -> bool:
+        return self.modifier == "idf"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.index is not None:
+            out["index"] = dict(self.index)
+        if self.modifier is not None:
+            out["modifier"] = self.modifier
+        return out
+
+    @staticmethod
+    def from_json(data: dict[str, Any] | None) -> SparseVectorParams:
+        data = data or {}
+        index = data.get("index")
+        return SparseVectorParams(
+            index=None if index is None else {k: v for k, v in index.items() if v is not None},
+            modifier=data.get("modifier"),
+        )
+
+
+@dataclass(frozen=True)
 class ShardConfig:
-    """What one shard needs to know about its collection."""
+    """What one shard needs to know about its collection. ``sparse``: the sparse
+    vectors by name (their names never clash with the dense ones)."""
 
     vectors: dict[str, VectorParams]
     hnsw: HnswConfig = HnswConfig()
     optimizers: OptimizersConfig = OptimizersConfig()
     on_disk_payload: bool = True
+    sparse: dict[str, SparseVectorParams] = field(default_factory=dict)
 
     def vector(self, name: str) -> VectorParams:
         """The params of vector ``name``; BadInput naming it, as Qdrant does, if unknown."""
@@ -229,16 +263,30 @@ class ShardConfig:
         except KeyError:
             raise BadInput(f"Not existing vector name error: {name}") from None
 
+    def sparse_vector(self, name: str) -> SparseVectorParams:
+        """The params of sparse vector ``name``; BadInput naming it if unknown."""
+        try:
+            return self.sparse[name]
+        except KeyError:
+            raise BadInput(f"Not existing vector name error: {name}") from None
+
+    def has_name(self, name: str) -> bool:
+        """Whether ``name`` is a vector of the collection, dense or sparse."""
+        return name in self.vectors or name in self.sparse
+
     def hnsw_for(self, name: str) -> HnswConfig:
         return self.hnsw.updated(self.vectors[name].hnsw_config)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "vectors": {n: p.to_json() for n, p in self.vectors.items()},
             "hnsw": self.hnsw.to_json(),
             "optimizers": self.optimizers.to_json(),
             "on_disk_payload": self.on_disk_payload,
         }
+        if self.sparse:  # absent otherwise, so that configs without any read as before
+            out["sparse"] = {n: p.to_json() for n, p in self.sparse.items()}
+        return out
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ShardConfig:
@@ -247,6 +295,7 @@ class ShardConfig:
             hnsw=HnswConfig(**data.get("hnsw", {})),
             optimizers=OptimizersConfig(**data.get("optimizers", {})),
             on_disk_payload=data.get("on_disk_payload", True),
+            sparse={n: SparseVectorParams.from_json(p) for n, p in (data.get("sparse") or {}).items()},
         )
 
 
@@ -312,7 +361,20 @@ class ContextQuery:
             raise BadInput("a context query needs at least one context pair")
 
 
-Query = Union[NearestQuery, RecommendQuery, DiscoverQuery, ContextQuery]
+@dataclass(frozen=True)
+class SparseQuery:
+    """Nearest search on a sparse vector: u32 ``indices`` and f32 ``values``
+    (validated by ``shard.sparse.validate``). ``idf`` (a ``shard.sparse.Idf``) is
+    the collection's statistics for a vector with the idf modifier, gathered by
+    the gateway from every shard first, so that scores do not depend on the
+    shard count; None otherwise."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    idf: Any = None
+
+
+Query = Union[NearestQuery, RecommendQuery, DiscoverQuery, ContextQuery, SparseQuery]
 
 
 @dataclass(frozen=True)
@@ -394,9 +456,10 @@ class ShardInfo:
 #
 #   {"type": "upsert", "ids": [...], "vectors": {name: (n, dim) array},
 #    "vector_mask": {name: (n,) bool array}   # optional: rows that carry this vector
+#    "sparse": {name: [[u32 indices, f32 values] | None, ...]}  # optional: one per row
 #    "payloads": [dict | None, ...]}
 #   {"type": "delete_points", "ids"|"filter": ...}
-#   {"type": "update_vectors", "ids": [...], "vectors": {...}, "vector_mask": {...}}
+#   {"type": "update_vectors", "ids": [...], "vectors": {...}, "vector_mask": {...}, "sparse": {...}}
 #   {"type": "delete_vectors", "ids"|"filter": ..., "names": [name, ...]}
 #   {"type": "set_payload", "ids"|"filter": ..., "payload": {...}, "key": str | None}
 #   {"type": "overwrite_payload", "ids"|"filter": ..., "payload": {...}}

@@ -23,6 +23,7 @@ import numpy as np
 from shard.filters import FilterContext
 from shard.hnsw import HnswIndex
 from shard.points import PointTable
+from shard.sparse import SparseStore
 from shard.types import ShardConfig
 from shard.vectors import VectorStore
 
@@ -38,6 +39,7 @@ class ShardReader(FilterContext, Protocol):
     config: ShardConfig
     points: PointTable
     vectors: dict[str, VectorStore]
+    sparse: dict[str, SparseStore]  # the sparse vectors by name, each with its inverted index
     graphs: dict[str, HnswIndex | None]
     indexed: dict[str, np.ndarray]  # indexed[name][offset]: the graph holds the offset's current vector
     search_threads: int

@@ -3,7 +3,7 @@ ops (``shard.types.OP_TYPES``), kept apart so that the shard's module holds its 
 cycle, its log and its reads.
 
 A mixin: its methods work on the shard's own stores (``config``, ``points``,
-``payloads``, ``vectors``, ``indexed``) and sequence (``seq``), always with the
+``payloads``, ``vectors``, ``sparse``, ``indexed``) and sequence (``seq``), always with the
 shard's lock held. ``_validate`` refuses an op before it is logged; ``_apply`` is
 deterministic, so that replaying the log (or a replica applying the primary's
 records) rebuilds the same state.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shard import filters
+from shard import filters, sparse
 from shard.types import OP_TYPES, BadInput, Op, PointId, PointNotFound
 
 
@@ -32,9 +32,17 @@ class WriteOps:
                     raise BadInput("the number of vectors differs from the number of ids")
                 if not np.isfinite(array).all():
                     raise BadInput("Vector contains NaN or infinite values")
+        for name, rows in (op.get("sparse") or {}).items():
+            self.config.sparse_vector(name)
+            if len(rows) != len(op["ids"]):
+                raise BadInput("the number of vectors differs from the number of ids")
+            for row in rows:
+                if row is not None:
+                    sparse.validate(row[0], row[1])
         if kind == "delete_vectors":
             for name in op["names"]:
-                self.config.vector(name)
+                if name not in self.config.sparse:
+                    self.config.vector(name)
         if kind in ("update_vectors", "set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
             for point_id in op.get("ids") or ():
                 if point_id not in self.points.offset_of:
@@ -56,6 +64,7 @@ class WriteOps:
         elif kind == "update_vectors":
             offsets = self.points.offsets_of(op["ids"])
             self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)
+            self._set_sparse(offsets, op.get("sparse") or {}, replace=False)
             self.points.versions[offsets] = seq
         else:
             offsets = self._selected(op)
@@ -83,6 +92,8 @@ class WriteOps:
         vectors = {n: a[rows] for n, a in op["vectors"].items()}
         masks = {n: m[rows] for n, m in (op.get("vector_mask") or {}).items()}
         self._set_vectors(offsets, vectors, masks, replace=True)
+        self._set_sparse(offsets, {n: [given[r] for r in rows.tolist()] for n, given in (op.get("sparse") or {}).items()},
+                         replace=True)
         payloads = op.get("payloads")
         for row, offset in zip(rows.tolist(), offsets.tolist()):
             self.payloads.set(offset, (payloads[row] if payloads else None) or {})
@@ -103,7 +114,25 @@ class WriteOps:
             elif replace:
                 self._clear_vector(name, offsets)
 
+    def _set_sparse(self, offsets: np.ndarray, given: dict[str, list], *, replace: bool) -> None:
+        """Sparse vectors as ``_set_vectors`` stores dense ones: a row's None, or a
+        name not given, leaves the point's vector alone, or with ``replace``
+        (upsert) removes it."""
+        for name, store in self.sparse.items():
+            rows = given.get(name)
+            if rows is None:
+                if replace:
+                    store.clear(offsets)
+                continue
+            held = [(o, row) for o, row in zip(offsets.tolist(), rows) if row is not None]
+            if replace:
+                store.clear([o for o, row in zip(offsets.tolist(), rows) if row is None])
+            store.set([o for o, _ in held], [(row[0], row[1]) for _, row in held])
+
     def _clear_vector(self, name: str, offsets: np.ndarray) -> None:
+        if name in self.sparse:
+            self.sparse[name].clear(offsets)
+            return
         self.vectors[name].clear(offsets)
         self._invalidate(name, offsets)
 
@@ -113,7 +142,7 @@ class WriteOps:
         indexed[inside] = False
 
     def _delete(self, offsets: np.ndarray) -> None:
-        for name in self.config.vectors:
+        for name in [*self.config.vectors, *self.config.sparse]:
             self._clear_vector(name, offsets)
         for offset in offsets.tolist():
             self.payloads.remove(offset)

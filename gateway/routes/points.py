@@ -73,7 +73,8 @@ async def delete_vectors(request: web.Request):
     wait = wait_flag(request)
     coll = collection(request)
     for name in data["vector"]:
-        coll.shard_config.vector(name)
+        if name not in coll.shard_config.sparse:
+            coll.shard_config.vector(name)
     op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
     return await _by_selector(coll, op, wait, must_exist=True)
 

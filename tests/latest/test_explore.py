@@ -11,7 +11,6 @@ Run by scripts/test with the newest client first on PYTHONPATH; skipped under 1.
 
 from __future__ import annotations
 
-import importlib.metadata
 import uuid
 from types import SimpleNamespace
 
@@ -21,17 +20,9 @@ from qdrant_client import models
 
 from api.compare import assert_scored, both
 from api.data import create_both, make_points, upsert_both
+from latest.marks import LATEST_ONLY
 
-CLIENT_VERSION = importlib.metadata.version("qdrant-client")
-_MAJOR_MINOR = tuple(int(x) for x in CLIENT_VERSION.split(".")[:2])
-
-pytestmark = [
-    pytest.mark.latest_client,
-    pytest.mark.skipif(_MAJOR_MINOR <= (1, 15), reason=(
-        f"needs the newest qdrant-client; {CLIENT_VERSION} is installed "
-        "(scripts/test runs this directory with it on PYTHONPATH)")),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning"),
-]
+pytestmark = LATEST_ONLY
 
 N = 1000
 DIM = 4
