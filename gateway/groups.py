@@ -10,40 +10,52 @@ full or the collection is exhausted.
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cluster.collection import Collection, Registry
 from gateway import queries
 from shard.json_path import values_at
 from shard.payload import select_payload
-from shard.types import PayloadSelector, SearchRequest
+from shard.types import PayloadSelector, ScoredPoint, SearchRequest
 
 MAX_ROUNDS = 4
 
 
-async def grouped(collections: Registry, coll: Collection, body: dict[str, Any], req: SearchRequest) -> dict[str, Any]:
+Hits = Callable[[int], Awaitable[list[ScoredPoint]]]
+
+
+def searching(coll: Collection, req: SearchRequest) -> Hits:
+    """The best ``n`` hits of one engine request, with their whole payload."""
+    async def hits(n: int) -> list[ScoredPoint]:
+        return (await queries.run(coll, [replace(req, limit=n, offset=0, with_payload=PayloadSelector())]))[0]
+    return hits
+
+
+async def grouped(collections: Registry, body: dict[str, Any], hits: Hits, wanted_payload) -> dict[str, Any]:
+    """The groups of a grouped read: ``hits(n)`` gives the query's best ``n``
+    hits with their whole payload; ``wanted_payload`` is the payload selector the
+    answer shows (None: no payload)."""
     group_by = body["group_by"]
     group_size = body.get("group_size") or 1
     limit = body.get("limit") or 10
-    wanted_payload = req.with_payload
     fetch = max(limit * group_size * 2, 16)
     groups: dict[Any, list] = {}
     for _ in range(MAX_ROUNDS):
-        probe = replace(req, limit=fetch, offset=0, with_payload=PayloadSelector())
-        hits = (await queries.run(coll, [probe]))[0]
-        groups = _group(hits, group_by, group_size)
+        found = await hits(fetch)
+        groups = _group(found, group_by, group_size)
         leading = list(groups.values())[:limit]
         # Done when the groups that will be returned are full: a later, deeper
         # search could only add hits to them, never change which groups lead.
-        if (len(leading) == limit and all(len(g) >= group_size for g in leading)) or len(hits) < fetch:
+        if (len(leading) == limit and all(len(g) >= group_size for g in leading)) or len(found) < fetch:
             break
         fetch *= 4
     chosen = list(groups.items())[:limit]
     out = []
-    for value, hits in chosen:
-        for hit in hits:
+    for value, members in chosen:
+        for hit in members:
             hit.payload = None if wanted_payload is None else select_payload(hit.payload or {}, wanted_payload)
-        out.append({"id": value, "hits": hits})
+        out.append({"id": value, "hits": members})
     lookup = body.get("with_lookup")
     if lookup:
         await _attach_lookup(collections, out, lookup)

@@ -83,14 +83,7 @@ class Examples:
         ids = list(dict.fromkeys(self._ids))
         if not ids:
             return
-        groups: dict[int, list] = {}
-        for point_id in ids:
-            groups.setdefault(self.source.shards.index(self.source.shard_for(point_id)), []).append(point_id)
-        found = await asyncio.gather(
-            *(self.source.shards[s].get_vectors(group, self.source_vector) for s, group in groups.items())
-        )
-        for part in found:
-            self._vectors.update(part)
+        self._vectors.update(await vectors_of(self.source, ids, self.source_vector))
         if self.exclude:
             self.exclude_ids.update(ids)
 
@@ -106,6 +99,16 @@ class Examples:
         if value not in self._vectors:
             raise PointNotFound(value)
         return self._vectors[value]
+
+
+async def vectors_of(coll: Collection, ids: list, using: str) -> dict:
+    """Vector ``using`` of each point of ``ids`` that has one, by id (each shard
+    asked once, for its own points)."""
+    groups: dict[int, list] = {}
+    for point_id in dict.fromkeys(ids):
+        groups.setdefault(coll.shards.index(coll.shard_for(point_id)), []).append(point_id)
+    found = await asyncio.gather(*(coll.shards[s].get_vectors(group, using) for s, group in groups.items()))
+    return {k: v for part in found for k, v in part.items()}
 
 
 def sparse_query(value: Any, using: str, config) -> SparseQuery:

@@ -1,9 +1,10 @@
 """The universal query API (``points/query``) in terms of the legacy reads.
 
-A query is one of: a vector or a point id (nearest), ``nearest``, ``recommend``,
-``discover``, ``context``, ``order_by``, ``sample``, or nothing (points by id).
-Results of order_by, sample and no-query carry score 0, as in Qdrant.
-Prefetch, fusion and formula queries are not supported yet and say so.
+A query is one of: a vector or a point id (nearest, optionally with ``mmr``),
+``nearest``, ``recommend``, ``discover``, ``context``, ``order_by``, ``sample``,
+or nothing (points by id). Results of order_by, sample and no-query carry score
+0, as in Qdrant. A query with ``prefetch`` is a tree whose nodes are such
+queries, fusions or formulas (``gateway.prefetch``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from cluster.collection import Collection, Registry
-from gateway import convert, errors, queries
+from gateway import convert, errors, mmr, prefetch, queries
 from gateway.merge import merge_by_id, merge_ordered
+from gateway.prefetch import Tree, validation_failed
+from shard import distances
 from shard.types import DEFAULT_VECTOR, BadInput, OrderBy, ScoredPoint
 
 
 async def query_points(collections: Registry, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
     if body.get("prefetch"):
-        raise BadInput("prefetch is not supported by Shoal yet")
+        return await Tree(collections, coll, base_query).answer(body)
+    return await base_query(collections, coll, body)
+
+
+async def base_query(collections: Registry, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
+    """A query without prefetches (the whole request, or a leaf of a prefetch tree)."""
     query = body.get("query")
     using = body.get("using") or DEFAULT_VECTOR
     if isinstance(query, dict) and "order_by" in query:
@@ -30,10 +40,60 @@ async def query_points(collections: Registry, coll: Collection, body: dict[str, 
         return await _sample(coll, body)
     if query is None:
         return await _by_id(coll, body)
-    if isinstance(query, dict) and ("fusion" in query or "formula" in query or "rrf" in query):
-        raise BadInput("fusion and formula queries need prefetch, which Shoal does not support yet")
+    if isinstance(query, dict) and "fusion" in query:
+        raise validation_failed("cannot apply Fusion without prefetches")
+    if isinstance(query, dict) and "formula" in query:
+        raise validation_failed("cannot apply Formula without prefetches")
+    if isinstance(query, dict) and query.get("mmr") is not None:
+        return await _diverse(collections, coll, body, query, using)
     req = await scored_request(collections, coll, body, query, using)
     return (await queries.run(coll, [req]))[0]
+
+
+async def _diverse(collections: Registry, coll: Collection, body: dict[str, Any], query: dict, using: str):
+    """A nearest search with maximal marginal relevance (``gateway.mmr``): the
+    candidates merged across the shards, then picked with their vectors."""
+    if using in coll.shard_config.sparse:
+        raise BadInput("mmr on sparse vectors is not supported by Shoal yet")
+    params = query["mmr"]
+    limit, offset = body.get("limit") or 10, body.get("offset") or 0
+    candidates_limit = params.get("candidates_limit")
+    diversity = params.get("diversity")
+    lam = 1.0 - (mmr.DEFAULT_DIVERSITY if diversity is None else diversity)
+    search = {**body, "limit": candidates_limit if candidates_limit is not None else limit, "offset": 0}
+    req = await scored_request(collections, coll, search, query, using)
+    found = (await queries.run(coll, [req]))[0]
+    vectors = await queries.vectors_of(coll, [p.id for p in found], using)
+    found = [p for p in found if p.id in vectors]
+    if not found:
+        return []
+    distance = coll.shard_config.vector(using).distance
+    matrix = np.stack([vectors[p.id] for p in found])
+    relevance = distances.similarity(distances.preprocess(req.query.vector, distance), matrix, distance)
+    similarity = distances.similarity(matrix, matrix, distance)
+    threshold = body.get("score_threshold")
+    picked = mmr.select(relevance, similarity, lam, limit + offset, threshold)
+    return [replace(found[i], score=float(relevance[i])) for i in picked][offset:]
+
+
+def grouping(collections: Registry, coll: Collection, body: dict[str, Any]):
+    """``query/groups``: the best ``n`` hits of the query (any query, prefetch
+    trees included) with their whole payload, for ``gateway.groups``. As in
+    Qdrant (grouping/group_by.rs ``increase_limit_for_group``), every prefetch's
+    limit is multiplied by the number of groups asked for."""
+    groups = body.get("limit") or 10
+
+    def widened(prefetches: list[dict] | None) -> list[dict] | None:
+        if not prefetches:
+            return prefetches
+        return [{**p, "limit": (p.get("limit") or prefetch.DEFAULT_LIMIT) * groups,
+                 "prefetch": widened(p.get("prefetch"))} for p in prefetches]
+
+    request = {**body, "prefetch": widened(body.get("prefetch")), "offset": 0, "with_payload": True}
+
+    async def hits(n: int) -> list[ScoredPoint]:
+        return await query_points(collections, coll, {**request, "limit": n})
+    return hits
 
 
 async def scored_request(collections, coll, body, query, using):

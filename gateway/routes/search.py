@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import groups, matrix, queries, universal
+from gateway import convert, groups, matrix, queries, universal
 from gateway.routes.common import body, collection, read_options, registry
 
 routes = web.RouteTableDef()
@@ -85,7 +85,8 @@ async def search_groups(request: web.Request):
     data = await body(request, "SearchGroupsRequest")
     read_options(request)
     coll = collection(request)
-    return await groups.grouped(registry(request), coll, data, queries.search_request(coll, data))
+    req = queries.search_request(coll, data)
+    return await groups.grouped(registry(request), data, groups.searching(coll, req), req.with_payload)
 
 
 @routes.post(PREFIX + "/recommend/groups")
@@ -94,7 +95,7 @@ async def recommend_groups(request: web.Request):
     read_options(request)
     coll = collection(request)
     req = await queries.recommend_request(registry(request), coll, data)
-    return await groups.grouped(registry(request), coll, data, req)
+    return await groups.grouped(registry(request), data, groups.searching(coll, req), req.with_payload)
 
 
 @routes.post(PREFIX + "/query/groups")
@@ -102,11 +103,8 @@ async def query_groups(request: web.Request):
     data = await body(request, "QueryGroupsRequest")
     read_options(request)
     coll = collection(request)
-    query = data.get("query")
-    if query is None or (isinstance(query, dict) and ({"order_by", "sample", "fusion", "formula"} & query.keys())):
-        raise queries.BadInput("query/groups needs a scored query")
-    req = await universal.scored_request(registry(request), coll, data, query, data.get("using") or "")
-    return await groups.grouped(registry(request), coll, data, req)
+    return await groups.grouped(registry(request), data, universal.grouping(registry(request), coll, data),
+                                convert.payload_selector(data.get("with_payload"), default=False))
 
 
 @routes.post(PREFIX + "/search/matrix/pairs")
