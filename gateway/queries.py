@@ -52,13 +52,13 @@ def is_vector(value: Any) -> bool:
 
 
 class Examples:
-    """Resolves example point ids to vectors for one request."""
+    """Resolves example point ids to vectors for one request. On a sparse vector
+    the examples are ``SparseQuery``s (their IDF, if any, added by ``with_idf``)."""
 
     def __init__(self, collections: Registry, collection: Collection, using: str, lookup_from: dict | None):
-        if using in collection.shard_config.sparse:
-            raise BadInput("recommend, discover and context by sparse vectors are not supported by Shoal yet")
         self.collections = collections
         self.using = using
+        self.sparse = using in collection.shard_config.sparse
         self.exclude_ids: set = set()
         if lookup_from:
             self.source = collections.resolve(lookup_from["collection"])
@@ -68,13 +68,16 @@ class Examples:
             self.source = collection
             self.source_vector = using
             self.exclude = True
-        self.source.shard_config.vector(self.source_vector)
-        self._dim = collection.shard_config.vector(using).size
+        if self.sparse:
+            self.source.shard_config.sparse_vector(self.source_vector)
+        else:
+            self.source.shard_config.vector(self.source_vector)
+            self._dim = collection.shard_config.vector(using).size
         self._ids: list = []
         self._vectors: dict = {}
 
     def want(self, value: Any) -> None:
-        if isinstance(value, dict):
+        if isinstance(value, dict) or (self.sparse and isinstance(value, list)):
             self.vector(value)  # not a point id: refused here, in its own words
         if not is_vector(value):
             self._ids.append(value)
@@ -87,18 +90,31 @@ class Examples:
         if self.exclude:
             self.exclude_ids.update(ids)
 
-    def vector(self, value: Any) -> np.ndarray:
-        if isinstance(value, dict):
-            if convert.is_inference(value):
-                raise errors.BadRequest(errors.no_inference())
+    def vector(self, value: Any) -> np.ndarray | SparseQuery:
+        if isinstance(value, dict) and convert.is_inference(value):
+            raise errors.BadRequest(errors.no_inference())
+        if self.sparse:
+            if isinstance(value, dict):
+                return SparseQuery(*sparse_store.validate(value["indices"], value["values"]))
+            if isinstance(value, list):
+                raise BadInput(errors.wrong_sparse())
+        elif isinstance(value, dict):
             raise BadInput(errors.wrong_sparse())
-        if isinstance(value, list):
+        elif isinstance(value, list):
             if len(value) != self._dim:
                 raise BadInput(f"Vector dimension error: expected dim: {self._dim}, got {len(value)}")
             return np.asarray(value, dtype=np.float32)
         if value not in self._vectors:
             raise PointNotFound(value)
-        return self._vectors[value]
+        found = self._vectors[value]
+        if isinstance(found, tuple) != self.sparse:  # lookup_from a vector of the other kind
+            raise BadInput(errors.wrong_sparse())
+        return SparseQuery(*found) if self.sparse else found
+
+    def nearest(self, value: Any) -> NearestQuery | SparseQuery:
+        """The query of a nearest search by ``value`` (a vector or a point id)."""
+        vector = self.vector(value)
+        return vector if isinstance(vector, SparseQuery) else NearestQuery(vector)
 
 
 async def vectors_of(coll: Collection, ids: list, using: str) -> dict:
@@ -166,6 +182,12 @@ def recommend_query(examples: Examples, positive: list, negative: list, strategy
     if strategy == "average_vector":
         if not pos:
             raise BadInput(NO_POSITIVE)
+        if examples.sparse:
+            avg = sparse_store.average([(v.indices, v.values) for v in pos])
+            if neg:
+                avg = sparse_store.combine(avg, sparse_store.average([(v.indices, v.values) for v in neg]),
+                                           lambda p, n: p + p - n)
+            return SparseQuery(*avg)
         avg_pos = np.mean(pos, axis=0, dtype=np.float32)
         vector = avg_pos if not neg else avg_pos + avg_pos - np.mean(neg, axis=0, dtype=np.float32)
         return NearestQuery(vector.astype(np.float32))
@@ -211,17 +233,46 @@ async def discover_request(collections: Registry, collection: Collection, body: 
     return replace(base_request(body, query, using), exclude_ids=frozenset(examples.exclude_ids))
 
 
+def _sparse_parts(query) -> list[SparseQuery]:
+    """The sparse vectors a query scores with: itself, or its examples."""
+    if isinstance(query, SparseQuery):
+        return [query]
+    if isinstance(query, RecommendQuery):
+        return [*query.positive, *query.negative]
+    pairs = [v for p in getattr(query, "context", ()) for v in (p.positive, p.negative)]
+    target = [query.target] if isinstance(query, DiscoverQuery) else []
+    return [v for v in target + pairs if isinstance(v, SparseQuery)]
+
+
+def _with_idf_parts(query, idf):
+    """``query`` with ``idf`` on each of its sparse vectors."""
+    def weighed(v):
+        return replace(v, idf=idf) if isinstance(v, SparseQuery) else v
+
+    if isinstance(query, SparseQuery):
+        return weighed(query)
+    if isinstance(query, RecommendQuery):
+        return replace(query, positive=tuple(map(weighed, query.positive)),
+                       negative=tuple(map(weighed, query.negative)))
+    context = tuple(ContextPair(weighed(p.positive), weighed(p.negative)) for p in query.context)
+    if isinstance(query, DiscoverQuery):
+        return replace(query, target=weighed(query.target), context=context)
+    return replace(query, context=context)
+
+
 async def with_idf(collection: Collection, requests: list[SearchRequest]) -> list[SearchRequest]:
-    """The requests, each sparse query on a vector with the idf modifier carrying
-    the collection's IDF statistics: every shard's share, summed (one call per
-    shard for the whole batch, before the search), so that every shard scores
-    with the same weights and scores do not depend on the shard count."""
+    """The requests, each query on a sparse vector with the idf modifier carrying
+    the collection's IDF statistics on every sparse vector it scores with (the
+    query, or its examples): every shard's share, summed (one call per shard for
+    the whole batch, before the search), so that every shard scores with the same
+    weights and scores do not depend on the shard count."""
     config = collection.shard_config
     wanted = [i for i, req in enumerate(requests)
-              if isinstance(req.query, SparseQuery) and req.using in config.sparse and config.sparse[req.using].idf]
+              if req.using in config.sparse and config.sparse[req.using].idf and _sparse_parts(req.query)]
     if not wanted:
         return requests
-    asks = [(requests[i].using, requests[i].query.indices.tolist()) for i in wanted]
+    asks = [(requests[i].using, sorted({int(x) for v in _sparse_parts(requests[i].query) for x in v.indices}))
+            for i in wanted]
     per_shard = await asyncio.gather(*(shard.call("sparse_stats_many", asks) for shard in collection.shards))
     out = list(requests)
     for k, i in enumerate(wanted):
@@ -231,7 +282,7 @@ async def with_idf(collection: Collection, requests: list[SearchRequest]) -> lis
             n += shard_n
             for index, count in shard_df.items():
                 df[index] = df.get(index, 0) + count
-        out[i] = replace(requests[i], query=replace(requests[i].query, idf=sparse_store.Idf(n, df)))
+        out[i] = replace(requests[i], query=_with_idf_parts(requests[i].query, sparse_store.Idf(n, df)))
     return out
 
 
@@ -244,10 +295,11 @@ def higher_is_better(collection: Collection, req: SearchRequest) -> bool:
 async def run(collection: Collection, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Fan a batch out to every shard (one call per shard) and merge each request's answers."""
     for req in requests:
-        if isinstance(req.query, SparseQuery):
+        if req.using in collection.shard_config.sparse:
+            if isinstance(req.query, NearestQuery):
+                raise BadInput(errors.wrong_sparse())
+        elif isinstance(req.query, SparseQuery):
             collection.shard_config.sparse_vector(req.using)
-        elif req.using in collection.shard_config.sparse:
-            raise BadInput(errors.wrong_sparse())
         else:
             collection.shard_config.vector(req.using)
         if req.limit < 0 or req.offset < 0:

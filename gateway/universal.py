@@ -100,9 +100,7 @@ async def scored_request(collections, coll, body, query, using):
     if isinstance(query, dict) and "nearest" in query:
         query = query["nearest"]
     sparse_given = isinstance(query, dict) and "indices" in query
-    if sparse_given or using in coll.shard_config.sparse:
-        if not sparse_given and not isinstance(query, list):
-            raise BadInput("recommend, discover, context and point ids on sparse vectors are not supported by Shoal yet")
+    if sparse_given or (using in coll.shard_config.sparse and isinstance(query, list)):
         return queries.base_request(body, queries.sparse_query(query, using, coll.shard_config), using)
     examples = queries.Examples(collections, coll, using, body.get("lookup_from"))
     if isinstance(query, dict) and "recommend" in query:
@@ -133,7 +131,7 @@ async def scored_request(collections, coll, body, query, using):
     else:
         examples.want(query)
         await examples.fetch()
-        engine_query = queries.NearestQuery(examples.vector(query))
+        engine_query = examples.nearest(query)
     req = queries.base_request(body, engine_query, using)
     return replace(req, exclude_ids=frozenset(examples.exclude_ids))
 

@@ -150,7 +150,7 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
     queries = _preprocessed(shard, requests)
-    plans = [_Plan(r) if isinstance(r.query, SparseQuery) else _plan(shard, r, queries.get(i))
+    plans = [_Plan(r) if r.using in shard.sparse else _plan(shard, r, queries.get(i))
              for i, r in enumerate(requests)]
     graph_groups: dict[tuple[str, int, int], list[_Plan]] = {}
     exact_groups: dict[int, list[_Plan]] = {}
@@ -166,21 +166,31 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     for members in exact_groups.values():
         if len(members) > 1:
             _exact_together(shard, members)
-    return [_sparse(shard, plan.req) if isinstance(plan.req.query, SparseQuery) else _finish(shard, plan)
+    return [_sparse(shard, plan.req) if plan.req.using in shard.sparse else _finish(shard, plan)
             for plan in plans]
 
 
 def _sparse(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
-    """A sparse nearest search: the postings of the query's indices, scored
-    exactly, restricted to the candidates (dot product: higher is better)."""
+    """A search on a sparse vector. Nearest: the postings of the query's indices,
+    scored exactly, restricted to the candidates (dot product: higher is better).
+    Recommend, discover, context: every candidate scored against the examples."""
     shard.config.sparse_vector(req.using)
     top = req.offset + req.limit
     if top <= 0:
         return []
     query = req.query
     mask = candidates(shard, req.filter, req.using, req.exclude_ids)
-    offsets, scores = shard.sparse[req.using].search(
-        query.indices, query.values, top, allowed=mask, score_threshold=req.score_threshold, idf=query.idf)
+    if isinstance(query, SparseQuery):
+        offsets, scores = shard.sparse[req.using].search(
+            query.indices, query.values, top, allowed=mask, score_threshold=req.score_threshold, idf=query.idf)
+    else:
+        idx = np.flatnonzero(mask)
+        all_scores = _score_query(shard, req.using, query, idx)
+        if req.score_threshold is not None:
+            keep = all_scores > req.score_threshold
+            idx, all_scores = idx[keep], all_scores[keep]
+        order = _top_order(all_scores, top)
+        offsets, scores = idx[order], all_scores[order]
     return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 
@@ -341,12 +351,20 @@ def _top_order(scores: np.ndarray, top: int) -> np.ndarray:
 
 
 def _score_query(shard: ShardReader, using: str, query, idx: np.ndarray) -> np.ndarray:
-    """Scores of a recommend / discover / context query over offsets ``idx``."""
-    params = shard.config.vectors[using]
-    data = shard.vectors[using].data[idx]
+    """Scores of a recommend / discover / context query over offsets ``idx``. On a
+    sparse vector the examples are ``SparseQuery``s and a candidate that shares no
+    index with an example scores 0 against it (Qdrant's sparse raw scorer)."""
+    if using in shard.sparse:
+        store = shard.sparse[using]
 
-    def sim(v: np.ndarray) -> np.ndarray:
-        return distances.similarity(distances.preprocess(v, params.distance), data, params.distance)
+        def sim(v: SparseQuery) -> np.ndarray:
+            return store.scores_all(v.indices, v.values, shard.size, idf=v.idf)[idx]
+    else:
+        params = shard.config.vectors[using]
+        data = shard.vectors[using].data[idx]
+
+        def sim(v: np.ndarray) -> np.ndarray:
+            return distances.similarity(distances.preprocess(v, params.distance), data, params.distance)
 
     if isinstance(query, RecommendQuery):
         pos = [sim(v) for v in query.positive]
@@ -423,8 +441,18 @@ def retrieve(shard: ShardReader, ids, with_payload: PayloadSelector | None, with
     return out
 
 
-def get_vectors(shard: ShardReader, ids, using: str) -> dict[PointId, np.ndarray]:
-    """Stored vectors ``using`` of the existing ``ids`` (points without it are left out)."""
+def get_vectors(shard: ShardReader, ids, using: str) -> dict[PointId, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    """Stored vectors ``using`` of the existing ``ids`` (points without it are left
+    out): float32 rows, or (indices, values) for a sparse vector."""
+    if using in shard.sparse:
+        sparse = shard.sparse[using]
+        found = {}
+        for point_id in ids:
+            offset = shard.points.offset_of.get(point_id)
+            if offset is not None and sparse.has(offset):
+                indices, values = sparse.get(offset)
+                found[point_id] = (indices.copy(), values.copy())
+        return found
     shard.config.vector(using)
     store = shard.vectors[using]
     out = {}

@@ -88,6 +88,29 @@ def validate(indices, values) -> tuple[np.ndarray, np.ndarray]:
     return idx[order], raw_v[order]
 
 
+def average(vectors: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of sparse vectors (sorted indices, f32 values): every index any of
+    them has, its values summed and divided by their number (Qdrant's sparse
+    ``avg_vector_for_recommendation``)."""
+    if not vectors:
+        return np.zeros(0, dtype=np.uint32), _EMPTY_V
+    indices = np.concatenate([v[0] for v in vectors]).astype(np.int64)
+    values = np.concatenate([v[1] for v in vectors]).astype(np.float32)
+    union, inverse = np.unique(indices, return_inverse=True)
+    sums = np.zeros(len(union), dtype=np.float32)
+    np.add.at(sums, inverse, values)
+    return union.astype(np.uint32), sums / np.float32(len(vectors))
+
+
+def combine(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], op) -> tuple[np.ndarray, np.ndarray]:
+    """``op(a_value, b_value)`` at every index of either (0 where one lacks it)."""
+    union = np.union1d(a[0], b[0])
+    left, right = np.zeros(len(union), dtype=np.float32), np.zeros(len(union), dtype=np.float32)
+    left[np.searchsorted(union, a[0])] = a[1]
+    right[np.searchsorted(union, b[0])] = b[1]
+    return union.astype(np.uint32), op(left, right).astype(np.float32)
+
+
 def idf_weights(n: int, df: np.ndarray) -> np.ndarray:
     """Qdrant's ``fancy_idf`` in f32: ln((N - df + 0.5) / (df + 0.5) + 1)."""
     n32 = np.float32(n)
@@ -230,6 +253,23 @@ class SparseStore:
             if len(common):
                 out[k] = np.float32(np.dot(q_val[qi].astype(np.float64), vector[1][vi].astype(np.float64)))
         return out
+
+    def scores_all(self, indices, values, size: int, idf: Idf | None = None) -> np.ndarray:
+        """The query's score against every offset below ``size`` (f32), 0 where
+        no vector shares an index with it: read from the postings of its indices
+        only, for recommend, discover and context examples."""
+        q_idx, q_val = validate(indices, values)
+        if idf is not None:
+            q_val = idf.scale(q_idx, q_val)
+        out = np.zeros(size, dtype=np.float64)
+        for i, w in zip(q_idx.tolist(), q_val):
+            posting = self.postings.get(i)
+            if posting is None:
+                continue
+            offsets, weights = posting.arrays()
+            inside = offsets < size  # offsets are unique within a posting
+            out[offsets[inside]] += weights[inside].astype(np.float64) * np.float64(w)
+        return out.astype(np.float32)
 
     def search(self, indices, values, limit: int, allowed: np.ndarray | None = None,
                score_threshold: float | None = None, idf: Idf | None = None) -> tuple[np.ndarray, np.ndarray]:

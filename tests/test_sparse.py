@@ -374,3 +374,33 @@ def test_matches_qdrant_local_mode(modifier, seed):
             if offset != point.id:  # only a tie may swap two results
                 assert score == pytest.approx(dict(zip(offsets.tolist(), scores.tolist())).get(point.id), abs=1e-5)
     client.close()
+
+
+# ---------------------------------------------------------------------------
+# Recommend / discover examples: every offset scored, averages.
+# ---------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(sparse_vectors(), max_size=30), sparse_vectors(), st.integers(0, 40))
+def test_scores_all_equals_dense_dot_product(vectors, query, size):
+    """Every offset below ``size``: its dot product with the query, 0 without a
+    shared index or a vector (examples score so in Qdrant's sparse raw scorer)."""
+    store, model = build(vectors)
+    got = store.scores_all(*query, size)
+    want = [float(dense(model[o]) @ dense(query)) if o in model else 0.0 for o in range(size)]
+    assert got.dtype == np.float32 and got.tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(sparse_vectors(min_size=1), min_size=1, max_size=5), sparse_vectors(min_size=1))
+def test_average_and_combine_equal_dense_arithmetic(vectors, negative):
+    from shard.sparse import average, combine
+
+    ordered = [validate(*v) for v in vectors]
+    avg = average(ordered)
+    assert list(avg[0]) == sorted({i for v in vectors for i in v[0]})
+    want = np.mean([dense(v) for v in vectors], axis=0)
+    assert np.allclose(dense((avg[0].tolist(), avg[1].tolist())), want, atol=1e-6)
+    merged = combine(avg, validate(*negative), lambda p, n: p + p - n)
+    assert np.allclose(dense((merged[0].tolist(), merged[1].tolist())), 2 * want - dense(negative), atol=1e-5)

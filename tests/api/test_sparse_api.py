@@ -94,6 +94,14 @@ def check_searches(shoal, memory, name: str, shoal_name: str | None = None) -> N
         a, b = each(lambda c, n: c.search(
             n, query_vector=models.NamedSparseVector(name="text", vector=q), limit=7, with_vectors=True))
         assert_scored(a, b, limit=7, what="legacy search NamedSparseVector")
+    for using in ("text", "idf"):  # legacy recommend and discover by sparse examples (points that keep "text")
+        for strategy in models.RecommendStrategy:
+            a, b = each(lambda c, n: c.recommend(n, positive=[41, 43], negative=[47], using=using, strategy=strategy,
+                                                 limit=8, with_payload=True))
+            assert_scored(a, b, limit=8, what=f"legacy recommend {using} {strategy}")
+        a, b = each(lambda c, n: c.discover(n, target=51, context=[models.ContextExamplePair(positive=53, negative=55)],
+                                            using=using, limit=8))
+        assert_scored(a, b, limit=8, what=f"legacy discover {using}")
 
 
 def test_config_writes_reads_and_search(shoal, memory, collection_names, shard_number):

@@ -84,3 +84,40 @@ def test_retrieve_and_scroll_sparse_only(sparse_only):
     assert_records(a, b, what="retrieve")
     a, b = both(shoal, memory, lambda c: c.scroll(name, limit=50, with_vectors=["splade"])[0])
     assert_records(a, b, ordered=True, what="scroll")
+
+
+@pytest.mark.parametrize("using", ["bm", "splade"])
+def test_recommend_discover_context_by_sparse_examples(sparse_only, using):
+    """Examples by id and as raw sparse vectors; IDF applied to every example on "bm"."""
+    shoal, memory, name = sparse_only
+    rng = np.random.default_rng(29)
+    queries = [
+        models.RecommendQuery(recommend=models.RecommendInput(positive=[1, 6], negative=[11])),
+        models.RecommendQuery(recommend=models.RecommendInput(positive=[sparse(rng, 3, 8)])),
+        models.RecommendQuery(recommend=models.RecommendInput(
+            positive=[1, sparse(rng, 3, 8)], negative=[16], strategy=models.RecommendStrategy.BEST_SCORE)),
+        models.RecommendQuery(recommend=models.RecommendInput(
+            positive=[21], negative=[sparse(rng, 3, 8)], strategy=models.RecommendStrategy.SUM_SCORES)),
+        models.RecommendQuery(recommend=models.RecommendInput(
+            negative=[26], strategy=models.RecommendStrategy.BEST_SCORE)),
+        models.DiscoverQuery(discover=models.DiscoverInput(
+            target=31, context=[models.ContextPair(positive=36, negative=41)])),
+        models.ContextQuery(context=[models.ContextPair(positive=46, negative=51),
+                                     models.ContextPair(positive=sparse(rng, 3, 8), negative=56)]),
+        models.NearestQuery(nearest=61),
+        66,
+    ]
+    for query in queries:
+        for kwargs in ({}, {"query_filter": EVEN}):
+            a, b = both(shoal, memory, lambda c: c.query_points(
+                name, query=query, using=using, limit=10, with_payload=True, **kwargs).points)
+            assert_scored(a, b, limit=10, what=f"{using} {query} {kwargs}")
+
+
+def test_dense_example_for_a_sparse_vector_is_refused(sparse_only, shoal_server):
+    from api.rawhttp import call
+
+    _, _, name = sparse_only
+    code, body = call("POST", f"{shoal_server.url}/collections/{name}/points/query",
+                      {"query": {"recommend": {"positive": [[0.1, 0.2]]}}, "using": "bm"})
+    assert (code, body["status"]["error"]) == (400, "Wrong input: Conversion between sparse and regular vectors failed")
