@@ -79,10 +79,22 @@ def sparse_vectors_config(sparse: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def updated_collection_config(config: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """Apply a PATCH /collections/{name} body (a diff) to a collection config."""
-    if body.get("sparse_vectors"):
-        raise BadInput("changing sparse vectors' parameters is not supported by Shoal yet")
+    """Apply a PATCH /collections/{name} body (a diff) to a collection config.
+    Sparse vectors as Qdrant's ``update_sparse_vectors_from_other``: every name
+    must exist; a given ``modifier`` replaces the old one, a given ``index`` is
+    merged field by field."""
     out = copy.deepcopy(config)
+    sparse = body.get("sparse_vectors") or {}
+    current_sparse = out["params"].get("sparse_vectors") or {}
+    for name in sparse:
+        if name not in current_sparse:
+            raise BadInput(f"Not existing vector name error: {name}")
+    for name, diff in sparse.items():
+        target = current_sparse[name]
+        if diff.get("modifier") is not None:
+            target["modifier"] = diff["modifier"]
+        if diff.get("index") is not None:
+            target["index"] = {**(target.get("index") or {}), **_non_null(diff["index"])}
     if body.get("optimizers_config"):
         out["optimizer_config"].update(_non_null(body["optimizers_config"]))
     if body.get("hnsw_config"):

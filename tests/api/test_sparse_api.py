@@ -199,3 +199,37 @@ def test_restart_and_snapshot_keep_sparse_vectors(server, make_client, memory, c
     assert_same(shoal.get_collection(copy).config.params.sparse_vectors,
                 memory.get_collection(name).config.params.sparse_vectors)
     check_searches(shoal, memory, name, shoal_name=copy)
+
+
+def test_patch_sparse_vector_params(shoal, memory, collection_names, base_url):
+    """PATCH turns the idf modifier on (scores follow), merges index params field by
+    field as Qdrant does, and refuses an unknown name without changing anything."""
+    name = collection_names("sparse_patch")
+    create(shoal, memory, name, 2)
+    new = models.SparseVectorParams(modifier=models.Modifier.IDF,
+                                    index=models.SparseIndexParams(full_scan_threshold=500, on_disk=False))
+    # The local mode counts IDF statistics only for points written while the
+    # modifier was on, where Qdrant reads them from its index: its twin gets the
+    # new params before the points, Shoal after.
+    memory.update_collection(name, sparse_vectors_config={"text": new})
+    load(shoal, memory, name)
+    # and its 1.15.1 counts every point in N: give every point a "text" vector
+    both(shoal, memory, lambda c: c.update_vectors(name, points=[models.PointVectors(
+        id=i, vector={"text": models.SparseVector(indices=[i % 40, 39 - i % 40], values=[1.0, 0.5])})
+        for i in range(3, 120, 7)], wait=True))
+    assert shoal.update_collection(name, sparse_vectors_config={"text": new}) is True
+    a, b = both(shoal, memory, lambda c: c.get_collection(name).config.params.sparse_vectors)
+    assert_same(a, b, what="sparse_vectors config after PATCH")
+    check_searches(shoal, memory, name)  # "text" now weighs by IDF on both
+
+    # Qdrant merges a partial index diff into the existing index params
+    status, _ = rawhttp.call("PATCH", f"{base_url}/collections/{name}", {"sparse_vectors": {"text": {"index": {"on_disk": True}}}})
+    assert status == 200
+    got = shoal.get_collection(name).config.params.sparse_vectors["text"]
+    assert (got.modifier, got.index.full_scan_threshold, got.index.on_disk) == (models.Modifier.IDF, 500, True)
+
+    before = shoal.get_collection(name).config.params.sparse_vectors
+    status, body = rawhttp.call("PATCH", f"{base_url}/collections/{name}",
+                        {"sparse_vectors": {"text": {"modifier": "none"}, "nope": {"modifier": "idf"}}})
+    assert (status, body["status"]["error"]) == (400, "Wrong input: Not existing vector name error: nope")
+    assert shoal.get_collection(name).config.params.sparse_vectors == before
