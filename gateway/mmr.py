@@ -7,7 +7,8 @@ relevant one is picked first, then repeatedly the candidate with the best
 ``λ·relevance − (1 − λ)·max similarity to those already picked``, where
 ``λ = 1 − diversity`` (diversity defaults to 0.5), relevance is the candidate's
 similarity to the query and similarities are the collection's distance, as the
-engine computes it (for Cosine and Dot, the plain search score). A candidate whose
+engine computes it (for Cosine and Dot, the plain search score; for a sparse
+vector, the dot product of the raw vectors, without IDF). A candidate whose
 relevance is below ``score_threshold`` is not picked after the first. The score
 of a picked point is its relevance.
 
@@ -46,6 +47,18 @@ def select(relevance: np.ndarray, similarity: np.ndarray, lam: float, limit: int
         picked.append(chosen)
         np.maximum(best_to_picked, similarity[:, chosen], out=best_to_picked)
     return picked
+
+
+def sparse_rows(vectors: list[tuple[np.ndarray, np.ndarray]], query: tuple[np.ndarray, np.ndarray]):
+    """Sparse candidates and query as dense f32 rows over the indices they use, so
+    that their dot products are matrix products: (candidates' rows, query row)."""
+    columns = np.unique(np.concatenate([v[0] for v in vectors] + [query[0]]))
+    rows = np.zeros((len(vectors), len(columns)), dtype=np.float32)
+    for r, (indices, values) in enumerate(vectors):
+        rows[r, np.searchsorted(columns, indices)] = values
+    query_row = np.zeros(len(columns), dtype=np.float32)
+    query_row[np.searchsorted(columns, query[0])] = query[1]
+    return rows, query_row
 
 
 def _last_argmax(values) -> int:

@@ -21,7 +21,7 @@ from gateway import convert, errors, mmr, prefetch, queries
 from gateway.merge import merge_by_id, merge_ordered
 from gateway.prefetch import Tree, validation_failed
 from shard import distances
-from shard.types import DEFAULT_VECTOR, BadInput, OrderBy, ScoredPoint
+from shard.types import DEFAULT_VECTOR, OrderBy, ScoredPoint, SparseQuery
 
 
 async def query_points(collections: Registry, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
@@ -53,8 +53,6 @@ async def base_query(collections: Registry, coll: Collection, body: dict[str, An
 async def _diverse(collections: Registry, coll: Collection, body: dict[str, Any], query: dict, using: str):
     """A nearest search with maximal marginal relevance (``gateway.mmr``): the
     candidates merged across the shards, then picked with their vectors."""
-    if using in coll.shard_config.sparse:
-        raise BadInput("mmr on sparse vectors is not supported by Shoal yet")
     params = query["mmr"]
     limit, offset = body.get("limit") or 10, body.get("offset") or 0
     candidates_limit = params.get("candidates_limit")
@@ -67,10 +65,14 @@ async def _diverse(collections: Registry, coll: Collection, body: dict[str, Any]
     found = [p for p in found if p.id in vectors]
     if not found:
         return []
-    distance = coll.shard_config.vector(using).distance
-    matrix = np.stack([vectors[p.id] for p in found])
-    relevance = distances.similarity(distances.preprocess(req.query.vector, distance), matrix, distance)
-    similarity = distances.similarity(matrix, matrix, distance)
+    if isinstance(req.query, SparseQuery):  # dot products of the raw sparse vectors (no IDF)
+        rows, query_row = mmr.sparse_rows([vectors[p.id] for p in found], (req.query.indices, req.query.values))
+        relevance, similarity = rows @ query_row, rows @ rows.T
+    else:
+        distance = coll.shard_config.vector(using).distance
+        matrix = np.stack([vectors[p.id] for p in found])
+        relevance = distances.similarity(distances.preprocess(req.query.vector, distance), matrix, distance)
+        similarity = distances.similarity(matrix, matrix, distance)
     threshold = body.get("score_threshold")
     picked = mmr.select(relevance, similarity, lam, limit + offset, threshold)
     return [replace(found[i], score=float(relevance[i])) for i in picked][offset:]

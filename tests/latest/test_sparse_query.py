@@ -121,3 +121,13 @@ def test_dense_example_for_a_sparse_vector_is_refused(sparse_only, shoal_server)
     code, body = call("POST", f"{shoal_server.url}/collections/{name}/points/query",
                       {"query": {"recommend": {"positive": [[0.1, 0.2]]}}, "using": "bm"})
     assert (code, body["status"]["error"]) == (400, "Wrong input: Conversion between sparse and regular vectors failed")
+
+
+def test_mmr_on_a_sparse_vector(sparse_only):
+    shoal, memory, name = sparse_only
+    rng = np.random.default_rng(31)
+    for diversity in (0.0, 0.5, 0.8):
+        query = models.NearestQuery(nearest=sparse(rng, 4, 12),
+                                    mmr=models.Mmr(diversity=diversity, candidates_limit=30))
+        a, b = both(shoal, memory, lambda c: c.query_points(name, query=query, using="splade", limit=8).points)
+        assert_scored(a, b, limit=8, what=f"sparse mmr {diversity}")
