@@ -57,7 +57,7 @@ from shard.types import (
     ShardInfo,
     StaleEpoch,
 )
-from shard.vectors import VectorStore
+from shard.vectors import MIN_CAPACITY, MappedVectorStore, VectorStore, map_file, remove_map_files
 from shard.write_ops import WriteOps
 from shard.wal import DEFAULT_SEGMENT_BYTES, WriteAheadLog
 
@@ -109,7 +109,7 @@ class LocalShard(WriteOps):
         self._closed = False
         self.points = PointTable()
         self.payloads = PayloadStore()
-        self.vectors = {n: VectorStore(p.size, p.distance) for n, p in config.vectors.items()}
+        self.vectors: dict[str, VectorStore] = {}  # made by _recover, once the folder exists
         self.sparse = {n: SparseStore() for n in config.sparse}  # exact inverted indexes: no graphs
         self.graphs: dict[str, hnsw.HnswIndex | None] = {n: None for n in config.vectors}
         # indexed[name][offset]: the graph holds the offset's current vector.
@@ -125,6 +125,7 @@ class LocalShard(WriteOps):
         self._snapshot_due = False  # the log outgrew wal_capacity_bytes: the background thread snapshots
         self._snapshotting = threading.Lock()  # one snapshot at a time; taken before the shard lock
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_map_files(self.path)  # a killed run's: never trusted, rebuilt by _recover
         self._epoch_file = fileio.contained(self.path, self.path / EPOCH_FILE)
         epochs = fileio.read_json(self._epoch_file, default={"epoch": 0})
         self._highest_epoch = int(epochs["epoch"])
@@ -150,11 +151,34 @@ class LocalShard(WriteOps):
     # ------------------------------------------------------------------ recovery
 
     def _recover(self) -> None:
-        state = snapshot.load(self.path / "snapshot", self.config)
+        state = snapshot.load(self.path / "snapshot", self.config, new_store=self._new_store)
         if state is None:
+            self.vectors = {name: self._new_store(name) for name in self.config.vectors}
             return
         self._take(state)
         self._snapshot_seq = state.seq
+
+    def _new_store(self, name: str, capacity: int = MIN_CAPACITY) -> VectorStore:
+        """An empty store for vector ``name``: in RAM, or with ``on_disk`` in a map
+        file named after the vector's position in the config (``shard.vectors``):
+        the one of its two names that the vector's live store does not use, since
+        a restore fills the new store while the live one serves (and stays, if the
+        restore fails)."""
+        params = self.config.vectors[name]
+        if not params.on_disk:
+            return VectorStore(params.size, params.distance, capacity)
+        position = list(self.config.vectors).index(name)
+        live = self.vectors.get(name)
+        alternate = live is not None and live.file == map_file(self.path, position)
+        return MappedVectorStore(params.size, params.distance, map_file(self.path, position, alternate), capacity)
+
+    def _release(self, stores: dict[str, VectorStore]) -> None:
+        """Close the stores of ``stores`` the shard no longer uses (a map file is
+        deleted, unless a newer store of the vector has taken its name over)."""
+        live = {id(store) for store in self.vectors.values()}
+        for store in stores.values():
+            if id(store) not in live:
+                store.close()
 
     def _state(self) -> snapshot.ShardState:
         """The shard's stores and seq as of now, for a snapshot to write: the
@@ -603,6 +627,27 @@ class LocalShard(WriteOps):
                 self._snapshot_seq = seq
                 self._log_bytes -= logged
 
+    def set_on_disk(self, name: str, on_disk: bool) -> None:
+        """Keep vector ``name`` in a map file (True) or in RAM (False) from now on:
+        what a PATCH of the vector's ``on_disk`` asks of a running shard. Qdrant
+        moves such vectors to the new storage in the background (its optimizer
+        rebuilds segments whose storage no longer matches the config); here the
+        rows are copied at once, under the lock. Nothing is logged: where the rows
+        live is not part of the shard's state, and a reopened shard keeps them
+        where the config it is given says."""
+        with self._lock:
+            self._check_open()
+            params = self.config.vector(name)
+            self.config = replace(self.config, vectors={**self.config.vectors, name: replace(params, on_disk=on_disk)})
+            old = self.vectors[name]
+            if (old.file is not None) == bool(on_disk):
+                return
+            new = self._new_store(name, old.capacity)
+            new.copy_from(old)
+            self.vectors[name] = new
+            old.close()
+            self._epoch += 1
+
     def export(self, folder: str) -> dict[str, int]:
         """A consistent copy of the shard as of now in ``folder`` (made afresh; the
         caller chose a path inside its storage), in the snapshot layout, and
@@ -640,7 +685,9 @@ class LocalShard(WriteOps):
         when the shard is reopened, one before it leaves the shard as it was."""
         if exact:
             return self._restore_exact(fileio.contained(self.path, folder))
-        state = snapshot.load_export(Path(folder), self.config)  # BadInput for what does not fit
+        # BadInput for what does not fit. Made beside the shard's own stores, which go
+        # on serving meanwhile (map files under their other names: _new_store).
+        state = snapshot.load_export(Path(folder), self.config, new_store=self._new_store)
         with self._snapshotting, self._lock:
             self._check_open()
             old = self._state()
@@ -651,7 +698,9 @@ class LocalShard(WriteOps):
                 snapshot.save(state, self.config, self.path / "snapshot", self._lock)
             except BaseException:
                 self._take(old)
+                self._release(state.vectors)
                 raise
+            self._release(old.vectors)
             self.wal.truncate_before(seq)
             self._snapshot_seq, self._log_bytes, self._snapshot_due = seq, 0, False
             self._epoch += 1
@@ -661,7 +710,7 @@ class LocalShard(WriteOps):
 
     def _restore_exact(self, folder: Path) -> dict[str, int]:
         try:
-            state = snapshot.load(folder, self.config)
+            state = snapshot.load(folder, self.config, new_store=self._new_store)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, RuntimeError) as exc:
             raise BadInput(f"the transferred copy cannot be read: {type(exc).__name__}: {exc}") from None
         if state is None:
@@ -680,7 +729,9 @@ class LocalShard(WriteOps):
                 self._closed = True
                 self._work.notify_all()
                 raise
+            old = self.vectors
             self._take(state)
+            self._release(old)
             self._snapshot_seq = state.seq
             self._log_bytes, self._snapshot_due = 0, False
             self._epoch += 1
@@ -723,6 +774,8 @@ class LocalShard(WriteOps):
             if take_snapshot:
                 self._snapshot_locked()
             self._closed = True
+            for store in self.vectors.values():
+                store.close()  # map files go: a reopen rebuilds them from the snapshot and log
             self._work.notify_all()
         if self._indexer is not None:
             self._indexer.join(timeout=30)

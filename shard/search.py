@@ -91,7 +91,8 @@ class Candidates:
             cache = shard.read_cache()
             used = cache.get(BLOCK_BYTES_KEY, 0)
             block = None
-            if used + nbytes <= BLOCK_BUDGET:
+            # On-disk vectors stay on disk: a block would copy them back into memory.
+            if used + nbytes <= BLOCK_BUDGET and shard.vectors[using].file is None:
                 block = shard.vectors[using].data[idx]
                 cache[BLOCK_BYTES_KEY] = used + nbytes
             self._block = (idx, block)

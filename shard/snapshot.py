@@ -21,6 +21,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -31,6 +32,10 @@ from shard.points import PointTable
 from shard.sparse import SparseStore
 from shard.types import BadInput, ShardConfig
 from shard.vectors import VectorStore
+
+# (vector name, capacity) -> an empty store for that vector: how a shard chooses
+# RAM or a map file for each (``LocalShard._new_store``).
+StoreFactory = Callable[[str, int], VectorStore]
 
 # The name of every file a snapshot folder may hold (a plain name: no folder part).
 FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|sparse-\d{1,4}\.npz|\.complete")
@@ -129,9 +134,15 @@ def save(state: ShardState, config: ShardConfig, target: Path, lock: threading.R
     finish(stage(state, config, target), lock)
 
 
-def load(target: Path, config: ShardConfig, with_graphs: bool = True) -> ShardState | None:
+def load(target: Path, config: ShardConfig, with_graphs: bool = True,
+         new_store: StoreFactory | None = None) -> ShardState | None:
     """The saved state, or None when there is no snapshot yet. Without
-    ``with_graphs`` no graph file is read: the graphs are rebuilt from the vectors."""
+    ``with_graphs`` no graph file is read: the graphs are rebuilt from the vectors.
+
+    ``new_store(name, capacity)`` makes the empty store each vector is loaded into
+    (the shard's, which keeps ``on_disk`` vectors in a map file; default: RAM).
+    The rows of a mapped store are copied from the snapshot file mapped too, so
+    they pass through the page cache and never all sit in the process's heap."""
     target = fileio.recover_dir(target)
     if target is None or not (target / "meta.json").exists():
         return None
@@ -139,28 +150,35 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True) -> ShardSt
     points = PointTable.from_state(orjson.loads((target / "points.json").read_bytes()))
     payloads = PayloadStore.from_state(orjson.loads((target / "payload.json").read_bytes()))
     vectors, graphs, indexed = {}, {}, {}
-    for name, params in config.vectors.items():
-        i = meta["vectors"][name]
-        store = VectorStore(params.size, params.distance, capacity=max(1024, points.size))
-        data = np.load(target / f"vectors-{i}.npy")
-        store.data[: len(data)] = data
-        store.present[: len(data)] = np.load(target / f"present-{i}.npy")
-        vectors[name] = store
-        mask = np.load(target / f"indexed-{i}.npy")
-        graph_file = target / f"hnsw-{i}.bin"
-        graphs[name] = (
-            hnsw.HnswIndex.load(graph_file, params.size, params.distance, config.hnsw_for(name), np.flatnonzero(mask))
-            if with_graphs and graph_file.exists()
-            else None
-        )
-        indexed[name] = mask if graphs[name] is not None else np.zeros(len(mask), dtype=bool)
+    try:
+        for name, params in config.vectors.items():
+            i = meta["vectors"][name]
+            capacity = max(1024, points.size)
+            store = new_store(name, capacity) if new_store else VectorStore(params.size, params.distance, capacity)
+            vectors[name] = store
+            data = np.load(target / f"vectors-{i}.npy", mmap_mode="r" if store.file is not None else None)
+            store.data[: len(data)] = data
+            store.present[: len(data)] = np.load(target / f"present-{i}.npy")
+            mask = np.load(target / f"indexed-{i}.npy")
+            graph_file = target / f"hnsw-{i}.bin"
+            graphs[name] = (
+                hnsw.HnswIndex.load(graph_file, params.size, params.distance, config.hnsw_for(name),
+                                    np.flatnonzero(mask))
+                if with_graphs and graph_file.exists()
+                else None
+            )
+            indexed[name] = mask if graphs[name] is not None else np.zeros(len(mask), dtype=bool)
+    except BaseException:
+        for store in vectors.values():
+            store.close()  # a map file goes now, not whenever the traceback lets go of it
+        raise
     sparse_files = meta.get("sparse") or {}  # snapshots before sparse vectors have none
     sparse = {name: SparseStore.load(target / f"sparse-{int(sparse_files[name])}.npz") if name in sparse_files
               else SparseStore() for name in config.sparse}
     return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse)
 
 
-def load_export(folder: Path, config: ShardConfig) -> ShardState:
+def load_export(folder: Path, config: ShardConfig, new_store: StoreFactory | None = None) -> ShardState:
     """A shard's export (``LocalShard.export``) from outside, such as a snapshot
     being recovered, read as a state for ``config``: BadInput when it is not
     one (other vector names or sizes, arrays that do not fit, damaged files).
@@ -177,7 +195,7 @@ def load_export(folder: Path, config: ShardConfig) -> ShardState:
                            f"the collection {sorted(config.sparse)}")
         if not isinstance(meta["seq"], int) or meta["seq"] < 0:
             raise BadInput("the shard's sequence number is not one")
-        state = load(folder, config, with_graphs=False)
+        state = load(folder, config, with_graphs=False, new_store=new_store)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError) as exc:  # orjson: ValueError
         raise BadInput(f"the snapshot's shard cannot be read: {type(exc).__name__}: {exc}") from None
     if state is None:
