@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, PlainValidator, model_validator
 
 from gateway.models.base import NESTED, QModel, Range, schema_error
 from gateway.models.serde import (
@@ -28,6 +28,9 @@ from gateway.models.serde import (
     USize,
     Untagged,
     enum,
+    invalid_type,
+    one_of,
+    serde_error,
 )
 
 Distance = enum("Cosine", "Euclid", "Dot", "Manhattan")
@@ -276,17 +279,41 @@ class ChangeAliasesOperation(QModel):
 
 PayloadSchemaType = enum("keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid")
 
-Language = enum(
-    "arabic", "azerbaijani", "basque", "bengali", "catalan", "chinese", "danish", "dutch", "english",
-    "finnish", "french", "german", "greek", "hebrew", "hinglish", "hungarian", "indonesian", "italian",
-    "japanese", "kazakh", "nepali", "norwegian", "portuguese", "romanian", "russian", "slovene",
-    "spanish", "swedish", "tajik", "turkish",
-)  # fmt: skip
-SnowballLanguage = enum(
-    "arabic", "armenian", "danish", "dutch", "english", "finnish", "french", "german", "greek",
-    "hungarian", "italian", "norwegian", "portuguese", "romanian", "russian", "spanish", "swedish",
-    "tamil", "turkish",
-)  # fmt: skip
+def aliased_enum(variants: dict[str, str | None]):
+    """A Rust enum of unit variants, each with an optional ``#[serde(alias)]``: either
+    spelling reads, and the variant's own name is kept (the name Qdrant serialises
+    back, in collection info)."""
+    names = tuple(variants)
+    spelled = {name: name for name in names} | {alias: name for name, alias in variants.items() if alias}
+
+    def check(value) -> str:
+        if type(value) is str:
+            if value in spelled:
+                return spelled[value]
+            raise serde_error(f"unknown variant `{value}`, expected {one_of(names)}")
+        raise serde_error(invalid_type(value, "string or map"))
+
+    return Annotated[str, PlainValidator(check)]
+
+
+# Qdrant's Language and SnowballLanguage (lib/segment/src/data_types/index.rs), with
+# their ISO-code aliases.
+LANGUAGES = {
+    "arabic": "ar", "azerbaijani": "az", "basque": "eu", "bengali": "bn", "catalan": "ca",
+    "chinese": "zh", "danish": "da", "dutch": "nl", "english": "en", "finnish": "fi",
+    "french": "fr", "german": "de", "greek": "el", "hebrew": "he", "hinglish": "hi-en",
+    "hungarian": "hu", "indonesian": "id", "italian": "it", "japanese": "jp", "kazakh": "kk",
+    "nepali": "ne", "norwegian": "no", "portuguese": "pt", "romanian": "ro", "russian": "ru",
+    "slovene": "sl", "spanish": "es", "swedish": "sv", "tajik": "tg", "turkish": "tr",
+}  # fmt: skip
+SNOWBALL_LANGUAGES = {
+    "arabic": "ar", "armenian": "hy", "danish": "da", "dutch": "nl", "english": "en",
+    "finnish": "fi", "french": "fr", "german": "de", "greek": "el", "hungarian": "hu",
+    "italian": "it", "norwegian": "no", "portuguese": "pt", "romanian": "ro", "russian": "ru",
+    "spanish": "es", "swedish": "sv", "tamil": "ta", "turkish": "tr",
+}  # fmt: skip
+Language = aliased_enum(LANGUAGES)
+SnowballLanguage = aliased_enum(SNOWBALL_LANGUAGES)
 
 
 KeywordIndexType = enum("keyword")
@@ -333,8 +360,21 @@ class GeoIndexParams(QModel):
 
 
 class StopwordsSet(QModel):
+    """Both fields are ``BTreeSet``s in Qdrant: kept sorted and without repeats (the
+    languages in the enum's order), and left out when null, as Qdrant reports them."""
+
     languages: Optional[list[Language]] = None
     custom: Optional[list[Str]] = None
+
+    @model_validator(mode="after")
+    def _as_sets(self):
+        order = {name: i for i, name in enumerate(LANGUAGES)}
+        if self.languages is not None:
+            self.languages = sorted(set(self.languages), key=order.__getitem__)
+        if self.custom is not None:
+            self.custom = sorted(set(self.custom))  # Rust orders Strings by UTF-8 bytes: code points
+        self.__pydantic_fields_set__ -= {f for f in ("languages", "custom") if getattr(self, f) is None}
+        return self
 
 
 class SnowballParams(QModel):

@@ -5,7 +5,9 @@ payload values they share with filters.
 - ``values``: which JSON values are integers, numbers, datetimes, UUIDs (used by filters,
   payload ordering and formulas too);
 - ``vocab``: keyword and uuid; ``scalar``: integer, float, datetime, bool; ``geo``: geo
-  points and the geometry geo conditions share; ``text``: full text and its tokenizers.
+  points and the geometry geo conditions share; ``text``: full text and its tokenizers;
+  ``analysis``: what the tokenizers take from Qdrant besides the splitting (its stopword
+  lists, its Snowball stemmers, Rust's notion of an alphanumeric character).
 
 A condition an index "handles" is answered from the index alone, which is where Qdrant's
 results differ from a payload scan (lib/segment/src/index/field_index):

@@ -1,14 +1,16 @@
 """Payload index parameters (``is_tenant``, ``is_principal``, ``on_disk``, integer's
-``lookup``/``range``): accepted, kept with the index (through a snapshot and a crash)
-and reported in ``payload_schema`` exactly as Qdrant 1.15's serde writes them
-(lib/segment/src/data_types/index.rs: integer's ``lookup``/``range``/``is_principal``
-and float's and datetime's ``is_principal`` are written as null when unset; every
-other unset field is left out).
+``lookup``/``range``, text's tokenizer options, ``stopwords`` and ``stemmer``): accepted,
+kept with the index (through a snapshot and a crash) and reported in ``payload_schema``
+exactly as Qdrant 1.15's serde writes them (lib/segment/src/data_types/index.rs:
+integer's ``lookup``/``range``/``is_principal`` and float's and datetime's
+``is_principal`` are written as null when unset; every other unset field is left out).
 
-They change no answer: Shoal keeps every index in memory (``on_disk`` is stored and
-reported only) and has no tenant- or principal-ordered storage. ``QdrantClient(":memory:")``
-has no payload indexes at all (its ``payload_schema`` stays empty), so it is the oracle
-for the answers only; the server's report is checked against Qdrant's serde rules.
+They change no answer here: Shoal keeps every index in memory (``on_disk`` is stored and
+reported only) and has no tenant- or principal-ordered storage; the text fields are not
+filtered on (what stopwords and stemmers do to answers: test_text_analysis.py).
+``QdrantClient(":memory:")`` has no payload indexes at all (its ``payload_schema`` stays
+empty), so it is the oracle for the answers only; the server's report is checked against
+Qdrant's serde rules.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ SCHEMAS = {
               {"type": "uuid", "is_tenant": True, "on_disk": True}),
     "flag": (models.BoolIndexParams(type="bool", on_disk=True), {"type": "bool", "on_disk": True}),
     "where": (models.GeoIndexParams(type="geo", on_disk=True), {"type": "geo", "on_disk": True}),
+    "body_typed": (models.TextIndexParams(
+        type="text", tokenizer=models.TokenizerType.PREFIX, min_token_len=2, max_token_len=10, lowercase=True,
+        stopwords=models.Language.ENGLISH,
+        stemmer=models.SnowballParams(type=models.Snowball.SNOWBALL, language=models.SnowballLanguage.ENGLISH)),
+        {"type": "text", "tokenizer": "prefix", "min_token_len": 2, "max_token_len": 10, "lowercase": True,
+         "stopwords": "english", "stemmer": {"type": "snowball", "language": "english"}}),
 }
 # Sent as raw JSON with fields left out: how Qdrant reports what was not given.
 RAW_SCHEMAS = {
@@ -48,6 +56,13 @@ RAW_SCHEMAS = {
     "price_plain": ({"type": "float"}, {"type": "float", "is_principal": None}),
     "tenant_only": ({"type": "keyword", "is_tenant": False}, {"type": "keyword", "is_tenant": False}),
     "body": ({"type": "text", "on_disk": True}, {"type": "text", "tokenizer": "word", "on_disk": True}),
+    # Stopword languages and custom words are BTreeSets in Qdrant (sorted, no repeats);
+    # language codes are serde aliases of the language they name.
+    "body_en": ({"type": "text", "phrase_matching": True, "stemmer": {"type": "snowball", "language": "en"},
+                 "stopwords": {"languages": ["en", "german", "english"], "custom": ["b", "a", "b"]}},
+                {"type": "text", "tokenizer": "word", "phrase_matching": True,
+                 "stopwords": {"languages": ["english", "german"], "custom": ["a", "b"]},
+                 "stemmer": {"type": "snowball", "language": "english"}}),
 }
 
 
@@ -64,6 +79,7 @@ def _points() -> list[models.PointStruct]:
         "tenant": f"t{i % 4}", "n": i, "n_disk": i, "price": i / 4, "price_plain": i / 3,
         "tenant_only": f"x{i % 2}", "at": f"2024-01-{1 + i % 28:02d}T00:00:00Z", "owner": TENANT.format(i % 3),
         "flag": i % 2 == 0, "where": {"lat": 50.0 + i / 100, "lon": 10.0}, "body": f"word{i % 5} common",
+        "body_typed": f"the word{i % 5}", "body_en": f"word{i % 5} common",
     }) for i in range(N)]
 
 
@@ -133,6 +149,10 @@ def test_params_are_accepted_and_reported_as_qdrant_does(server, shoal, memory, 
     ({"type": "keyword", "is_tenant": "yes"}, 400,
      "Format error in JSON body: data did not match any variant of untagged enum PayloadFieldSchema"),
     ({"type": "uuid", "on_disk": 1}, 400,
+     "Format error in JSON body: data did not match any variant of untagged enum PayloadFieldSchema"),
+    ({"type": "text", "stopwords": "klingon"}, 400,
+     "Format error in JSON body: data did not match any variant of untagged enum PayloadFieldSchema"),
+    ({"type": "text", "stemmer": {"type": "porter", "language": "english"}}, 400,
      "Format error in JSON body: data did not match any variant of untagged enum PayloadFieldSchema"),
 ])
 def test_bad_params_are_refused_with_qdrant_texts_and_change_nothing(server, shoal, collection_names,
