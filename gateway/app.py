@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from cluster.shard_client import ShardUnavailable
-from gateway import auth, errors, scrape
+from gateway import auth, errors, rate_limits, scrape
 from gateway.metrics import Metrics
 from gateway.routes import cluster as cluster_routes
 from gateway.routes import collections as collection_routes
@@ -33,7 +33,7 @@ from gateway.routes import snapshots as snapshot_routes
 from gateway.routes.common import check_collection_path
 from gateway.serve import over_unix_socket
 from gateway.settings import Settings
-from gateway.state import COLLECTIONS, CONTROL_TASKS, HEALTH, METRICS, READY, SETTINGS
+from gateway.state import COLLECTIONS, CONTROL_TASKS, HEALTH, METRICS, RATE_LIMITS, READY, SETTINGS
 from gateway.workers import Forward, RemoteCollections, forward
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ async def envelope(request: web.Request, handler):
         if status == 500:  # a fault of Shoal's own: once, with its traceback
             log.exception("request failed: %s %s", request.method, request.path)
         response = _error(body, status)
+        if isinstance(exc, errors.QdrantError):
+            response.headers.update(exc.headers)  # a rate limit's Retry-After
         if isinstance(exc, errors.BodyTimeout):
             response.force_close()  # the rest of that body would be read as a request
     if not over_unix_socket(request):  # a worker's internal call is counted where it came in
@@ -112,6 +114,7 @@ def create_app(settings: Settings, lifecycle) -> web.Application:
     app[METRICS] = Metrics()
     app[READY] = asyncio.Event()
     app[CONTROL_TASKS] = set()
+    app[RATE_LIMITS] = rate_limits.RateLimits()
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(scrape.history_ctx)
     # aiohttp tries the routes under one prefix ("/collections") in the order they

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cluster.placement import split_by_shard
-from gateway import errors
+from gateway import errors, strict
 from shard import sparse as sparse_store
 from shard.types import (
     DEFAULT_VECTOR,
@@ -63,6 +63,7 @@ def collection_config(body: dict[str, Any], replication_factor: int = 1,
         "optimizer_config": optimizers,
         "wal_config": {**QDRANT_DEFAULT_WAL, **_non_null(body.get("wal_config"))},
         "quantization_config": body.get("quantization_config"),
+        "strict_mode_config": strict.created(body.get("strict_mode_config")),
     }
 
 
@@ -115,6 +116,8 @@ def updated_collection_config(config: dict[str, Any], body: dict[str, Any]) -> d
             target["on_disk"] = diff["on_disk"]
     if body.get("quantization_config") is not None:
         out["quantization_config"] = body["quantization_config"]
+    if body.get("strict_mode_config") is not None:
+        out["strict_mode_config"] = strict.merged(out.get("strict_mode_config"), body["strict_mode_config"])
     return out
 
 

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from cluster.shard_client import ShardTimeout, ShardUnavailable
@@ -52,6 +54,7 @@ WRONG_INPUT = "Wrong input: "
 NOT_FOUND = "Not found: "
 BAD_REQUEST = "Bad request: "
 SERVICE_ERROR = "Service internal error: "
+RATE_LIMITED = "Rate limiting exceeded: "
 
 KNOWN_PREFIXES = (
     WRONG_INPUT,
@@ -79,6 +82,8 @@ class QdrantError(Exception):
     status = 400
     # Errors of the body extractor: Qdrant's handler writes ``"time": 0.0``.
     body_level = False
+    # Extra response headers (a rate limit's Retry-After).
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, text: str, status: int | None = None):
         super().__init__(text)
@@ -152,6 +157,18 @@ class RouteNotFound(QdrantError):
 
     def __init__(self):
         super().__init__("", 404)
+
+
+class RateLimited(QdrantError):
+    """Strict mode's read or write rate limit: 429 "Rate limiting exceeded: ..."
+    (StorageError::RateLimitExceeded), with a ``Retry-After`` header in whole
+    seconds when waiting helps (src/actix/helpers.rs process_response_error)."""
+
+    status = 429
+
+    def __init__(self, description: str, retry_after_s: int | None = None):
+        super().__init__(RATE_LIMITED + description, 429)
+        self.headers = {} if retry_after_s is None else {"Retry-After": str(retry_after_s)}
 
 
 def validation_text(errors: list[tuple[str, str]], where: str = "JSON body") -> str:
@@ -319,6 +336,105 @@ def no_inference() -> str:
 def score_threshold_with_order_by() -> str:
     """400 BadRequest -- query API with order_by and score_threshold."""
     return "Can't use score_threshold with an order_by query."
+
+
+# -- strict mode: 400 BadRequest (CollectionError::StrictMode became StorageError::
+# BadRequest in Qdrant 1.14.1, qdrant#6560; before that it was 403 Forbidden).
+# collection operations/verification/mod.rs words them as "{error}. Help: {solution}"
+# (CollectionError::strict_mode); the size limits are plain bad_request texts.
+
+
+def _strict(error: str, solution: str) -> str:
+    return f"{error}. Help: {solution}"
+
+
+def strict_limit_exceeded(value: object, limit: object, name: str) -> str:
+    """check_limit_opt: a request's ``limit`` (or ``timeout``, ``hnsw_ef``,
+    ``oversampling``, "upsert limit", "update limit") over the configured maximum."""
+    return _strict(f'Limit exceeded {value} > {limit} for "{name}"',
+                   f'Reduce the "{name}" parameter to or below {limit}.')
+
+
+def strict_disabled(name: str, parameter: str) -> str:
+    """check_bool_opt: "Exact search disabled!" (sic: Qdrant then adds ". Help:")."""
+    return _strict(f"{name} disabled!", f"Set {parameter}=false.")
+
+
+def strict_unindexed(key: str, schemas: list[str], what: str = "filter") -> str:
+    """A filter (or formula, ``what="formula expression"``) on a key without a
+    payload index able to serve it; ``schemas`` are the index types that would."""
+    return _strict(f'Index required but not found for "{key}" of one of the following types: [{", ".join(schemas)}]',
+                   f"Create an index for this key or use a different {what}.")
+
+
+def strict_group_by_unindexed(key: str) -> str:
+    """check_grouping_field: group_by on a key without a payload index."""
+    return _strict(f'Index required but not found for "{key}"', "Create an index supporting `match` for this key.")
+
+
+def strict_group_by_kind(kind: str, key: str) -> str:
+    """check_grouping_field: group_by on a key whose index cannot match values
+    (``kind`` is Rust's Debug of the schema type: "Float", "Text", ...)."""
+    return _strict(f'Index of type "{kind}" found for "{key}"', "Create an index supporting `match` for this key.")
+
+
+def strict_full_scan(using: str, payload_m_too: bool) -> str:
+    """query.rs check_fullscan: a vector query with ``search_allow_exact: false`` on a
+    vector without an HNSW graph (``m`` = 0) and no tenant filter (or ``payload_m``
+    also 0). The default vector is not named."""
+    where = "" if using == "" else f" on '{using}'"
+    if payload_m_too:
+        return _strict(f"Request is forbidden{where} because vector indexing is disabled (hnsw_config.m = 0 and "
+                       "hnsw_config.payload_m = 0)", "Enable vector indexing, use a prefetch query with indexed "
+                       "vectors or enable strict mode `search_allow_exact` option")
+    return _strict(f"Request is forbidden{where} because global vector indexing is disabled (hnsw_config.m = 0)",
+                   "Use tenant-specific filter, enable global vector indexing or enable strict mode "
+                   "`search_allow_exact` option")
+
+
+def strict_filter_conditions(count: int, limit: int) -> str:
+    return _strict(f"Filter condition limit reached ({count} > {limit})",
+                   "Reduce the amount of conditions of your filter.")
+
+
+def strict_condition_size(size: int, limit: int) -> str:
+    return _strict(f"Condition size limit reached ({size} > {limit})", "Reduce the size of your condition.")
+
+
+def strict_payload_index_count(limit: int) -> str:
+    """CreateFieldIndex's check: the collection has ``limit`` payload indexes already."""
+    return _strict(f"Collection already has the maximum number of payload indices ({limit})",
+                   "Please delete an existing index before creating a new one.")
+
+
+def strict_points_count(limit: int) -> str:
+    """update.rs check_collection_points_count_limit (CollectionError::bad_request)."""
+    return f"Max points count limit of {limit} reached!"
+
+
+def strict_vector_storage(megabytes: str) -> str:
+    """check_collection_vector_size_limit; ``megabytes`` is the limit in MiB as Rust
+    displays an f32 (240 bytes: "0.00022888184")."""
+    return f"Max vector storage size limit of {megabytes}MB reached!"
+
+
+def strict_sparse_length(name: str, limit: int, given: int) -> str:
+    return f"Sparse vector '{name}' has a limit of {limit} indices, but {given} were provided!"
+
+
+def strict_multivector_length(name: str, limit: int, given: int) -> str:
+    return f"Multivector '{name}' has a limit of {limit} vectors, but {given} were provided!"
+
+
+def rate_limit_over_capacity(kind: str) -> str:
+    """RateLimitError::AlwaysOverBudget (``kind``: "Read" or "Write"): no Retry-After."""
+    return f"{kind} rate limit exceeded, request larger than rate limiter capacity, please try to split your request"
+
+
+def rate_limit_retry(kind: str, cost: int, available: float, retry_after_s: int) -> str:
+    """RateLimitError::Retry, with the tokens left shown with one decimal."""
+    return (f"{kind} rate limit exceeded: Operation requires {cost} tokens but only {available:.1f} were "
+            f"available. Retry after {retry_after_s}s")
 
 
 def shard_not_found(shard_id: int) -> str:

@@ -21,3 +21,4 @@ HEALTH = web.AppKey("health", object)  # in the control process: cluster.health.
 SNAPSHOTS = web.AppKey("snapshots", object)  # in the control process: cluster.snapshots.Snapshots
 METADATA = web.AppKey("metadata", object)  # in the control process: cluster.metadata.MetadataStore
 CONTROL_TASKS = web.AppKey("control_tasks", set)  # work a request started and left running (wait=false)
+RATE_LIMITS = web.AppKey("rate_limits", object)  # gateway.rate_limits.RateLimits: this process's token buckets

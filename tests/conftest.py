@@ -455,6 +455,16 @@ def base_url(shoal_server) -> str:
     return shoal_server.url
 
 
+@pytest.fixture
+def restartable_server(shoal_server):
+    """The session's server, for a test that stops and starts it; left running afterwards."""
+    if shoal_server is None:
+        pytest.skip("restarts need a real Shoal server (SHOAL_TEST_AGAINST_MEMORY=1)")
+    shoal_server.ensure_up()
+    yield shoal_server
+    shoal_server.ensure_up()
+
+
 def pytest_report_header(config):
     try:
         version = client_version()

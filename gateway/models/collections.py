@@ -22,7 +22,6 @@ from gateway.models.serde import (
     JsonPath,
     NonZeroU32,
     NonZeroU64,
-    Payload,
     Str,
     U32,
     USize,
@@ -170,7 +169,19 @@ class SparseVectorParams(QModel):
     modifier: Optional[Modifier] = None
 
 
+class StrictModeMultivector(QModel):
+    max_vectors: Optional[USize] = None
+
+
+class StrictModeSparse(QModel):
+    max_length: Optional[USize] = None
+
+
 class StrictModeConfig(QModel):
+    """Qdrant 1.15's StrictModeConfig (lib/segment types.rs), also the PATCH diff:
+    each field given replaces the stored one (config_diff.rs), ``gateway.strict``
+    merges and enforces it."""
+
     enabled: Optional[Bool] = None
     max_query_limit: Annotated[Optional[USize], Range(min=1)] = None
     max_timeout: Annotated[Optional[USize], Range(min=1)] = None
@@ -187,8 +198,24 @@ class StrictModeConfig(QModel):
     max_points_count: Annotated[Optional[USize], Range(min=1)] = None
     filter_max_conditions: Optional[USize] = None
     condition_max_size: Optional[USize] = None
-    multivector_config: Optional[dict[str, Payload]] = None
-    sparse_config: Optional[dict[str, Payload]] = None
+    multivector_config: Optional[dict[str, StrictModeMultivector]] = None
+    sparse_config: Optional[dict[str, StrictModeSparse]] = None
+    max_payload_index_count: Optional[USize] = None
+
+    def qdrant_checks(self, path: str) -> list[tuple[str, str]]:
+        """``max_vectors`` and ``max_length`` are ``range(min = 1)``. Both maps are a
+        ``#[serde(flatten)] config: BTreeMap`` validated nested, which the validator
+        crate reports as a list: ``multivector_config.config[i]``, i counting the
+        names in sorted order."""
+        out = []
+        for field, attr in (("multivector_config", "max_vectors"), ("sparse_config", "max_length")):
+            for i, name in enumerate(sorted(getattr(self, field) or {})):
+                value = getattr(getattr(self, field)[name], attr)
+                msg = Range(min=1).check(value) if value is not None else None
+                if msg is not None:
+                    where = f"{field}.config[{i}].{attr}"
+                    out.append((f"{path}.{where}" if path else where, msg))
+        return out
 
 
 class InitFrom(QModel):

@@ -10,7 +10,7 @@ from cluster.names import name_problem
 from gateway import convert, init_from
 from gateway.errors import ValidationError
 from gateway.params import wait_timeout
-from gateway.routes.common import body, collection, registry, wait_flag, write
+from gateway.routes.common import body, collection, registry, strict_mode, wait_flag, write
 from gateway.state import SETTINGS
 from shard.types import NotFound
 
@@ -140,6 +140,7 @@ async def create_index(request: web.Request):
     data = await body(request, "CreateFieldIndex")
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "create_index", data)
     op = {"type": "create_index", "field": data["field_name"], "schema": data.get("field_schema")}
     return await write(coll, {i: op for i in range(len(coll.shards))}, wait)
 
@@ -148,5 +149,6 @@ async def create_index(request: web.Request):
 async def delete_index(request: web.Request):
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "delete_index", {})
     op = {"type": "delete_index", "field": request.match_info["field_name"]}
     return await write(coll, {i: op for i in range(len(coll.shards))}, wait)

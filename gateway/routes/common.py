@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
@@ -11,10 +12,10 @@ from cluster.collection import Collection, Registry
 from cluster.names import length_problem, name_problem
 from cluster.replica_set import READ_CONSISTENCY
 from cluster.shard_client import REQUEST_TIMEOUT
-from gateway import models
+from gateway import models, rate_limits, strict
 from gateway.errors import BodyTimeout, ValidationError
 from gateway.params import ReadParams, read_params, update_params
-from gateway.state import COLLECTIONS, SETTINGS
+from gateway.state import COLLECTIONS, RATE_LIMITS, SETTINGS
 
 CREATE_ROUTE = "/collections/{collection_name}"
 
@@ -91,3 +92,33 @@ async def check_ids_exist(coll: Collection, ids: list) -> None:
 
     groups = split_by_shard(ids, len(coll.shards))
     await asyncio.gather(*(coll.shards[s].call("check_exist", [ids[r] for r in rows]) for s, rows in groups.items()))
+
+
+async def strict_mode(request: web.Request, coll: Collection, kind: str, data: dict[str, Any],
+                      timeout: int | None = None) -> None:
+    """Qdrant's strict mode for a request of ``kind`` (``gateway.strict``), called
+    before anything happens: the collection's limits, then its rate limits. A
+    read passes its ``timeout`` parameter. Does nothing while strict mode is off."""
+    config = strict.active(coll.config)
+    if config is None:
+        return
+    want_schema, want_count = strict.needs(coll.config, kind)
+    facts = strict.Facts()
+    if want_schema or want_count:  # every shard has the same payload indexes: one tells them
+        infos = await asyncio.gather(*(s.info() for s in (coll.shards if want_count else coll.shards[:1])))
+        facts = strict.Facts(schema=infos[0].payload_schema, points_count=sum(i.points_count for i in infos))
+    strict.verify(coll.config, kind, data, facts, timeout)
+    write = kind not in strict.READS
+    if config.get("write_rate_limit" if write else "read_rate_limit") is None:
+        return
+    if write:  # an operation by filter costs the points it matches
+        costs = [part if isinstance(part, int) else await _matching(coll, part)
+                 for part in rate_limits.write_parts(kind, data)]
+    else:
+        costs = [rate_limits.read_cost(kind, data)]
+    request.app[RATE_LIMITS].take(coll.incarnation, config, write, costs, time.monotonic())
+
+
+async def _matching(coll: Collection, flt: dict[str, Any]) -> int:
+    """Points ``flt`` selects, at least 1: a filtered write's rate cost."""
+    return max(1, sum(await asyncio.gather(*(s.count(flt) for s in coll.shards))))

@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway import convert, queries
 from gateway.merge import merge_by_id, merge_facets, merge_ordered
 from gateway.models import path_point_id
-from gateway.routes.common import body, check_ids_exist, collection, read_options, wait_flag, write
+from gateway.routes.common import body, check_ids_exist, collection, read_options, strict_mode, wait_flag, write
 from shard.types import BadInput, PointNotFound
 
 routes = web.RouteTableDef()
@@ -20,6 +20,7 @@ async def upsert(request: web.Request):
     data = await body(request, "PointInsertOperations")
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "upsert", data)
     ops = convert.upsert_ops(coll.shard_config, len(coll.shards), data)
     return await write(coll, ops, wait)
 
@@ -27,16 +28,18 @@ async def upsert(request: web.Request):
 @routes.post("/collections/{collection_name}/points")
 async def retrieve(request: web.Request):
     data = await body(request, "PointRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "retrieve", data, params.timeout)
     return await queries.retrieve(coll, data["ids"], data.get("with_payload"), data.get("with_vector", data.get("with_vectors")))
 
 
 @routes.get("/collections/{collection_name}/points/{id}")
 async def get_point(request: web.Request):
     point_id = path_point_id(request.match_info["id"])
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "retrieve", {"ids": [point_id]}, params.timeout)
     records = await queries.retrieve(coll, [point_id], True, True)
     if not records:
         raise PointNotFound(point_id)
@@ -54,6 +57,7 @@ async def delete_points(request: web.Request):
     data = await body(request, "PointsSelector")
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "delete_points", data)
     return await _by_selector(coll, {"type": "delete_points", **convert.selector(data)}, wait)
 
 
@@ -62,6 +66,7 @@ async def update_vectors(request: web.Request):
     data = await body(request, "UpdateVectors")
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "update_vectors", data)
     ops = convert.update_vectors_ops(coll.shard_config, len(coll.shards), data)
     await check_ids_exist(coll, [p["id"] for p in data["points"]])
     return await write(coll, ops, wait)
@@ -72,6 +77,7 @@ async def delete_vectors(request: web.Request):
     data = await body(request, "DeleteVectors")
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "delete_vectors", data)
     for name in data["vector"]:
         if name not in coll.shard_config.sparse:
             coll.shard_config.vector(name)
@@ -95,6 +101,7 @@ def _payload_route(model: str, kind: str):
         data = await body(request, model)
         wait = wait_flag(request)
         coll = collection(request)
+        await strict_mode(request, coll, kind, data)
         return await _by_selector(coll, _payload_op(kind, data), wait, must_exist=True)
 
     handler.__name__ = kind
@@ -121,6 +128,7 @@ async def batch(request: web.Request):
     data = await body(request, "UpdateOperations")
     wait = wait_flag(request)
     coll = collection(request)
+    await strict_mode(request, coll, "batch", data)
     # What the batch itself does to the ids it names: True = upserted by an earlier
     # operation, False = deleted by one (a delete by filter names no ids: its points
     # are looked for as they are now, and a later operation on one of them may still fail).
@@ -166,8 +174,9 @@ def _batch_plan(coll, operation: dict) -> tuple[dict[int, dict], list]:
 @routes.post("/collections/{collection_name}/points/scroll")
 async def scroll(request: web.Request):
     data = await body(request, "ScrollRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "scroll", data, params.timeout)
     limit = data.get("limit") or 10
     order_by = convert.order_by(data.get("order_by"))
     kwargs = dict(
@@ -188,8 +197,9 @@ async def scroll(request: web.Request):
 @routes.post("/collections/{collection_name}/points/count")
 async def count(request: web.Request):
     data = await body(request, "CountRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "count", data, params.timeout)
     counts = await asyncio.gather(*(s.count(data.get("filter")) for s in coll.shards))
     return {"count": sum(counts)}
 
@@ -197,8 +207,9 @@ async def count(request: web.Request):
 @routes.post("/collections/{collection_name}/facet")
 async def facet(request: web.Request):
     data = await body(request, "FacetRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "facet", data, params.timeout)
     limit = data.get("limit") or 10
     # Each shard counts every value (no limit): a value's total is only right when
     # no shard has cut it off its own list.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import convert, groups, matrix, queries, universal
-from gateway.routes.common import body, collection, read_options, registry
+from gateway.routes.common import body, collection, read_options, registry, strict_mode
 
 routes = web.RouteTableDef()
 PREFIX = "/collections/{collection_name}/points"
@@ -15,24 +15,27 @@ PREFIX = "/collections/{collection_name}/points"
 @routes.post(PREFIX + "/search")
 async def search(request: web.Request):
     data = await body(request, "SearchRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "search", data, params.timeout)
     return (await queries.run(coll, [queries.search_request(coll, data)]))[0]
 
 
 @routes.post(PREFIX + "/search/batch")
 async def search_batch(request: web.Request):
     data = await body(request, "SearchRequestBatch")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "search_batch", data, params.timeout)
     return await queries.run(coll, [queries.search_request(coll, s) for s in data["searches"]])
 
 
 @routes.post(PREFIX + "/recommend")
 async def recommend(request: web.Request):
     data = await body(request, "RecommendRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "recommend", data, params.timeout)
     req = await queries.recommend_request(registry(request), coll, data)
     return (await queries.run(coll, [req]))[0]
 
@@ -40,8 +43,9 @@ async def recommend(request: web.Request):
 @routes.post(PREFIX + "/recommend/batch")
 async def recommend_batch(request: web.Request):
     data = await body(request, "RecommendRequestBatch")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "recommend_batch", data, params.timeout)
     reqs = [await queries.recommend_request(registry(request), coll, s) for s in data["searches"]]
     return await queries.run(coll, reqs)
 
@@ -49,8 +53,9 @@ async def recommend_batch(request: web.Request):
 @routes.post(PREFIX + "/discover")
 async def discover(request: web.Request):
     data = await body(request, "DiscoverRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "discover", data, params.timeout)
     req = await queries.discover_request(registry(request), coll, data)
     return (await queries.run(coll, [req]))[0]
 
@@ -58,8 +63,9 @@ async def discover(request: web.Request):
 @routes.post(PREFIX + "/discover/batch")
 async def discover_batch(request: web.Request):
     data = await body(request, "DiscoverRequestBatch")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "discover_batch", data, params.timeout)
     reqs = [await queries.discover_request(registry(request), coll, s) for s in data["searches"]]
     return await queries.run(coll, reqs)
 
@@ -67,24 +73,27 @@ async def discover_batch(request: web.Request):
 @routes.post(PREFIX + "/query")
 async def query(request: web.Request):
     data = await body(request, "QueryRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "query", data, params.timeout)
     return {"points": await universal.query_points(registry(request), coll, data)}
 
 
 @routes.post(PREFIX + "/query/batch")
 async def query_batch(request: web.Request):
     data = await body(request, "QueryRequestBatch")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "query_batch", data, params.timeout)
     return [{"points": await universal.query_points(registry(request), coll, s)} for s in data["searches"]]
 
 
 @routes.post(PREFIX + "/search/groups")
 async def search_groups(request: web.Request):
     data = await body(request, "SearchGroupsRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "search_groups", data, params.timeout)
     req = queries.search_request(coll, data)
     return await groups.grouped(registry(request), data, groups.searching(coll, req), req.with_payload)
 
@@ -92,8 +101,9 @@ async def search_groups(request: web.Request):
 @routes.post(PREFIX + "/recommend/groups")
 async def recommend_groups(request: web.Request):
     data = await body(request, "RecommendGroupsRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "recommend_groups", data, params.timeout)
     req = await queries.recommend_request(registry(request), coll, data)
     return await groups.grouped(registry(request), data, groups.searching(coll, req), req.with_payload)
 
@@ -101,8 +111,9 @@ async def recommend_groups(request: web.Request):
 @routes.post(PREFIX + "/query/groups")
 async def query_groups(request: web.Request):
     data = await body(request, "QueryGroupsRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "query_groups", data, params.timeout)
     return await groups.grouped(registry(request), data, universal.grouping(registry(request), coll, data),
                                 convert.payload_selector(data.get("with_payload"), default=False))
 
@@ -110,8 +121,9 @@ async def query_groups(request: web.Request):
 @routes.post(PREFIX + "/search/matrix/pairs")
 async def matrix_pairs(request: web.Request):
     data = await body(request, "SearchMatrixRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "matrix", data, params.timeout)
     ids, neighbours = await matrix.compute(coll, data)
     return matrix.as_pairs(ids, neighbours)
 
@@ -119,7 +131,8 @@ async def matrix_pairs(request: web.Request):
 @routes.post(PREFIX + "/search/matrix/offsets")
 async def matrix_offsets(request: web.Request):
     data = await body(request, "SearchMatrixRequest")
-    read_options(request)
+    params = read_options(request)
     coll = collection(request)
+    await strict_mode(request, coll, "matrix", data, params.timeout)
     ids, neighbours = await matrix.compute(coll, data)
     return matrix.as_offsets(ids, neighbours)
