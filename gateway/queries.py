@@ -265,12 +265,18 @@ async def with_idf(collection: Collection, requests: list[SearchRequest]) -> lis
     the collection's IDF statistics on every sparse vector it scores with (the
     query, or its examples): every shard's share, summed (one call per shard for
     the whole batch, before the search), so that every shard scores with the same
-    weights and scores do not depend on the shard count."""
+    weights and scores do not depend on the shard count. A collection of one shard
+    skips the round trip: the shard weighs by its own statistics (``LOCAL_IDF``)."""
     config = collection.shard_config
     wanted = [i for i, req in enumerate(requests)
               if req.using in config.sparse and config.sparse[req.using].idf and _sparse_parts(req.query)]
     if not wanted:
         return requests
+    if len(collection.shards) == 1:  # one shard's statistics are the collection's: it weighs by its own
+        out = list(requests)
+        for i in wanted:
+            out[i] = replace(requests[i], query=_with_idf_parts(requests[i].query, sparse_store.LOCAL_IDF))
+        return out
     asks = [(requests[i].using, sorted({int(x) for v in _sparse_parts(requests[i].query) for x in v.indices}))
             for i in wanted]
     per_shard = await asyncio.gather(*(shard.call("sparse_stats_many", asks) for shard in collection.shards))

@@ -119,6 +119,9 @@ def idf_weights(n: int, df: np.ndarray) -> np.ndarray:
     return np.log((n32 - df32 + half) / (df32 + half) + np.float32(1.0)).astype(np.float32)
 
 
+LOCAL_IDF = "local"  # a query's idf: this store's own statistics (a collection of one shard)
+
+
 @dataclass(frozen=True)
 class Idf:
     """Collection-wide IDF statistics for one query: N and df of each of its indices."""
@@ -237,13 +240,21 @@ class SparseStore:
         """This shard's df of each of ``indices``: its share of the collection's."""
         return {int(i): self.df.get(int(i), 0) for i in indices}
 
+    def weights(self, indices, values, idf: Idf | str | None) -> tuple[np.ndarray, np.ndarray]:
+        """The query's (indices, values), validated, each value times its index's
+        IDF when ``idf`` is given (``LOCAL_IDF``: this store's own statistics)."""
+        q_idx, q_val = validate(indices, values)
+        if idf == LOCAL_IDF:
+            idf = Idf(self.vector_count, self.document_frequencies(q_idx))
+        if idf is not None:
+            q_val = idf.scale(q_idx, q_val)
+        return q_idx, q_val
+
     def score(self, indices, values, offsets, idf: Idf | None = None) -> np.ndarray:
         """Scores of the query against the vectors at ``offsets`` (f32; -inf where a
         vector shares no index with the query or is missing). For rescoring and
         the Query API, where the candidates come from elsewhere."""
-        q_idx, q_val = validate(indices, values)
-        if idf is not None:
-            q_val = idf.scale(q_idx, q_val)
+        q_idx, q_val = self.weights(indices, values, idf)
         out = np.full(len(offsets), -np.inf, dtype=np.float32)
         for k, offset in enumerate(int(o) for o in offsets):
             vector = self.vectors[offset] if 0 <= offset < len(self.vectors) else None
@@ -258,9 +269,7 @@ class SparseStore:
         """The query's score against every offset below ``size`` (f32), 0 where
         no vector shares an index with it: read from the postings of its indices
         only, for recommend, discover and context examples."""
-        q_idx, q_val = validate(indices, values)
-        if idf is not None:
-            q_val = idf.scale(q_idx, q_val)
+        q_idx, q_val = self.weights(indices, values, idf)
         out = np.zeros(size, dtype=np.float64)
         for i, w in zip(q_idx.tolist(), q_val):
             posting = self.postings.get(i)
@@ -277,24 +286,27 @@ class SparseStore:
         vectors sharing an index with the query are candidates; ``allowed`` (a bool
         mask by offset, False past its end) restricts them; ``score_threshold`` is
         strict, as in Qdrant: score > t."""
-        q_idx, q_val = validate(indices, values)
-        if idf is not None:
-            q_val = idf.scale(q_idx, q_val)
+        q_idx, q_val = self.weights(indices, values, idf)
         parts = [(self.postings[i].arrays(), w) for i, w in zip(q_idx.tolist(), q_val) if i in self.postings]
         if limit <= 0 or not parts:
             return np.zeros(0, dtype=np.int64), _EMPTY_V
-        offsets = np.concatenate([o for (o, _), _ in parts])
-        contrib = np.concatenate([(v * w).astype(np.float32) for (_, v), w in parts])
-        candidates, inverse = np.unique(offsets, return_inverse=True)
-        scores = np.bincount(inverse, weights=contrib.astype(np.float64)).astype(np.float32)
-        keep = np.ones(len(candidates), dtype=bool)
+        # Scores summed straight into one array by offset (offsets are unique within
+        # a posting): no sort of the postings, only of the top.
+        size = max((int(offsets[-1]) + 1 for (offsets, _), _ in parts if len(offsets)), default=0)
+        sums = np.zeros(size, dtype=np.float64)
+        touched = np.zeros(size, dtype=bool)
+        for (offsets, weights), w in parts:
+            sums[offsets] += (weights * w).astype(np.float32)
+            touched[offsets] = True
         if allowed is not None:
-            inside = candidates < len(allowed)
-            keep &= inside
-            keep[inside] &= np.asarray(allowed, dtype=bool)[candidates[inside]]
+            allowed = np.asarray(allowed, dtype=bool)
+            touched[: min(size, len(allowed))] &= allowed[:size]
+            touched[len(allowed):] = False
+        candidates = np.flatnonzero(touched)
+        scores = sums[candidates].astype(np.float32)
         if score_threshold is not None:
-            keep &= scores > np.float32(score_threshold)
-        candidates, scores = candidates[keep], scores[keep]
+            keep = scores > np.float32(score_threshold)
+            candidates, scores = candidates[keep], scores[keep]
         if limit < len(scores):
             part = np.argpartition(-scores, limit - 1)[:limit]
             order = part[np.lexsort((candidates[part], -scores[part]))]
