@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 def shard_config_of(config: dict[str, Any]) -> ShardConfig:
-    """The ShardConfig a collection's config (Qdrant's CollectionConfig JSON) implies."""
+    """The ShardConfig a collection's config (Qdrant's CollectionConfig JSON) implies:
+    a vector with a ``multivector_config`` is a multivector (``ShardConfig.multi``)."""
     params = config["params"]
     vectors = params["vectors"]
     if "size" in vectors:
@@ -33,11 +34,12 @@ def shard_config_of(config: dict[str, Any]) -> ShardConfig:
     else:
         named = {name: VectorParams.from_json(v) for name, v in vectors.items()}
     return ShardConfig(
-        vectors=named,
+        vectors={name: p for name, p in named.items() if not p.is_multi},
         hnsw=HnswConfig().updated(config.get("hnsw_config")),
         optimizers=OptimizersConfig().updated(config.get("optimizer_config")),
         on_disk_payload=params.get("on_disk_payload", True),
         sparse={name: SparseVectorParams.from_json(p) for name, p in (params.get("sparse_vectors") or {}).items()},
+        multi={name: p for name, p in named.items() if p.is_multi},
     )
 
 

@@ -393,8 +393,13 @@ def _read_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _vectors_of(config: dict[str, Any]) -> dict[str, tuple[int, str]]:
-    """What the stored data of a collection's shards depends on: each vector's size and distance."""
-    return {name: (p.size, p.distance.value) for name, p in shard_config_of(config).vectors.items()}
+    """What the stored data of a collection's shards depends on: each vector's size and
+    distance (and, for a multivector, that it is one and its datatype)."""
+    shard_config = shard_config_of(config)
+    out = {name: (p.size, p.distance.value) for name, p in shard_config.vectors.items()}
+    for name, p in shard_config.multi.items():
+        out[name] = (p.size, f"{p.distance.value}, multivector of {p.datatype or 'float32'}")
+    return out
 
 
 def _describe(vectors: dict[str, tuple[int, str]]) -> str:

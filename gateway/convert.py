@@ -14,6 +14,7 @@ import numpy as np
 
 from cluster.placement import split_by_shard
 from gateway import errors, strict
+from shard import multi as multi_store
 from shard import sparse as sparse_store
 from shard.types import (
     DEFAULT_VECTOR,
@@ -128,12 +129,13 @@ def _non_null(d: dict[str, Any] | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------- points
 
 
-def vector_rows(config: ShardConfig, ids: list, vectors: list,
-                sparse: dict[str, list] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def vector_rows(config: ShardConfig, ids: list, vectors: list, sparse: dict[str, list] | None = None,
+                multi: dict[str, list] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-point vectors (a list, or a dict by name, per point) as one float32
     array per vector name plus a mask of the rows that carry it. Sparse vectors
     go into ``sparse`` instead, when given: a list by name, one entry a row
-    ([u32 indices, f32 values], sorted, or None)."""
+    ([u32 indices, f32 values], sorted, or None); multivectors into ``multi``,
+    likewise: a (rows, size) float32 array or None per row."""
     n = len(ids)
     per_name: dict[str, list] = {name: [None] * n for name in config.vectors}
     for row, vec in enumerate(vectors):
@@ -141,6 +143,9 @@ def vector_rows(config: ShardConfig, ids: list, vectors: list,
         for name, value in named.items():
             if name in config.sparse and sparse is not None:
                 sparse.setdefault(name, [None] * n)[row] = _sparse(value)
+                continue
+            if name in config.multi and multi is not None:
+                multi.setdefault(name, [None] * n)[row] = _multi(value, config.multi[name].size)
                 continue
             if name not in per_name:
                 raise BadInput(f"Not existing vector name error: {name}")
@@ -187,6 +192,27 @@ def _sparse(value: Any) -> list[np.ndarray]:
     return [indices, values]
 
 
+def _multi(value: Any, dim: int) -> np.ndarray:
+    """A multivector of a request (or one read back) as a (rows, dim) float32 array.
+    The models have refused malformed ones (no rows, an empty row, rows of
+    different lengths) with Qdrant's 422 and the vector's path; this checks the
+    rows' dimension and refuses a plain vector given for a multivector's name as
+    Qdrant does: its length checked first, then "Conversion between multi and
+    regular vectors failed"."""
+    if isinstance(value, np.ndarray) and value.ndim == 2:  # read back (``records_upsert_ops``)
+        value = value.tolist()
+    if is_inference(value):
+        raise errors.BadRequest(errors.no_inference())
+    if isinstance(value, dict):
+        raise BadInput(errors.wrong_sparse())
+    if isinstance(value, np.ndarray) or not (value and isinstance(value[0], list)):
+        if len(value) != dim:
+            raise BadInput(errors.vector_dimension(dim, len(value)))
+        raise BadInput(errors.wrong_multi())
+    with np.errstate(over="ignore"):  # a number beyond float32 becomes inf: refused by validate
+        return multi_store.validate(value, dim)
+
+
 def _dense(value: Any, dim: int) -> list[float] | np.ndarray:
     if isinstance(value, np.ndarray):  # a stored vector, read back (``records_upsert_ops``)
         if value.ndim != 1 or len(value) != dim:
@@ -197,7 +223,12 @@ def _dense(value: Any, dim: int) -> list[float] | np.ndarray:
     if isinstance(value, dict):
         raise BadInput(errors.wrong_sparse())
     if value and isinstance(value[0], list):
-        raise BadInput("multivectors are not supported by Shoal yet")
+        # A multivector for a plain vector: each row's dimension is checked first (segment's
+        # check_vector_against_config), then the conversion fails.
+        for row in value:
+            if len(row) != dim:
+                raise BadInput(errors.vector_dimension(dim, len(row)))
+        raise BadInput(errors.wrong_multi())
     if len(value) != dim:
         raise BadInput(f"Vector dimension error: expected dim: {dim}, got {len(value)}")
     return value
@@ -253,7 +284,8 @@ def update_vectors_ops(config: ShardConfig, shard_count: int, body: dict[str, An
 def _vector_ops(kind: str, config: ShardConfig, shard_count: int, ids: list, vectors: list, payloads: list | None = None):
     """Ops carrying vectors, one per shard that owns some of ``ids``."""
     sparse: dict[str, list] = {}
-    arrays, masks = vector_rows(config, ids, vectors, sparse)
+    multi: dict[str, list] = {}
+    arrays, masks = vector_rows(config, ids, vectors, sparse, multi)
     ops = {}
     for shard, rows in split_by_shard(ids, shard_count).items():
         r = np.asarray(rows, dtype=np.int64)
@@ -265,6 +297,9 @@ def _vector_ops(kind: str, config: ShardConfig, shard_count: int, ids: list, vec
         }
         if sparse:
             op["sparse"] = {n: [given[i] for i in rows] for n, given in sparse.items()}
+        if multi:
+            op["multi"] = {n: multi_store.op_entry([given[i] for i in rows], config.multi[n].size)
+                           for n, given in multi.items()}
         if kind == "upsert":
             op["payloads"] = [payloads[i] for i in rows] if payloads else None
         ops[shard] = op

@@ -292,6 +292,13 @@ def wrong_sparse() -> str:
     return "Conversion between sparse and regular vectors failed"
 
 
+def wrong_multi() -> str:
+    """400 BadInput -- a plain dense vector stored under a multivector's name or a
+    multivector under a plain one's (or queried against it): OperationError::WrongMulti
+    as CollectionError displays it."""
+    return "Conversion between multi and regular vectors failed"
+
+
 # -- create with init_from: 400 BadInput, the source's vectors ("origin") against the
 # new collection's ("other"): collection operations/types.rs VectorsConfig::check_compatible.
 

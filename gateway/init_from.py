@@ -66,7 +66,9 @@ def check_compatible(origin: dict[str, Any], other: dict[str, Any]) -> None:
     (VectorsConfig::check_compatible: the unnamed vector and named ones never mix)."""
     origin_named = "size" not in origin["params"]["vectors"]
     other_named = "size" not in other["params"]["vectors"]
-    origin_vectors, other_vectors = shard_config_of(origin).vectors, shard_config_of(other).vectors
+    origin_config, other_config = shard_config_of(origin), shard_config_of(other)
+    origin_vectors = {**origin_config.vectors, **origin_config.multi}
+    other_vectors = {**other_config.vectors, **other_config.multi}
     if origin_named != other_named:
         raise BadInput(errors.init_from_vectors_kind(sorted(origin_vectors), sorted(other_vectors)))
     for vector in sorted(origin_vectors):

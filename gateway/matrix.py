@@ -2,7 +2,8 @@
 
 As in Qdrant: sample ``sample`` random points (default 10) that pass the filter
 and hold vector ``using``, then give each sampled point its ``limit`` (default
-3) nearest among the sample, itself excluded. Each shard offers a random sample
+3) nearest among the sample, itself excluded (on a multivector, by MaxSim of
+the point's rows against the other's). Each shard offers a random sample
 of its own; one draw over their union picks the final sample, so the matrix
 spans every shard.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from cluster.collection import Collection
 from shard import distances
+from shard import multi as multi_store
 from shard.types import DEFAULT_VECTOR, BadInput
 
 
@@ -25,7 +27,8 @@ async def compute(coll: Collection, body: dict[str, Any]) -> tuple[list, list[li
     sample = body.get("sample", 10) if body.get("sample") is not None else 10
     limit = body.get("limit", 3) if body.get("limit") is not None else 3
     using = body.get("using") or DEFAULT_VECTOR
-    params = coll.shard_config.vector(using)
+    multi = coll.shard_config.multi.get(using)
+    params = multi or coll.shard_config.vector(using)
     if sample < 2 or limit < 1:
         raise BadInput("sample must be at least 2 and limit at least 1")
     seed = random.randrange(2**32)
@@ -33,12 +36,18 @@ async def compute(coll: Collection, body: dict[str, Any]) -> tuple[list, list[li
     ids = [i for part_ids, _ in parts for i in part_ids]
     if not ids:
         return [], []
-    vectors = np.concatenate([v for _, v in parts if len(v)], axis=0)
+    if multi is not None:
+        vectors = [m for _, part in parts for m in part]
+    else:
+        vectors = np.concatenate([v for _, v in parts if len(v)], axis=0)
     if len(ids) > sample:
         chosen = np.sort(np.random.default_rng(seed).choice(len(ids), size=sample, replace=False))
         ids = [ids[i] for i in chosen.tolist()]
-        vectors = vectors[chosen]
-    sims = distances.similarity(vectors, vectors, params.distance).astype(np.float32)
+        vectors = [vectors[i] for i in chosen.tolist()] if multi is not None else vectors[chosen]
+    if multi is not None:
+        sims = multi_store.maxsim_matrix(vectors, vectors, multi.size, multi.distance, multi.datatype or "float32")
+    else:
+        sims = distances.similarity(vectors, vectors, params.distance).astype(np.float32)
     np.fill_diagonal(sims, -np.inf)
     k = min(limit, len(ids) - 1)
     neighbours = []

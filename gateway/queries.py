@@ -6,7 +6,9 @@ examples), sent to every shard, and the per-shard answers merged once.
 
 Recommend strategies, as Qdrant defines them:
 - average_vector: query = 2·avg(positive) − avg(negative) (avg(positive) without
-  negatives), then a plain nearest search; needs a positive example.
+  negatives), then a plain nearest search; needs a positive example. On a
+  multivector (Qdrant's avg_vector_for_recommendation) the "average" is every
+  positive example's rows one after another, then every negative's rows negated.
 - best_score / sum_scores: scored by the shards against every example.
 Example ids are excluded from the results unless they were looked up in
 another collection (``lookup_from``).
@@ -29,6 +31,7 @@ from cluster.placement import split_by_shard
 from gateway import convert, errors
 from gateway.merge import merge_scored
 from shard import distances
+from shard import multi as multi_store
 from shard import sparse as sparse_store
 from shard.types import (
     DEFAULT_VECTOR,
@@ -53,12 +56,16 @@ def is_vector(value: Any) -> bool:
 
 class Examples:
     """Resolves example point ids to vectors for one request. On a sparse vector
-    the examples are ``SparseQuery``s (their IDF, if any, added by ``with_idf``)."""
+    the examples are ``SparseQuery``s (their IDF, if any, added by ``with_idf``); on
+    a multivector, (rows, size) float32 matrices (a plain vector given, or read
+    from a plain vector by ``lookup_from``, is a matrix of one row, as Qdrant
+    expands it)."""
 
     def __init__(self, collections: Registry, collection: Collection, using: str, lookup_from: dict | None):
         self.collections = collections
         self.using = using
         self.sparse = using in collection.shard_config.sparse
+        self.multi = using in collection.shard_config.multi
         self.exclude_ids: set = set()
         if lookup_from:
             self.source = collections.resolve(lookup_from["collection"])
@@ -71,8 +78,10 @@ class Examples:
         if self.sparse:
             self.source.shard_config.sparse_vector(self.source_vector)
         else:
-            self.source.shard_config.vector(self.source_vector)
-            self._dim = collection.shard_config.vector(using).size
+            if self.source_vector not in self.source.shard_config.multi:
+                self.source.shard_config.vector(self.source_vector)
+            config = collection.shard_config
+            self._dim = (config.multi_vector(using) if self.multi else config.vector(using)).size
         self._ids: list = []
         self._vectors: dict = {}
 
@@ -100,16 +109,27 @@ class Examples:
                 raise BadInput(errors.wrong_sparse())
         elif isinstance(value, dict):
             raise BadInput(errors.wrong_sparse())
+        elif isinstance(value, list) and value and isinstance(value[0], list):
+            if not self.multi:
+                raise BadInput(errors.wrong_multi())
+            return multi_store.validate(value, self._dim)
         elif isinstance(value, list):
             if len(value) != self._dim:
-                raise BadInput(f"Vector dimension error: expected dim: {self._dim}, got {len(value)}")
-            return np.asarray(value, dtype=np.float32)
+                raise BadInput(errors.vector_dimension(self._dim, len(value)))
+            vector = np.asarray(value, dtype=np.float32)
+            return vector[None, :] if self.multi else vector
         if value not in self._vectors:
             raise PointNotFound(value)
         found = self._vectors[value]
         if isinstance(found, tuple) != self.sparse:  # lookup_from a vector of the other kind
             raise BadInput(errors.wrong_sparse())
-        return SparseQuery(*found) if self.sparse else found
+        if self.sparse:
+            return SparseQuery(*found)
+        if found.ndim == 2 and not self.multi:  # lookup_from a multivector for a plain vector
+            raise BadInput(errors.wrong_multi())
+        if found.shape[-1] != self._dim:
+            raise BadInput(errors.vector_dimension(self._dim, found.shape[-1]))
+        return found[None, :] if found.ndim == 1 and self.multi else found
 
     def nearest(self, value: Any) -> NearestQuery | SparseQuery:
         """The query of a nearest search by ``value`` (a vector or a point id)."""
@@ -131,7 +151,8 @@ def sparse_query(value: Any, using: str, config) -> SparseQuery:
     """The query of a sparse nearest search on vector ``using`` (the models have
     refused repeated indices and length mismatches with Qdrant's 422)."""
     if using not in config.sparse:
-        config.vector(using)  # an unknown name is refused in its own words
+        if not config.has_name(using):
+            config.vector(using)  # an unknown name is refused in its own words
         raise BadInput(errors.wrong_sparse())
     if not (isinstance(value, dict) and "indices" in value):
         raise BadInput(errors.wrong_sparse())
@@ -148,6 +169,11 @@ def nearest_vector(body_vector: Any, config) -> tuple[str, np.ndarray | SparseQu
             return name, sparse_query(vector, name, config)
     else:
         name, vector = DEFAULT_VECTOR, body_vector
+    if name in config.multi:  # a plain vector on a multivector: a query of one row, as Qdrant expands it
+        dim = config.multi[name].size
+        if len(vector) != dim:
+            raise BadInput(errors.vector_dimension(dim, len(vector)))
+        return name, np.asarray([vector], dtype=np.float32)
     dim = config.vector(name).size
     if len(vector) != dim:
         raise BadInput(f"Vector dimension error: expected dim: {dim}, got {len(vector)}")
@@ -188,6 +214,9 @@ def recommend_query(examples: Examples, positive: list, negative: list, strategy
                 avg = sparse_store.combine(avg, sparse_store.average([(v.indices, v.values) for v in neg]),
                                            lambda p, n: p + p - n)
             return SparseQuery(*avg)
+        if examples.multi:
+            rows = [*pos, *(-v for v in neg)]
+            return NearestQuery(np.concatenate(rows).astype(np.float32))
         avg_pos = np.mean(pos, axis=0, dtype=np.float32)
         vector = avg_pos if not neg else avg_pos + avg_pos - np.mean(neg, axis=0, dtype=np.float32)
         return NearestQuery(vector.astype(np.float32))
@@ -294,20 +323,34 @@ async def with_idf(collection: Collection, requests: list[SearchRequest]) -> lis
 
 def higher_is_better(collection: Collection, req: SearchRequest) -> bool:
     if isinstance(req.query, NearestQuery):
-        return distances.display_higher_is_better(collection.shard_config.vectors[req.using].distance)
+        config = collection.shard_config
+        params = config.multi[req.using] if req.using in config.multi else config.vectors[req.using]
+        return distances.display_higher_is_better(params.distance)
     return True
+
+
+def _one_row(collection: Collection, req: SearchRequest) -> SearchRequest:
+    """A plain vector's nearest search on a multivector becomes a query of one row,
+    as Qdrant expands it (TryFrom<VectorInternal> for MultiDenseVectorInternal)."""
+    if (req.using in collection.shard_config.multi and isinstance(req.query, NearestQuery)
+            and np.ndim(req.query.vector) == 1):
+        return replace(req, query=NearestQuery(np.asarray(req.query.vector, dtype=np.float32)[None, :]))
+    return req
 
 
 async def run(collection: Collection, requests: list[SearchRequest]) -> list[list[ScoredPoint]]:
     """Fan a batch out to every shard (one call per shard) and merge each request's answers."""
+    requests = [_one_row(collection, req) for req in requests]
     for req in requests:
         if req.using in collection.shard_config.sparse:
             if isinstance(req.query, NearestQuery):
                 raise BadInput(errors.wrong_sparse())
         elif isinstance(req.query, SparseQuery):
             collection.shard_config.sparse_vector(req.using)
-        else:
+        elif req.using not in collection.shard_config.multi:
             collection.shard_config.vector(req.using)
+            if isinstance(req.query, NearestQuery) and np.ndim(req.query.vector) != 1:
+                raise BadInput(errors.wrong_multi())
         if req.limit < 0 or req.offset < 0:
             raise BadInput("limit and offset must not be negative")
     requests = await with_idf(collection, requests)

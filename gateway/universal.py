@@ -21,6 +21,7 @@ from gateway import convert, errors, mmr, prefetch, queries
 from gateway.merge import merge_by_id, merge_ordered
 from gateway.prefetch import Tree, validation_failed
 from shard import distances
+from shard import multi as multi_store
 from shard.types import DEFAULT_VECTOR, OrderBy, ScoredPoint, SparseQuery
 
 
@@ -68,6 +69,12 @@ async def _diverse(collections: Registry, coll: Collection, body: dict[str, Any]
     if isinstance(req.query, SparseQuery):  # dot products of the raw sparse vectors (no IDF)
         rows, query_row = mmr.sparse_rows([vectors[p.id] for p in found], (req.query.indices, req.query.values))
         relevance, similarity = rows @ query_row, rows @ rows.T
+    elif using in coll.shard_config.multi:
+        vector = coll.shard_config.multi[using]
+        matrices = [vectors[p.id] for p in found]
+        sims = multi_store.maxsim_matrix([req.query.vector, *matrices], matrices, vector.size, vector.distance,
+                                         vector.datatype or "float32")
+        relevance, similarity = sims[0], sims[1:]  # between candidates: one's rows as the query
     else:
         distance = coll.shard_config.vector(using).distance
         matrix = np.stack([vectors[p.id] for p in found])

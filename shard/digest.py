@@ -3,7 +3,9 @@ whatever order the points were written in, so that anyone can see that the
 replicas of a shard agree (``GET /collections/{name}/cluster``).
 
 What it covers: every live point's id, each named vector (present or absent,
-and its stored float32 bits), and its payload (as canonical JSON: keys sorted).
+and its stored float32 bits; a sparse vector's indices and values; a
+multivector's rows as stored, in their datatype), and its payload (as canonical
+JSON: keys sorted).
 What it leaves out: the order of writes, offsets, versions and sequence
 numbers, graphs and payload indexes -- all of which may differ between replicas
 that hold the same points.
@@ -146,8 +148,27 @@ def _sparse_lanes(rows: Sequence, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     return has, np.frombuffer(bytes(out), dtype="<u8").astype(np.uint64).reshape(-1, 2)
 
 
+def _multi_lanes(store, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(which offsets hold a multivector, (k, 2) uint64 blake2b of each one's row
+    count, dimension and stored row bytes, little-endian in the store's datatype).
+    ``store`` is a ``shard.multi.MultiStore``."""
+    blake = hashlib.blake2b
+    has = np.zeros(len(offsets), dtype=bool)
+    out = bytearray()
+    little = store.rows.dtype.newbyteorder("<")
+    for k, offset in enumerate(offsets.tolist()):
+        if store.has(offset):
+            has[k] = True
+            a = int(store.start[offset])
+            rows = store.rows[a: a + int(store.count[offset])]
+            head = len(rows).to_bytes(8, "little") + store.dim.to_bytes(8, "little")
+            out += blake(head + rows.astype(little).tobytes(), digest_size=16).digest()
+    return has, np.frombuffer(bytes(out), dtype="<u8").astype(np.uint64).reshape(-1, 2)
+
+
 def content_digest(ids: Sequence, live: np.ndarray, vectors: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                   payloads: Sequence[dict | None], sparse: Mapping[str, Sequence] | None = None) -> ShardDigest:
+                   payloads: Sequence[dict | None], sparse: Mapping[str, Sequence] | None = None,
+                   multi: Mapping | None = None) -> ShardDigest:
     """The digest of a shard's points.
 
     ``ids[offset]`` is the point at each offset (None for a free one) and
@@ -155,7 +176,8 @@ def content_digest(ids: Sequence, live: np.ndarray, vectors: Mapping[str, tuple[
     name to ``(data, present)``: the (capacity, dim) float32 rows and the mask of
     rows holding a vector; ``payloads[offset]`` is the point's payload (None or
     {} for none); ``sparse`` maps each sparse vector name to its vectors by
-    offset (``(indices, values)`` sorted, or None: ``SparseStore.vectors``).
+    offset (``(indices, values)`` sorted, or None: ``SparseStore.vectors``);
+    ``multi`` maps each multivector name to its ``MultiStore``.
     Reads only: the caller holds whatever lock keeps them still.
     """
     offsets = np.flatnonzero(live)
@@ -175,6 +197,13 @@ def content_digest(ids: Sequence, live: np.ndarray, vectors: Mapping[str, tuple[
         for name in sorted(sparse or {}):
             salt, absent = _salts("sparse " + name)
             has, hashed = _sparse_lanes(sparse[name], offsets)
+            part = np.empty((len(offsets), 2), dtype=np.uint64)
+            part[~has] = absent
+            part[has] = fmix64(hashed + salt)
+            lanes = fmix64(lanes ^ part)
+        for name in sorted(multi or {}):
+            salt, absent = _salts("multi " + name)
+            has, hashed = _multi_lanes(multi[name], offsets)
             part = np.empty((len(offsets), 2), dtype=np.uint64)
             part[~has] = absent
             part[has] = fmix64(hashed + salt)

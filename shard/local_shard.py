@@ -42,6 +42,7 @@ import numpy as np
 
 from shard import codec, fileio, filters, hnsw, search, snapshot
 from shard.digest import ShardDigest, content_digest
+from shard.multi import MultiStore
 from shard.payload import PayloadStore
 from shard.points import PointTable
 from shard.sparse import SparseStore
@@ -111,6 +112,8 @@ class LocalShard(WriteOps):
         self.payloads = PayloadStore()
         self.vectors: dict[str, VectorStore] = {}  # made by _recover, once the folder exists
         self.sparse = {n: SparseStore() for n in config.sparse}  # exact inverted indexes: no graphs
+        # Multivectors: searched exactly by MaxSim, no graphs (Qdrant's exact path).
+        self.multi = {n: MultiStore(p.size, p.distance, p.datatype or "float32") for n, p in config.multi.items()}
         self.graphs: dict[str, hnsw.HnswIndex | None] = {n: None for n in config.vectors}
         # indexed[name][offset]: the graph holds the offset's current vector.
         self.indexed = {n: np.zeros(0, dtype=bool) for n in config.vectors}
@@ -184,13 +187,14 @@ class LocalShard(WriteOps):
         """The shard's stores and seq as of now, for a snapshot to write: the
         stores themselves, not copies (the lock held)."""
         return snapshot.ShardState(self.seq, self.points, self.payloads, self.vectors, self.graphs, self.indexed,
-                                   self.sparse)
+                                   self.sparse, self.multi)
 
     def _take(self, state: snapshot.ShardState) -> None:
         """Make ``state``'s stores the shard's (recovery, restores; the lock held)."""
         self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
         self.graphs, self.indexed, self.seq = state.graphs, state.indexed, state.seq
         self.sparse = state.sparse
+        self.multi = state.multi
 
     def _replay(self) -> None:
         replayed = 0
@@ -391,6 +395,8 @@ class LocalShard(WriteOps):
     def has_vector(self, name: str) -> np.ndarray:
         if name in self.sparse:
             return self.sparse[name].mask(self.size)
+        if name in self.multi:
+            return self.multi[name].mask(self.size)
         if name not in self.vectors:
             return np.zeros(self.size, dtype=bool)
         return self.vectors[name].mask(self.size)
@@ -524,7 +530,8 @@ class LocalShard(WriteOps):
             return ShardInfo(
                 points_count=len(self.points),
                 vectors_count=sum(int(self.vectors[n].mask(self.size).sum()) for n in self.config.vectors)
-                + sum(int(s.mask(self.size).sum()) for s in self.sparse.values()),
+                + sum(int(s.mask(self.size).sum()) for s in self.sparse.values())
+                + sum(int(m.mask(self.size).sum()) for m in self.multi.values()),
                 indexed_vectors_count=indexed,
                 pending_index=pending,
                 segments_count=1,
@@ -543,7 +550,8 @@ class LocalShard(WriteOps):
                     self.points.ids, self.points.live_mask(),
                     {name: (store.data, store.present) for name, store in self.vectors.items()},
                     self.payloads.payload_list(),
-                    {name: store.vectors for name, store in self.sparse.items()})
+                    {name: store.vectors for name, store in self.sparse.items()},
+                    self.multi)
             return cache["digest"]
 
     def sparse_stats_many(self, asks) -> list[tuple[int, dict[int, int]]]:

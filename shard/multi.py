@@ -138,6 +138,26 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.trunc(np.clip(values, 0.0, 255.0)).astype(np.uint8)
 
 
+# -- the op form (shard.types, "multi"): ragged rows as two arrays ----------
+
+def op_rows(entry: dict) -> list[np.ndarray | None]:
+    """An op's multivectors of one name (``{"counts", "rows"}``) as one (rows, dim)
+    array per point, None where the point was given none (views into ``rows``)."""
+    counts = np.asarray(entry["counts"], dtype=np.int64)
+    rows = np.asarray(entry["rows"])
+    ends = np.cumsum(counts)
+    return [rows[end - n: end] if n else None for n, end in zip(counts.tolist(), ends.tolist())]
+
+
+def op_entry(matrices: list, dim: int) -> dict[str, np.ndarray]:
+    """The op form of per-point multivectors (each a (rows, dim) float32 array, or
+    None for none given): the inverse of ``op_rows``."""
+    counts = np.array([0 if m is None else len(m) for m in matrices], dtype=np.int64)
+    present = [np.asarray(m, dtype=np.float32) for m in matrices if m is not None]
+    rows = np.concatenate(present) if present else np.zeros((0, dim), dtype=np.float32)
+    return {"counts": counts, "rows": rows}
+
+
 class MultiStore:
     """The multivectors of one name, by offset (the rows of ``shard.points``).
 
@@ -392,3 +412,18 @@ class MultiStore:
     @classmethod
     def load(cls, path: Path, dim: int, distance: Distance, datatype: str = "float32") -> MultiStore:
         return cls.from_arrays(fileio.read_arrays(path, ("counts", "rows")), dim, distance, datatype)
+
+
+def maxsim_matrix(queries: list, matrices: list, dim: int, distance: Distance,
+                  datatype: str = "float32") -> np.ndarray:
+    """(len(queries), len(matrices)) f32: the internal MaxSim of each query
+    multivector against each of ``matrices``, both encoded as a store of
+    ``datatype`` encodes them. Not symmetric: a point scored against another takes
+    its rows as the query, as Qdrant's MMR and distance matrix do."""
+    store = MultiStore(dim, distance, datatype)
+    offsets = np.arange(len(matrices))
+    store.set(offsets, matrices)
+    out = np.zeros((len(queries), len(matrices)), dtype=np.float32)
+    for i, query in enumerate(queries):
+        out[i] = store.score(query, offsets)
+    return out

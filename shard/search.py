@@ -16,6 +16,9 @@ cardinality:
 Sparse queries read only the postings of their indices (``shard.sparse``):
 exact, as Qdrant's inverted index is, with the filter as a mask.
 
+Multivectors have no graph: every query on one scores the candidates exactly
+by MaxSim (``shard.multi``), as Qdrant's exact search of a multivector does.
+
 Recommend (best_score, sum_scores), discovery and context queries are scored
 exactly over the candidates: their scores depend on every example, which a
 graph built for plain similarity cannot rank.
@@ -151,7 +154,7 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     """Answer several requests; graph searches that share a vector, k and ef go to
     hnswlib as one multi-query call."""
     queries = _preprocessed(shard, requests)
-    plans = [_Plan(r) if r.using in shard.sparse else _plan(shard, r, queries.get(i))
+    plans = [_Plan(r) if r.using in shard.sparse or r.using in shard.multi else _plan(shard, r, queries.get(i))
              for i, r in enumerate(requests)]
     graph_groups: dict[tuple[str, int, int], list[_Plan]] = {}
     exact_groups: dict[int, list[_Plan]] = {}
@@ -167,8 +170,34 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     for members in exact_groups.values():
         if len(members) > 1:
             _exact_together(shard, members)
-    return [_sparse(shard, plan.req) if plan.req.using in shard.sparse else _finish(shard, plan)
+    return [_sparse(shard, plan.req) if plan.req.using in shard.sparse
+            else _multi(shard, plan.req) if plan.req.using in shard.multi
+            else _finish(shard, plan)
             for plan in plans]
+
+
+def _multi(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
+    """A search on a multivector, exact. Nearest: MaxSim of the query matrix against
+    every candidate, shown as a dense score is (``MultiStore.search``). Recommend,
+    discover, context: every candidate scored against the example matrices."""
+    shard.config.multi_vector(req.using)
+    top = req.offset + req.limit
+    if top <= 0:
+        return []
+    query = req.query
+    mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    if isinstance(query, NearestQuery):
+        offsets, scores = shard.multi[req.using].search(query.vector, top, allowed=mask,
+                                                        score_threshold=req.score_threshold)
+    else:
+        idx = np.flatnonzero(mask)
+        all_scores = _score_query(shard, req.using, query, idx)
+        if req.score_threshold is not None:
+            keep = all_scores > req.score_threshold
+            idx, all_scores = idx[keep], all_scores[keep]
+        order = _top_order(all_scores, top)
+        offsets, scores = idx[order], all_scores[order]
+    return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 
 def _sparse(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
@@ -216,7 +245,7 @@ def _preprocessed(shard: ShardReader, requests: list[SearchRequest]) -> dict[int
     per vector name for the whole round rather than one call per request."""
     by_using: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
-        if isinstance(req.query, NearestQuery):
+        if isinstance(req.query, NearestQuery) and req.using not in shard.multi:
             by_using.setdefault(req.using, []).append(i)
     out: dict[int, np.ndarray] = {}
     for using, positions in by_using.items():
@@ -360,6 +389,11 @@ def _score_query(shard: ShardReader, using: str, query, idx: np.ndarray) -> np.n
 
         def sim(v: SparseQuery) -> np.ndarray:
             return store.scores_all(v.indices, v.values, shard.size, idf=v.idf)[idx]
+    elif using in shard.multi:
+        multi = shard.multi[using]
+
+        def sim(v: np.ndarray) -> np.ndarray:  # internal MaxSim, as Qdrant's query scorers use
+            return multi.score(v, idx)
     else:
         params = shard.config.vectors[using]
         data = shard.vectors[using].data[idx]
@@ -389,11 +423,14 @@ def vector_output(shard: ShardReader, offset: int, selector: VectorSelector):
     """A point's vectors in Qdrant's JSON shape: one vector for a collection with only
     the unnamed vector, a dict by name otherwise; None when not asked for. Vectors are
     float32 arrays (copies): JSON encoding prints them as float32, as Qdrant does; a
-    sparse one is {"indices": u32 array, "values": f32 array}, sorted by index."""
+    sparse one is {"indices": u32 array, "values": f32 array}, sorted by index; a
+    multivector a (rows, size) float32 array (a list of lists in JSON), its values
+    as stored: unit rows for Cosine, rounded to float16 or uint8 by its datatype."""
     if selector is False:
         return None
-    if selector is True and list(shard.config.vectors) == [DEFAULT_VECTOR] and not shard.config.sparse:
-        store = shard.vectors[DEFAULT_VECTOR]
+    config = shard.config
+    if selector is True and [*config.vectors, *config.multi] == [DEFAULT_VECTOR] and not config.sparse:
+        store = shard.vectors[DEFAULT_VECTOR] if DEFAULT_VECTOR in shard.vectors else shard.multi[DEFAULT_VECTOR]
         return store.get(offset).copy() if store.has(offset) else None
     names = list(shard.config.vectors) if selector is True else [n for n in selector if n in shard.vectors]
     out = {n: shard.vectors[n].get(offset).copy() for n in names if shard.vectors[n].has(offset)}
@@ -402,7 +439,12 @@ def vector_output(shard: ShardReader, offset: int, selector: VectorSelector):
         if shard.sparse[name].has(offset):
             indices, values = shard.sparse[name].get(offset)
             out[name] = {"indices": indices.copy(), "values": values.copy()}
-    if shard.config.sparse and list(out) == [DEFAULT_VECTOR] and DEFAULT_VECTOR in shard.vectors:
+    multi = list(config.multi) if selector is True else [n for n in selector if n in shard.multi]
+    for name in multi:
+        if shard.multi[name].has(offset):
+            out[name] = shard.multi[name].get(offset)
+    if config.sparse and list(out) == [DEFAULT_VECTOR] and (DEFAULT_VECTOR in shard.vectors
+                                                            or DEFAULT_VECTOR in shard.multi):
         # Qdrant's VectorStructInternal from NamedVectors: the default vector alone is bare.
         return out[DEFAULT_VECTOR]
     return out
@@ -444,7 +486,16 @@ def retrieve(shard: ShardReader, ids, with_payload: PayloadSelector | None, with
 
 def get_vectors(shard: ShardReader, ids, using: str) -> dict[PointId, np.ndarray | tuple[np.ndarray, np.ndarray]]:
     """Stored vectors ``using`` of the existing ``ids`` (points without it are left
-    out): float32 rows, or (indices, values) for a sparse vector."""
+    out): float32 rows, (indices, values) for a sparse vector, or a (rows, size)
+    float32 matrix for a multivector."""
+    if using in shard.multi:
+        multi = shard.multi[using]
+        found = {}
+        for point_id in ids:
+            offset = shard.points.offset_of.get(point_id)
+            if offset is not None and multi.has(offset):
+                found[point_id] = multi.get(offset)
+        return found
     if using in shard.sparse:
         sparse = shard.sparse[using]
         found = {}
@@ -505,12 +556,16 @@ def facet(shard: ShardReader, key: str, filter: dict | None, limit: int) -> list
 
 def sample(shard: ShardReader, filter: dict | None, using: str, n: int, seed: int):
     """Up to ``n`` random points passing the filter that hold vector ``using``:
-    (ids, (k, dim) vectors). For the distance matrix."""
-    shard.config.vector(using)
+    (ids, (k, dim) vectors; for a multivector, a list of (rows, dim) matrices).
+    For the distance matrix."""
+    if using not in shard.multi:
+        shard.config.vector(using)
     idx = np.flatnonzero(candidates(shard, filter, using))
     if len(idx) > n:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=n, replace=False))
     ids = [shard.points.ids[o] for o in idx.tolist()]
+    if using in shard.multi:
+        return ids, [shard.multi[using].get(o) for o in idx.tolist()]
     return ids, shard.vectors[using].data[idx].copy()
 
 

@@ -3,7 +3,8 @@
 Layout of ``snapshot/`` (written whole into ``snapshot.tmp/``, then swapped in
 by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
 
-    meta.json           {"seq": n, "vectors": {name: i}, "sparse": {name: j}}: the op the snapshot covers
+    meta.json           {"seq": n, "vectors": {name: i}, "sparse": {name: j}, "multi": {name: k}}:
+                        the op the snapshot covers
     points.json         offset -> id, versions
     payload.json        PayloadStore state (payloads and index definitions)
     vectors-<i>.npy     (size, dim) float32 rows of vector i
@@ -12,6 +13,9 @@ by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
     hnsw-<i>.bin        that graph (only when one exists)
     sparse-<j>.npz      sparse vector j in CSR form (``SparseStore.to_arrays``); its
                         inverted index is rebuilt on load
+    multi-<k>.npz       multivector k (``MultiStore.to_arrays``: row counts by offset and
+                        the rows, in the vector's datatype); snapshots older than
+                        multivectors have no "multi" in meta.json and load without any
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import orjson
 
 from shard import fileio, hnsw
+from shard.multi import MultiStore
 from shard.payload import PayloadStore
 from shard.points import PointTable
 from shard.sparse import SparseStore
@@ -38,7 +43,7 @@ from shard.vectors import VectorStore
 StoreFactory = Callable[[str, int], VectorStore]
 
 # The name of every file a snapshot folder may hold (a plain name: no folder part).
-FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|sparse-\d{1,4}\.npz|\.complete")
+FILE_NAME = re.compile(r"(meta|points|payload)\.json|(vectors|present|indexed)-\d{1,4}\.npy|hnsw-\d{1,4}\.bin|(sparse|multi)-\d{1,4}\.npz|\.complete")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class ShardState:
     graphs: dict[str, hnsw.HnswIndex | None]
     indexed: dict[str, np.ndarray]
     sparse: dict[str, SparseStore] = field(default_factory=dict)
+    multi: dict[str, MultiStore] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,7 +98,13 @@ def stage(state: ShardState, config: ShardConfig, target: Path) -> Staged:
         sparse_names = {name: j for j, name in enumerate(config.sparse)}
         for name, j in sparse_names.items():
             np.savez(tmp / f"sparse-{j}.npz", **state.sparse[name].to_arrays())
-        (tmp / "meta.json").write_bytes(orjson.dumps({"seq": state.seq, "vectors": names, "sparse": sparse_names}))
+        multi_names = {name: k for k, name in enumerate(config.multi)}
+        for name, k in multi_names.items():
+            np.savez(tmp / f"multi-{k}.npz", **state.multi[name].to_arrays())
+        meta = {"seq": state.seq, "vectors": names, "sparse": sparse_names}
+        if multi_names:  # absent otherwise: a snapshot without multivectors reads as before
+            meta["multi"] = multi_names
+        (tmp / "meta.json").write_bytes(orjson.dumps(meta))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -175,7 +187,12 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True,
     sparse_files = meta.get("sparse") or {}  # snapshots before sparse vectors have none
     sparse = {name: SparseStore.load(target / f"sparse-{int(sparse_files[name])}.npz") if name in sparse_files
               else SparseStore() for name in config.sparse}
-    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse)
+    multi_files = meta.get("multi") or {}  # nor before multivectors
+    multi = {name: MultiStore.load(target / f"multi-{int(multi_files[name])}.npz", params.size, params.distance,
+                                   params.datatype or "float32")
+             if name in multi_files else MultiStore(params.size, params.distance, params.datatype or "float32")
+             for name, params in config.multi.items()}
+    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse, multi)
 
 
 def load_export(folder: Path, config: ShardConfig, new_store: StoreFactory | None = None) -> ShardState:
@@ -193,6 +210,10 @@ def load_export(folder: Path, config: ShardConfig, new_store: StoreFactory | Non
         if not isinstance(sparse_names, dict) or set(sparse_names) != set(config.sparse):
             raise BadInput(f"the shard holds the sparse vectors {sorted(sparse_names)}, "
                            f"the collection {sorted(config.sparse)}")
+        multi_names = meta.get("multi") or {}
+        if not isinstance(multi_names, dict) or set(multi_names) != set(config.multi):
+            raise BadInput(f"the shard holds the multivectors {sorted(multi_names)}, "
+                           f"the collection {sorted(config.multi)}")
         if not isinstance(meta["seq"], int) or meta["seq"] < 0:
             raise BadInput("the shard's sequence number is not one")
         state = load(folder, config, with_graphs=False, new_store=new_store)

@@ -188,12 +188,22 @@ class OptimizersConfig:
 @dataclass(frozen=True)
 class VectorParams:
     """One named vector of a collection. ``hnsw_config`` is a diff over the
-    collection's HNSW config, as in Qdrant."""
+    collection's HNSW config, as in Qdrant. ``datatype`` (float32, float16, uint8)
+    is how a multivector's rows are stored and scored (``shard.multi``); a plain
+    dense vector keeps float32 whatever it says. ``multivector``: Qdrant's
+    ``multivector_config`` ({"comparator": "max_sim"}), which makes the vector a
+    multivector: a matrix of rows per point, scored by MaxSim."""
 
     size: int
     distance: Distance
     hnsw_config: dict[str, Any] | None = None
     on_disk: bool | None = None
+    datatype: str | None = None
+    multivector: dict[str, Any] | None = None
+
+    @property
+    def is_multi(self) -> bool:
+        return self.multivector is not None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"size": self.size, "distance": self.distance.value}
@@ -201,15 +211,22 @@ class VectorParams:
             out["hnsw_config"] = dict(self.hnsw_config)
         if self.on_disk is not None:
             out["on_disk"] = self.on_disk
+        if self.datatype is not None:
+            out["datatype"] = self.datatype
+        if self.multivector is not None:
+            out["multivector_config"] = dict(self.multivector)
         return out
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> VectorParams:
+        multivector = data.get("multivector_config")
         return VectorParams(
             size=int(data["size"]),
             distance=Distance(data["distance"]),
             hnsw_config=data.get("hnsw_config") or None,
             on_disk=data.get("on_disk"),
+            datatype=data.get("datatype"),
+            multivector=None if multivector is None else dict(multivector),
         )
 
 
@@ -247,14 +264,18 @@ class SparseVectorParams:
 
 @dataclass(frozen=True)
 class ShardConfig:
-    """What one shard needs to know about its collection. ``sparse``: the sparse
-    vectors by name (their names never clash with the dense ones)."""
+    """What one shard needs to know about its collection. ``vectors``: the dense
+    vectors of one row per point (each with its HNSW graph); ``multi``: the
+    multivectors by name (Qdrant's dense vectors with a ``multivector_config``;
+    no graph: searched exactly); ``sparse``: the sparse vectors by name. No name
+    is in two of them."""
 
     vectors: dict[str, VectorParams]
     hnsw: HnswConfig = HnswConfig()
     optimizers: OptimizersConfig = OptimizersConfig()
     on_disk_payload: bool = True
     sparse: dict[str, SparseVectorParams] = field(default_factory=dict)
+    multi: dict[str, VectorParams] = field(default_factory=dict)
 
     def vector(self, name: str) -> VectorParams:
         """The params of vector ``name``; BadInput naming it, as Qdrant does, if unknown."""
@@ -270,9 +291,16 @@ class ShardConfig:
         except KeyError:
             raise BadInput(f"Not existing vector name error: {name}") from None
 
+    def multi_vector(self, name: str) -> VectorParams:
+        """The params of multivector ``name``; BadInput naming it if unknown."""
+        try:
+            return self.multi[name]
+        except KeyError:
+            raise BadInput(f"Not existing vector name error: {name}") from None
+
     def has_name(self, name: str) -> bool:
-        """Whether ``name`` is a vector of the collection, dense or sparse."""
-        return name in self.vectors or name in self.sparse
+        """Whether ``name`` is a vector of the collection, dense, multi or sparse."""
+        return name in self.vectors or name in self.sparse or name in self.multi
 
     def hnsw_for(self, name: str) -> HnswConfig:
         return self.hnsw.updated(self.vectors[name].hnsw_config)
@@ -286,6 +314,8 @@ class ShardConfig:
         }
         if self.sparse:  # absent otherwise, so that configs without any read as before
             out["sparse"] = {n: p.to_json() for n, p in self.sparse.items()}
+        if self.multi:  # likewise
+            out["multi"] = {n: p.to_json() for n, p in self.multi.items()}
         return out
 
     @staticmethod
@@ -296,6 +326,7 @@ class ShardConfig:
             optimizers=OptimizersConfig(**data.get("optimizers", {})),
             on_disk_payload=data.get("on_disk_payload", True),
             sparse={n: SparseVectorParams.from_json(p) for n, p in (data.get("sparse") or {}).items()},
+            multi={n: VectorParams.from_json(p) for n, p in (data.get("multi") or {}).items()},
         )
 
 
@@ -321,7 +352,9 @@ VectorSelector = Union[bool, tuple[str, ...]]
 @dataclass(frozen=True)
 class NearestQuery:
     """Plain nearest-neighbour search. The vector is float32 and, for Cosine,
-    not yet normalised: the shard normalises (``shard.distances`` owns that)."""
+    not yet normalised: the shard normalises (``shard.distances`` owns that). On
+    a multivector it is a (rows, size) matrix, scored by MaxSim (``shard.multi``);
+    so are the examples of the queries below."""
 
     vector: np.ndarray
 
@@ -457,9 +490,11 @@ class ShardInfo:
 #   {"type": "upsert", "ids": [...], "vectors": {name: (n, dim) array},
 #    "vector_mask": {name: (n,) bool array}   # optional: rows that carry this vector
 #    "sparse": {name: [[u32 indices, f32 values] | None, ...]}  # optional: one per row
+#    "multi": {name: {"counts": (n,) int64, "rows": (sum counts, dim) float32}}
+#             # optional: a multivector per row, its rows one after another; count 0: none given
 #    "payloads": [dict | None, ...]}
 #   {"type": "delete_points", "ids"|"filter": ...}
-#   {"type": "update_vectors", "ids": [...], "vectors": {...}, "vector_mask": {...}, "sparse": {...}}
+#   {"type": "update_vectors", "ids": [...], "vectors": {...}, "vector_mask": {...}, "sparse": {...}, "multi": {...}}
 #   {"type": "delete_vectors", "ids"|"filter": ..., "names": [name, ...]}
 #   {"type": "set_payload", "ids"|"filter": ..., "payload": {...}, "key": str | None}
 #   {"type": "overwrite_payload", "ids"|"filter": ..., "payload": {...}}

@@ -22,6 +22,7 @@ import numpy as np
 
 from shard.filters import FilterContext
 from shard.hnsw import HnswIndex
+from shard.multi import MultiStore
 from shard.points import PointTable
 from shard.sparse import SparseStore
 from shard.types import ShardConfig
@@ -40,6 +41,7 @@ class ShardReader(FilterContext, Protocol):
     points: PointTable
     vectors: dict[str, VectorStore]
     sparse: dict[str, SparseStore]  # the sparse vectors by name, each with its inverted index
+    multi: dict[str, MultiStore]  # the multivectors by name (no graphs)
     graphs: dict[str, HnswIndex | None]
     indexed: dict[str, np.ndarray]  # indexed[name][offset]: the graph holds the offset's current vector
     search_threads: int

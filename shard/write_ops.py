@@ -3,17 +3,22 @@ ops (``shard.types.OP_TYPES``), kept apart so that the shard's module holds its 
 cycle, its log and its reads.
 
 A mixin: its methods work on the shard's own stores (``config``, ``points``,
-``payloads``, ``vectors``, ``sparse``, ``indexed``) and sequence (``seq``), always with the
+``payloads``, ``vectors``, ``sparse``, ``multi``, ``indexed``) and sequence (``seq``), always with the
 shard's lock held. ``_validate`` refuses an op before it is logged; ``_apply`` is
 deterministic, so that replaying the log (or a replica applying the primary's
 records) rebuilds the same state.
+
+Multivectors travel in an op as ``"multi": {name: {"counts", "rows"}}``: each
+point's row count (0: none given) and all their rows in one (total, dim) float32
+array, so a ragged batch is two arrays in the log, not one per point. Logs
+written before multivectors have no "multi" and read as before.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from shard import filters, sparse
+from shard import filters, multi, sparse
 from shard.types import OP_TYPES, BadInput, Op, PointId, PointNotFound
 
 
@@ -39,9 +44,20 @@ class WriteOps:
             for row in rows:
                 if row is not None:
                     sparse.validate(row[0], row[1])
+        for name, entry in (op.get("multi") or {}).items():
+            params = self.config.multi_vector(name)
+            counts, rows = np.asarray(entry["counts"]), np.asarray(entry["rows"])
+            if counts.ndim != 1 or len(counts) != len(op["ids"]):
+                raise BadInput("the number of vectors differs from the number of ids")
+            if (counts < 0).any() or rows.ndim != 2 or int(counts.sum()) != rows.shape[0]:
+                raise BadInput("a multivector's rows do not match their counts")
+            if rows.shape[1] != params.size:
+                raise BadInput(multi.dimension_error(params.size, rows.shape[1]))
+            if not np.isfinite(rows).all():
+                raise BadInput("Vector contains NaN or infinite values")
         if kind == "delete_vectors":
             for name in op["names"]:
-                if name not in self.config.sparse:
+                if name not in self.config.sparse and name not in self.config.multi:
                     self.config.vector(name)
         if kind in ("update_vectors", "set_payload", "overwrite_payload", "delete_payload", "clear_payload"):
             for point_id in op.get("ids") or ():
@@ -65,6 +81,7 @@ class WriteOps:
             offsets = self.points.offsets_of(op["ids"])
             self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)
             self._set_sparse(offsets, op.get("sparse") or {}, replace=False)
+            self._set_multi(offsets, {n: multi.op_rows(e) for n, e in (op.get("multi") or {}).items()}, replace=False)
             self.points.versions[offsets] = seq
         else:
             offsets = self._selected(op)
@@ -94,6 +111,8 @@ class WriteOps:
         self._set_vectors(offsets, vectors, masks, replace=True)
         self._set_sparse(offsets, {n: [given[r] for r in rows.tolist()] for n, given in (op.get("sparse") or {}).items()},
                          replace=True)
+        multis = {n: multi.op_rows(e) for n, e in (op.get("multi") or {}).items()}
+        self._set_multi(offsets, {n: [given[r] for r in rows.tolist()] for n, given in multis.items()}, replace=True)
         payloads = op.get("payloads")
         for row, offset in zip(rows.tolist(), offsets.tolist()):
             self.payloads.set(offset, (payloads[row] if payloads else None) or {})
@@ -129,9 +148,26 @@ class WriteOps:
                 store.clear([o for o, row in zip(offsets.tolist(), rows) if row is None])
             store.set([o for o, _ in held], [(row[0], row[1]) for _, row in held])
 
+    def _set_multi(self, offsets: np.ndarray, given: dict[str, list], *, replace: bool) -> None:
+        """Multivectors as ``_set_sparse`` stores sparse ones (a row's None, or a
+        name not given: left alone, or removed by an upsert)."""
+        for name, store in self.multi.items():
+            rows = given.get(name)
+            if rows is None:
+                if replace:
+                    store.clear(offsets)
+                continue
+            held = [(o, row) for o, row in zip(offsets.tolist(), rows) if row is not None]
+            if replace:
+                store.clear([o for o, row in zip(offsets.tolist(), rows) if row is None])
+            store.set([o for o, _ in held], [row for _, row in held])
+
     def _clear_vector(self, name: str, offsets: np.ndarray) -> None:
         if name in self.sparse:
             self.sparse[name].clear(offsets)
+            return
+        if name in self.multi:
+            self.multi[name].clear(offsets)
             return
         self.vectors[name].clear(offsets)
         self._invalidate(name, offsets)
@@ -142,7 +178,7 @@ class WriteOps:
         indexed[inside] = False
 
     def _delete(self, offsets: np.ndarray) -> None:
-        for name in [*self.config.vectors, *self.config.sparse]:
+        for name in [*self.config.vectors, *self.config.sparse, *self.config.multi]:
             self._clear_vector(name, offsets)
         for offset in offsets.tolist():
             self.payloads.remove(offset)

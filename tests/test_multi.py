@@ -161,6 +161,21 @@ def test_score_of_given_offsets(setup, data):
             assert score == -math.inf
 
 
+@settings(max_examples=100, deadline=None)
+@given(setups())
+def test_maxsim_matrix_scores_each_against_each(setup):
+    """``maxsim_matrix``: row i is the MaxSim of query i against every matrix, in
+    order (not symmetric: the row's matrix is the query)."""
+    distance, datatype, dim, model, query = setup
+    matrices = list(model.values())
+    got = multi.maxsim_matrix([query, *matrices], matrices, dim, distance, datatype)
+    assert got.shape == (1 + len(matrices), len(matrices)) and got.dtype == np.float32
+    tol = tolerance(distance, datatype, 4)
+    for i, q in enumerate([query, *matrices]):
+        for j, m in enumerate(matrices):
+            assert got[i, j] == pytest.approx(naive_maxsim(q, m, distance, datatype), abs=tol, rel=1e-5)
+
+
 @settings(max_examples=150, deadline=None)
 @given(setups(), st.data())
 def test_filter_mask_and_threshold(setup, data):

@@ -7,6 +7,8 @@ nor a UUID (the forms Qdrant's uuid crate parses, made canonical), a vector of t
 wrong dimension or holding NaN or an infinity, a vector name the collection lacks, a
 payload that is not a JSON object. Cosine vectors are sent as given: the shard
 normalises them when it stores them, as for a REST upsert (``shard.vectors``).
+A multivector (a vector with a ``multivector_config``) is a list of rows, checked
+as ``shard.multi.validate`` checks one; it travels in the op's "multi" entry.
 
 A columnar source (``.npy``, a Parquet list column of one length) gives its part's
 vectors as one block: a row then carries ``IN_BLOCK`` for its vector, the block is
@@ -25,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from cluster.placement import split_by_shard
-from shard.types import DEFAULT_VECTOR, ShardConfig
+from shard import multi
+from shard.types import DEFAULT_VECTOR, BadInput, ShardConfig
 
 MAX_U64 = 2**64 - 1
 # The forms Rust's Uuid::parse_str reads: hyphenated, simple, braced, urn:uuid:.
@@ -69,7 +72,24 @@ def point_id(value: Any, hashed: bool = False) -> int | str:
     raise Rejected(f"id {value!r} is neither an unsigned integer nor a UUID")
 
 
+def _multi(name: str, value: Any, config: ShardConfig) -> np.ndarray:
+    """A multivector's rows as a (rows, size) float32 array; Rejected with the
+    REST path's reason (shard.multi's texts) for a bad one."""
+    size = config.multi[name].size
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(row, (list, tuple)) for row in value):
+        raise Rejected(f"vector {name!r} is not a list of vectors" if name else "the vector is not a list of vectors")
+    try:
+        with np.errstate(over="ignore"):
+            return multi.validate(value, size)
+    except BadInput as exc:
+        raise Rejected(f"vector {name!r}: {exc}" if name else str(exc)) from None
+
+
 def _dense(name: str, value: Any, config: ShardConfig) -> np.ndarray:
+    if name in config.multi:
+        return _multi(name, value, config)
     params = config.vectors.get(name)
     if params is None:
         raise Rejected(f"the collection has no vector named {name!r}")
@@ -175,7 +195,13 @@ def upsert_ops(checked: Checked, config: ShardConfig, shard_count: int) -> dict[
     masks: dict[str, np.ndarray] = {}
     if checked.block is not None:
         arrays[DEFAULT_VECTOR] = checked.block
+    multis: dict[str, list] = {}
     for name, rows in checked.vectors.items():
+        if name in config.multi:
+            given = multis[name] = [None] * n
+            for i, a in rows:
+                given[i] = a
+            continue
         array = np.zeros((n, config.vectors[name].size), dtype=np.float32)
         index = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
         array[index] = np.stack([a for _, a in rows])
@@ -190,13 +216,17 @@ def upsert_ops(checked: Checked, config: ShardConfig, shard_count: int) -> dict[
         if rows is None:  # one shard: the part as it is, no copies
             ops[shard] = {"type": "upsert", "ids": checked.ids, "vectors": arrays, "vector_mask": masks,
                           "payloads": checked.payloads}
-            continue
-        r = np.asarray(rows, dtype=np.int64)
-        ops[shard] = {
-            "type": "upsert",
-            "ids": [checked.ids[i] for i in rows],
-            "vectors": {name: a[r] for name, a in arrays.items()},
-            "vector_mask": {name: m[r] for name, m in masks.items()},
-            "payloads": [checked.payloads[i] for i in rows],
-        }
+            rows = range(n)
+        else:
+            r = np.asarray(rows, dtype=np.int64)
+            ops[shard] = {
+                "type": "upsert",
+                "ids": [checked.ids[i] for i in rows],
+                "vectors": {name: a[r] for name, a in arrays.items()},
+                "vector_mask": {name: m[r] for name, m in masks.items()},
+                "payloads": [checked.payloads[i] for i in rows],
+            }
+        if multis:
+            ops[shard]["multi"] = {name: multi.op_entry([given[i] for i in rows], config.multi[name].size)
+                                   for name, given in multis.items()}
     return ops

@@ -31,6 +31,7 @@ from gateway.models.serde import (
     enum,
     serde_error,
 )
+from shard.multi import MultiVectorError, check_shape
 
 # ---------------------------------------------------------------------------
 # Shared selectors.
@@ -102,9 +103,12 @@ def sparse_errors(indices: list, values: list, path: str) -> list[tuple[str, str
 
 
 def multi_errors(multi: list, path: str) -> list[tuple[str, str]]:
-    """Qdrant's validate_multi_vector (field ``data``)."""
-    if any(len(v) == 0 for v in multi):
-        return [(f"{path}.data" if path else "data", "all vectors must be non-empty")]
+    """Qdrant's validate_multi_vector (field ``data``): no rows, an empty row, too
+    many values, rows of different lengths (``shard.multi.check_shape``)."""
+    try:
+        check_shape(multi)
+    except MultiVectorError as exc:
+        return [(f"{path}.{field}" if path else field, message) for field, message in exc.errors]
     return []
 
 

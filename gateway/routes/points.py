@@ -79,7 +79,7 @@ async def delete_vectors(request: web.Request):
     coll = collection(request)
     await strict_mode(request, coll, "delete_vectors", data)
     for name in data["vector"]:
-        if name not in coll.shard_config.sparse:
+        if name not in coll.shard_config.sparse and name not in coll.shard_config.multi:
             coll.shard_config.vector(name)
     op = {"type": "delete_vectors", "names": list(data["vector"]), **convert.selector(data)}
     return await _by_selector(coll, op, wait, must_exist=True)

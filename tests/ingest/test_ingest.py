@@ -128,6 +128,35 @@ def test_npy_source_with_named_vectors_jsonl(server, shoal, memory, collection, 
     assert_same_records(records(shoal, name), want)
 
 
+def test_jsonl_source_with_multivectors(server, shoal, memory, collection, tmp_path):
+    """Named multivectors beside a dense vector (some rows without one), and bad
+    multivectors to the reject file with the REST path's reasons."""
+    maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    name = collection({"a": models.VectorParams(size=DIM, distance=models.Distance.DOT),
+                       "m": models.VectorParams(size=4, distance=models.Distance.COSINE, multivector_config=maxsim)},
+                      shards=2)
+    ids, vectors, payloads = _points(80, seed=7)
+    rng = np.random.default_rng(8)
+    multis = [rng.normal(size=(int(rng.integers(1, 5)), 4)).astype(np.float32) for _ in ids]
+    source = tmp_path / "multi.jsonl"
+    with open(source, "w") as f:
+        for k, (i, v, p) in enumerate(zip(ids, vectors, payloads)):
+            vector = {"a": v.tolist()} if k % 4 == 0 else {"a": v.tolist(), "m": multis[k].tolist()}
+            f.write(json.dumps({"id": i, "vector": vector, "payload": p}) + "\n")
+        f.write(json.dumps({"id": 500, "vector": {"a": vectors[0].tolist(), "m": [[1, 2, 3]]}}) + "\n")
+        f.write(json.dumps({"id": 501, "vector": {"a": vectors[0].tolist(), "m": [[1, 2, 3, 4], [1]]}}) + "\n")
+        f.write(json.dumps({"id": 502, "vector": {"a": vectors[0].tolist(), "m": [1, 2, 3, 4]}}) + "\n")
+    done = ingest(server, name, tmp_path, "--part-rows", "30", str(source))
+    assert done.returncode == 1 and summary(done)["loaded"] == 80 and summary(done)["rejected"] == 3, done.stderr
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert reasons == ["vector 'm': Vector dimension error: expected dim: 4, got 3",
+                       "vector 'm': data: all vectors must have the same dimension, found vector with dimension 1",
+                       "vector 'm' is not a list of vectors"]
+    want_vectors = [{"a": v} if k % 4 == 0 else {"a": v, "m": multis[k].tolist()} for k, v in enumerate(vectors)]
+    want = _oracle(memory, name, ids, want_vectors, payloads)
+    assert_same_records(records(shoal, name), want)
+
+
 def test_npy_source_as_wordnet(server, shoal, memory, collection, tmp_path):
     name = collection(models.VectorParams(size=DIM, distance=models.Distance.COSINE), shards=2)
     ids, vectors, payloads = _points(150, seed=6)
