@@ -171,6 +171,7 @@ class SparseStore:
         self.df: dict[int, int] = {}  # index -> indexed vectors holding it
         self.vector_count = 0  # indexed (non-empty) vectors: N of this shard
         self.entries = 0  # (index, value) pairs stored
+        self._present = np.zeros(0, dtype=bool)  # by offset: holds a vector (capacity >= len(vectors))
 
     @property
     def size(self) -> int:
@@ -187,7 +188,12 @@ class SparseStore:
             self._unindex(offset)
             if offset >= len(self.vectors):
                 self.vectors.extend([None] * (offset + 1 - len(self.vectors)))
+            if offset >= len(self._present):  # grown by a factor: appends stay amortised O(1)
+                grown = np.zeros(max(offset + 1, len(self._present) * 3 // 2, 1024), dtype=bool)
+                grown[: len(self._present)] = self._present
+                self._present = grown
             self.vectors[offset] = vector
+            self._present[offset] = True
             self._index(offset, vector)
 
     def clear(self, offsets) -> None:
@@ -196,6 +202,7 @@ class SparseStore:
             if offset < len(self.vectors):
                 self._unindex(offset)
                 self.vectors[offset] = None
+                self._present[offset] = False
 
     def _index(self, offset: int, vector: tuple[np.ndarray, np.ndarray]) -> None:
         indices, values = vector
@@ -233,7 +240,7 @@ class SparseStore:
         """Which of the first ``size`` offsets hold a vector (an empty one included)."""
         out = np.zeros(size, dtype=bool)
         n = min(size, len(self.vectors))
-        out[:n] = [v is not None for v in self.vectors[:n]]
+        out[:n] = self._present[:n]
         return out
 
     def document_frequencies(self, indices) -> dict[int, int]:
@@ -355,6 +362,7 @@ class SparseStore:
         for dim, a, c in zip(dims.tolist(), starts.tolist(), counts.tolist()):
             store.postings[dim] = _Posting(rows[a:a + c], weights[a:a + c])
             store.df[dim] = c
+        store._present = present.copy()
         store.vector_count = int(np.count_nonzero(present & (np.diff(indptr) > 0)))
         store.entries = len(indices)
         return store
