@@ -95,3 +95,118 @@ def test_load_generation_is_loopback_only():
     loadgen.check_loopback("http://127.0.0.1:6333/collections/c/points/search")
     with pytest.raises(ValueError):
         loadgen.check_loopback("http://example.com/collections/c/points/search")
+
+
+# -- hybrid search (bench/hybrid_data.py) ------------------------------------------------
+
+from bench import hybrid_data  # noqa: E402
+
+
+def test_tokens_are_lowercased_ascii_alphanumeric_runs():
+    assert hybrid_data.tokens('Rorippa amphibia, "rural" 3D-film; café') == ["rorippa", "amphibia", "rural", "3d", "film", "caf"]
+
+
+def test_count_vectors_are_sorted_unique_indices_with_counts():
+    vocab = hybrid_data.vocabulary([["b", "a"], ["c", "a"]])
+    assert vocab == {"a": 0, "b": 1, "c": 2}
+    rows = hybrid_data.count_vectors([["c", "a", "c"], []], vocab)
+    indices, values = rows.row(0)
+    assert indices.tolist() == [0, 2] and values.tolist() == [1.0, 2.0]
+    assert len(rows) == 2 and rows.row(1)[0].size == 0
+
+
+def test_idf_is_qdrants_fancy_idf():
+    # ln((N - n + 0.5) / (n + 0.5) + 1) for N = 10: n = 1 -> ln(7.333...), n = 10 -> ln(1.0476...)
+    assert hybrid_data.idf(10, [1, 10]) == pytest.approx([np.log(9.5 / 1.5 + 1), np.log(0.5 / 10.5 + 1)])
+
+
+def test_top_k_breaks_ties_by_column_even_at_the_cut():
+    scores = np.array([[1.0, 3.0, 2.0, 2.0, 2.0, -np.inf], [-np.inf, 5.0, -np.inf, -np.inf, -np.inf, -np.inf]])
+    ids, best = hybrid_data.top_k(scores, 3)
+    assert ids.tolist() == [[1, 2, 3], [1, -1, -1]]
+    assert best[1, 0] == 5.0 and best[1, 1] == -np.inf
+
+
+def test_rank_bounds_spread_a_tie_over_its_ranks_and_past_the_limit():
+    scores = np.array([9.0, 5.0, 5.0, 5.0, 1.0, -np.inf])
+    assert hybrid_data.rank_bounds(scores, 2) == {0: (0, 0), 1: (1, 2), 2: (1, 2), 3: (1, 2)}
+    assert hybrid_data.rank_bounds(scores, 5) == {0: (0, 0), 1: (1, 3), 2: (1, 3), 3: (1, 3), 4: (4, 4)}
+
+
+def test_rrf_sums_reciprocal_ranks_and_keeps_first_appearance_on_ties():
+    fused = hybrid_data.rrf([[7, 8, 9], [9, 6]])
+    assert fused == pytest.approx({9: 1 / 4 + 1 / 2, 7: 1 / 2, 8: 1 / 3, 6: 1 / 3})
+    assert list(fused) == [9, 7, 8, 6]
+
+
+def test_fused_bounds_line_is_the_kth_worst_case_score():
+    # dense: 1, 2; sparse: 3 alone first, then 1 and 4 tied for ranks 1-2 with limit 2
+    best, line, size = hybrid_data.fused_bounds([1, 2], {3: (0, 0), 1: (1, 2), 4: (1, 2)}, limit=2, k=2)
+    assert best == pytest.approx({1: 1 / 2 + 1 / 3, 2: 1 / 3, 3: 1 / 2, 4: 1 / 3})
+    # worst cases: 1 -> 1/2 (pushed out of the sparse list), 3 -> 1/2, 2 -> 1/3, 4 -> 0
+    assert line == pytest.approx(1 / 2) and size == 2
+
+
+def test_overlaps_plain_and_tie_aware():
+    assert hybrid_data.overlap([[1, 2, 3]], [[1, 2, 4]], 3) == pytest.approx(2 / 3)
+    assert hybrid_data.overlap([[1, 2]], [[1, 2], [3, 4]], 2) == 1.0  # only answered queries count
+    # 5 is not the reference's 3rd but ties with it; 6 is below the line; a repeat counts once
+    assert hybrid_data.tie_aware_overlap([[1, 5, 6]], [[9.0, 4.0, 3.0]], [4.0], [3], 3) == pytest.approx(2 / 3)
+    assert hybrid_data.tie_aware_overlap([[1, 1, 5]], [[9.0, 9.0, 4.0]], [4.0], [3], 3) == pytest.approx(2 / 3)
+
+
+def _tiny_hybrid() -> hybrid_data.HybridData:
+    rng = np.random.default_rng(3)
+    words = ["w%d" % i for i in range(12)]
+    docs = [list(rng.choice(words, size=rng.integers(1, 6))) for _ in range(60)]
+    queries = [list(rng.choice(words, size=3)) for _ in range(7)]
+    vocab = hybrid_data.vocabulary(docs + queries)
+    dense = dataset.Dataset(base=rng.standard_normal((60, 8)).astype(np.float32), pos=["noun"] * 60,
+                            queries=rng.standard_normal((7, 8)).astype(np.float32))
+    return hybrid_data.HybridData(dense, hybrid_data.count_vectors(docs, vocab),
+                                  hybrid_data.count_vectors(queries, vocab), len(vocab))
+
+
+def test_exact_references_match_a_brute_force_with_qdrants_formulas():
+    data = _tiny_hybrid()
+    exact = hybrid_data.Exact(data, k=3, limit=5)
+    docs = data.docs.matrix(data.dim).toarray()
+    df = (docs > 0).sum(axis=0)
+    weights = np.log((60 - df + 0.5) / (df + 0.5) + 1)
+    for q in range(7):
+        scores = docs @ (data.queries.matrix(data.dim).toarray()[q] * weights)
+        cand = [i for i in np.argsort(-scores, kind="stable") if scores[i] > 0][:5]
+        assert exact.sparse_ids[q][exact.sparse_ids[q] >= 0].tolist() == cand
+        assert exact.sparse_score(q, cand) == pytest.approx(scores[cand])
+        dense = np.argsort(-(dataset.normalise(data.dense.base) @ dataset.normalise(data.dense.queries)[q]))[:5]
+        assert exact.dense_ids[q].tolist() == dense.tolist()
+        assert exact.fused[q] == pytest.approx(hybrid_data.rrf([dense, cand]))
+    # the exact answers pass their own checks
+    answers = [(exact.sparse_ids[q][:3][exact.sparse_ids[q][:3] >= 0].tolist(), []) for q in range(7)]
+    answers = [(ids, exact.sparse_score(q, ids).tolist()) for q, (ids, _) in enumerate(answers)]
+    sparse = hybrid_data.check_sparse(exact, answers)
+    assert sparse["overlap"] == sparse["tie_aware_overlap"] == 1.0 and sparse["max_score_rel_error"] == 0.0
+    hybrid = hybrid_data.check_hybrid(exact, [(list(f)[:3], []) for f in exact.fused])
+    assert hybrid["overlap"] == hybrid["tie_aware_overlap"] == 1.0
+
+
+def test_hybrid_table_reports_a_refused_query_kind_and_a_missing_side():
+    from bench import hybrid
+
+    edge_kind = {"best_qps": 100.0, "best": "batch", "loop": {"qps": 50.0}, "batch": {"qps": 100.0},
+                 "latency": {"p50_ms": 0.1}, "answers": []}
+    results = {"edge": {"sparse": edge_kind, "hybrid": edge_kind},
+               "shoal": {"errors": {"hybrid": "HTTP 400: prefetch is not supported"},
+                         "sparse": {"load": {"qps": 80.0, "p50_ms": 2.0, "errors": 0},
+                                    "python_client_latency": {"p50_ms": 1.0}, "answers": []}}}
+    checked = {"sparse": {"shoal": {"overlap": 1.0, "tie_aware_overlap": 1.0, "queries": 0}}}
+    table = hybrid.rows(results, checked)
+    assert table[0]["shoal_over_edge"] == pytest.approx(0.8) and table[1]["shoal_qps"] is None
+    text = hybrid.render(table, results, clients=32, limit=20)
+    assert "hybrid: NOT MEASURED, Shoal answered HTTP 400" in text and "dense 20 + sparse 20" in text
+    assert "—" in text
+
+
+def test_sparse_score_gap_flags_a_point_sharing_no_index():
+    gap = hybrid_data.relative_gap([2.0, 1.0, 5.0], np.array([2.0, 2.0, -np.inf]))
+    assert gap.tolist() == [0.0, 0.5, np.inf]
