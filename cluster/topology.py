@@ -41,6 +41,7 @@ class ReplicaView:
     peer_id: int
     state: str  # Shoal's state ("active", ...)
     local: bool  # on the answering gateway's peer
+    primary: bool = False  # the shard's primary: it sequences the shard's writes
 
     @property
     def qdrant_state(self) -> str:
@@ -92,7 +93,7 @@ def layout(placement: Any, shard_count: int, self_peer: int, self_node: str | No
     (on Ray node ``self_node``, when known)."""
     shards = placement.get("shards") if isinstance(placement, dict) else None
     if not shards:
-        views = tuple(ReplicaView(i, SINGLE_NODE_REPLICA, self_peer, ReplicaState.ACTIVE.value, True)
+        views = tuple(ReplicaView(i, SINGLE_NODE_REPLICA, self_peer, ReplicaState.ACTIVE.value, True, True)
                       for i in range(shard_count))
         return Layout(shard_count, views)
     views, transfers = [], []
@@ -104,7 +105,8 @@ def layout(placement: Any, shard_count: int, self_peer: int, self_node: str | No
         for replica in sorted(shard["replicas"], key=lambda r: (len(r), r)):  # r2 before r10
             where = shard["replicas"][replica]
             local = self_node is not None and where["node"] == self_node
-            views.append(ReplicaView(shard_id, replica, peer(where["node"]), where["state"], local))
+            views.append(ReplicaView(shard_id, replica, peer(where["node"]), where["state"], local,
+                                     replica == shard.get("primary")))
             if where["state"] == ReplicaState.PARTIAL.value:
                 source = shard["replicas"].get(where.get("source") or shard["primary"])
                 if source is not None and source is not where:

@@ -81,11 +81,12 @@ def collection_cluster_info(self_peer: int, layout: Layout,
         content = digest.content_hash if digest is not None else None
         if replica.local:
             local.append({"shard_id": replica.shard_id, "points_count": points, "state": replica.qdrant_state,
-                          "shoal_replica": replica.replica, "shoal_content_hash": content})
+                          "shoal_replica": replica.replica, "shoal_primary": replica.primary,
+                          "shoal_content_hash": content})
         else:
             remote.append({"shard_id": replica.shard_id, "peer_id": replica.peer_id, "state": replica.qdrant_state,
-                           "shoal_replica": replica.replica, "shoal_points_count": points,
-                           "shoal_content_hash": content})
+                           "shoal_replica": replica.replica, "shoal_primary": replica.primary,
+                           "shoal_points_count": points, "shoal_content_hash": content})
     local.sort(key=lambda s: s["shard_id"])
     remote.sort(key=lambda s: s["shard_id"])
     return {

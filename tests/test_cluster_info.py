@@ -93,7 +93,7 @@ def test_cluster_status_without_a_leader_and_stopped():
 
 
 def test_collection_cluster_info_with_digests_beside_qdrants_fields():
-    where = Layout(2, (ReplicaView(1, "r0", SELF, "active", True), ReplicaView(0, "r0", SELF, "active", True),
+    where = Layout(2, (ReplicaView(1, "r0", SELF, "active", True, True), ReplicaView(0, "r0", SELF, "active", True, True),
                        ReplicaView(0, "r1", 77, "partial", False)),
                    (Transfer(0, SELF, 77, sync=True),))
     digests = [ShardDigest(5, "b" * 32), ShardDigest(3, "a" * 32), None]
@@ -102,11 +102,11 @@ def test_collection_cluster_info_with_digests_beside_qdrants_fields():
         "peer_id": SELF,
         "shard_count": 2,
         "local_shards": [{"shard_id": 0, "points_count": 3, "state": "Active", "shoal_replica": "r0",
-                          "shoal_content_hash": "a" * 32},
+                          "shoal_primary": True, "shoal_content_hash": "a" * 32},
                          {"shard_id": 1, "points_count": 5, "state": "Active", "shoal_replica": "r0",
-                          "shoal_content_hash": "b" * 32}],
+                          "shoal_primary": True, "shoal_content_hash": "b" * 32}],
         "remote_shards": [{"shard_id": 0, "peer_id": 77, "state": "Partial", "shoal_replica": "r1",
-                           "shoal_points_count": 0, "shoal_content_hash": None}],
+                           "shoal_primary": False, "shoal_points_count": 0, "shoal_content_hash": None}],
         "shard_transfers": [{"shard_id": 0, "from": SELF, "to": 77, "sync": True}],
     }
     parsed = qm.CollectionClusterInfo.model_validate(answer)

@@ -97,8 +97,9 @@ def test_collection_cluster_info_counts_and_hashes(server, shoal, collection_nam
 
     a, b = raw(first), raw(second)
     assert set(a) == {"peer_id", "shard_count", "local_shards", "remote_shards", "shard_transfers"}
-    assert all(set(s) == {"shard_id", "points_count", "state", "shoal_replica", "shoal_content_hash"}
+    assert all(set(s) == {"shard_id", "points_count", "state", "shoal_replica", "shoal_primary", "shoal_content_hash"}
                for s in a["local_shards"])
+    assert all(s["shoal_primary"] is True for s in a["local_shards"])  # one server: every shard's only copy
     hashes_a = [s["shoal_content_hash"] for s in a["local_shards"]]
     assert all(isinstance(h, str) and len(h) == 32 for h in hashes_a)
     assert hashes_a == [s["shoal_content_hash"] for s in b["local_shards"]]  # same points, same hashes

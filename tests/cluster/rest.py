@@ -25,10 +25,12 @@ def get(url: str) -> dict:
 
 
 def replicas(gateway: gateways.Gateway, name: str) -> list[dict]:
-    """Every replica of the collection: shard_id, peer_id, state, hash (Shoal's extra)."""
+    """Every replica of the collection: shard_id, peer_id, state, and Shoal's extras:
+    replica id, whether it is the shard's primary, content hash."""
     info = get(f"{gateway.url}/collections/{name}/cluster")
     return [{"shard_id": r["shard_id"], "peer_id": r["peer_id"], "state": r["state"], "replica": r["shoal_replica"],
-             "hash": r.get("shoal_content_hash")} for r in info["local_shards"] + info["remote_shards"]]
+             "primary": r.get("shoal_primary"), "hash": r.get("shoal_content_hash")}
+            for r in info["local_shards"] + info["remote_shards"]]
 
 
 def points(n: int, start: int = 0, seed: int = 0) -> list[models.PointStruct]:
