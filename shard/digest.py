@@ -194,20 +194,14 @@ def content_digest(ids: Sequence, live: np.ndarray, vectors: Mapping[str, tuple[
             if has.any():
                 part[has] = fmix64(_vector_lanes(data, offsets[has]) + salt)
             lanes = fmix64(lanes ^ part)
-        for name in sorted(sparse or {}):
-            salt, absent = _salts("sparse " + name)
-            has, hashed = _sparse_lanes(sparse[name], offsets)
-            part = np.empty((len(offsets), 2), dtype=np.uint64)
-            part[~has] = absent
-            part[has] = fmix64(hashed + salt)
-            lanes = fmix64(lanes ^ part)
-        for name in sorted(multi or {}):
-            salt, absent = _salts("multi " + name)
-            has, hashed = _multi_lanes(multi[name], offsets)
-            part = np.empty((len(offsets), 2), dtype=np.uint64)
-            part[~has] = absent
-            part[has] = fmix64(hashed + salt)
-            lanes = fmix64(lanes ^ part)
+        for kind, stores, lanes_of in (("sparse ", sparse, _sparse_lanes), ("multi ", multi, _multi_lanes)):
+            for name in sorted(stores or {}):
+                salt, absent = _salts(kind + name)
+                has, hashed = lanes_of(stores[name], offsets)
+                part = np.empty((len(offsets), 2), dtype=np.uint64)
+                part[~has] = absent
+                part[has] = fmix64(hashed + salt)
+                lanes = fmix64(lanes ^ part)
         totals = fmix64(lanes).sum(axis=0, dtype=np.uint64)
     summary = VERSION + len(offsets).to_bytes(8, "little") + totals.astype("<u8").tobytes()
     return ShardDigest(len(offsets), hashlib.blake2b(summary, digest_size=16).hexdigest())

@@ -170,58 +170,46 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
     for members in exact_groups.values():
         if len(members) > 1:
             _exact_together(shard, members)
-    return [_sparse(shard, plan.req) if plan.req.using in shard.sparse
-            else _multi(shard, plan.req) if plan.req.using in shard.multi
+    return [_exact_kind(shard, plan.req) if plan.req.using in shard.sparse or plan.req.using in shard.multi
             else _finish(shard, plan)
             for plan in plans]
 
 
-def _multi(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
-    """A search on a multivector, exact. Nearest: MaxSim of the query matrix against
-    every candidate, shown as a dense score is (``MultiStore.search``). Recommend,
-    discover, context: every candidate scored against the example matrices."""
-    shard.config.multi_vector(req.using)
+def _exact_kind(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
+    """A search on a sparse vector or a multivector, exact (no graph). Nearest: the
+    store's own search (a sparse one reads only the postings of the query's
+    indices; a multivector one scores MaxSim, shown as a dense score is).
+    Recommend, discover, context: every candidate scored against the examples."""
+    sparse = req.using in shard.sparse
+    if sparse:
+        shard.config.sparse_vector(req.using)
+    else:
+        shard.config.multi_vector(req.using)
     top = req.offset + req.limit
     if top <= 0:
         return []
     query = req.query
     mask = candidates(shard, req.filter, req.using, req.exclude_ids)
-    if isinstance(query, NearestQuery):
+    if sparse and isinstance(query, SparseQuery):
+        offsets, scores = shard.sparse[req.using].search(
+            query.indices, query.values, top, allowed=mask, score_threshold=req.score_threshold, idf=query.idf)
+    elif not sparse and isinstance(query, NearestQuery):
         offsets, scores = shard.multi[req.using].search(query.vector, top, allowed=mask,
                                                         score_threshold=req.score_threshold)
     else:
-        idx = np.flatnonzero(mask)
-        all_scores = _score_query(shard, req.using, query, idx)
-        if req.score_threshold is not None:
-            keep = all_scores > req.score_threshold
-            idx, all_scores = idx[keep], all_scores[keep]
-        order = _top_order(all_scores, top)
-        offsets, scores = idx[order], all_scores[order]
+        offsets, scores = _by_examples(shard, req, np.flatnonzero(mask), top)
     return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 
-def _sparse(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
-    """A search on a sparse vector. Nearest: the postings of the query's indices,
-    scored exactly, restricted to the candidates (dot product: higher is better).
-    Recommend, discover, context: every candidate scored against the examples."""
-    shard.config.sparse_vector(req.using)
-    top = req.offset + req.limit
-    if top <= 0:
-        return []
-    query = req.query
-    mask = candidates(shard, req.filter, req.using, req.exclude_ids)
-    if isinstance(query, SparseQuery):
-        offsets, scores = shard.sparse[req.using].search(
-            query.indices, query.values, top, allowed=mask, score_threshold=req.score_threshold, idf=query.idf)
-    else:
-        idx = np.flatnonzero(mask)
-        all_scores = _score_query(shard, req.using, query, idx)
-        if req.score_threshold is not None:
-            keep = all_scores > req.score_threshold
-            idx, all_scores = idx[keep], all_scores[keep]
-        order = _top_order(all_scores, top)
-        offsets, scores = idx[order], all_scores[order]
-    return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
+def _by_examples(shard: ShardReader, req: SearchRequest, idx: np.ndarray, top: int):
+    """(offsets, scores) of the ``top`` of ``idx`` by a recommend / discover /
+    context query, ``score_threshold`` applied (strict)."""
+    all_scores = _score_query(shard, req.using, req.query, idx)
+    if req.score_threshold is not None:
+        keep = all_scores > req.score_threshold
+        idx, all_scores = idx[keep], all_scores[keep]
+    order = _top_order(all_scores, top)
+    return idx[order], all_scores[order]
 
 
 def _exact_together(shard: ShardReader, members: list[_Plan]) -> None:
@@ -310,13 +298,7 @@ def _finish(shard: ShardReader, plan: _Plan) -> list[ScoredPoint]:
             offsets, sims = offsets[keep], sims[keep]
         scores = distances.to_display(sims, params.distance)
     else:
-        idx = np.flatnonzero(plan.cands.mask)
-        all_scores = _score_query(shard, req.using, req.query, idx)
-        if req.score_threshold is not None:
-            keep = all_scores > req.score_threshold
-            idx, all_scores = idx[keep], all_scores[keep]
-        order = _top_order(all_scores, top)
-        offsets, scores = idx[order], all_scores[order]
+        offsets, scores = _by_examples(shard, req, np.flatnonzero(plan.cands.mask), top)
     return _scored_points(shard, offsets, scores, req.with_payload, req.with_vector)
 
 

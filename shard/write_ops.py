@@ -137,30 +137,11 @@ class WriteOps:
         """Sparse vectors as ``_set_vectors`` stores dense ones: a row's None, or a
         name not given, leaves the point's vector alone, or with ``replace``
         (upsert) removes it."""
-        for name, store in self.sparse.items():
-            rows = given.get(name)
-            if rows is None:
-                if replace:
-                    store.clear(offsets)
-                continue
-            held = [(o, row) for o, row in zip(offsets.tolist(), rows) if row is not None]
-            if replace:
-                store.clear([o for o, row in zip(offsets.tolist(), rows) if row is None])
-            store.set([o for o, _ in held], [(row[0], row[1]) for _, row in held])
+        _set_rows(self.sparse, offsets, given, replace)
 
     def _set_multi(self, offsets: np.ndarray, given: dict[str, list], *, replace: bool) -> None:
-        """Multivectors as ``_set_sparse`` stores sparse ones (a row's None, or a
-        name not given: left alone, or removed by an upsert)."""
-        for name, store in self.multi.items():
-            rows = given.get(name)
-            if rows is None:
-                if replace:
-                    store.clear(offsets)
-                continue
-            held = [(o, row) for o, row in zip(offsets.tolist(), rows) if row is not None]
-            if replace:
-                store.clear([o for o, row in zip(offsets.tolist(), rows) if row is None])
-            store.set([o for o, _ in held], [row for _, row in held])
+        """Multivectors as ``_set_sparse`` stores sparse ones."""
+        _set_rows(self.multi, offsets, given, replace)
 
     def _clear_vector(self, name: str, offsets: np.ndarray) -> None:
         if name in self.sparse:
@@ -195,3 +176,19 @@ class WriteOps:
                 store.delete_keys(offset, op["keys"])
             else:
                 store.clear(offset)
+
+
+def _set_rows(stores: dict, offsets: np.ndarray, given: dict[str, list], replace: bool) -> None:
+    """Each store's rows of ``given`` at ``offsets`` (a sparse or multivector store:
+    ``set`` and ``clear`` by offset). A row's None, or a name not given, leaves the
+    point's vector alone, or with ``replace`` (upsert) removes it."""
+    for name, store in stores.items():
+        rows = given.get(name)
+        if rows is None:
+            if replace:
+                store.clear(offsets)
+            continue
+        held = [(o, row) for o, row in zip(offsets.tolist(), rows) if row is not None]
+        if replace:
+            store.clear([o for o, row in zip(offsets.tolist(), rows) if row is None])
+        store.set([o for o, _ in held], [row for _, row in held])
