@@ -57,6 +57,8 @@ from shard.types import BadInput, Conflict
 
 log = logging.getLogger(__name__)
 
+LOCATE_TIMEOUT = 2.0  # seconds to tell where a replica another gateway started listens
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -236,7 +238,7 @@ class Collections(RunningCollections):
                 i, entry, handles[i], endpoints[i], own_node=runtime.own_node(),
                 write_factor=params.get("write_consistency_factor") or 1,
                 read_fan_out=params.get("read_fan_out_factor") or 0,
-                mark_dead=self._marker(name, incarnation), secret=secret))
+                mark_dead=self._marker(name, incarnation), secret=secret, locate=self._locator(incarnation)))
         return collection
 
     def _marker(self, name: str, incarnation: str):
@@ -254,6 +256,22 @@ class Collections(RunningCollections):
             self._refresh_placement(name)
 
         return mark_dead
+
+    def _locator(self, incarnation: str):
+        """The ``locate`` of a replicated collection's shards: a replica looked up
+        in Ray by its actor's name (``runtime.locate_shard``)."""
+        secret = self.shard_options.get("wire_secret")
+
+        async def locate(shard: int, replica: str):
+            found = await runtime.locate_shard(f"shard-{incarnation}-{shard}-{replica}", LOCATE_TIMEOUT)
+            if not isinstance(found, tuple):
+                return found
+            actor, where = found
+            handle = ShardHandle(actor, shard, secret)
+            handle.endpoints = where
+            return handle, where
+
+        return locate
 
     # ------------------------------------------------- the controller's hands
 
@@ -434,21 +452,10 @@ class Collections(RunningCollections):
                    if isinstance(shard, ReplicaSet)
                    for replica, info in sorted(entry["replicas"].items())
                    if info["state"] != ReplicaState.DEAD and replica not in shard.replicas]
-        secret = self.shard_options.get("wire_secret")
-
-        async def reach(shard: ReplicaSet, replica: str):
-            actor = await asyncio.to_thread(runtime.find_shard, f"shard-{collection.incarnation}-{shard.index}-{replica}")
-            if actor is None:
-                return None
-            handle = ShardHandle(actor, shard.index, secret)
-            async with asyncio.timeout(5):
-                await handle.ready()
-                return handle, await runtime.endpoints(actor)
-
-        found = await asyncio.gather(*(reach(s, r) for s, r in missing), return_exceptions=True)
+        locate = self._locator(collection.incarnation)
+        found = await asyncio.gather(*(locate(s.index, r) for s, r in missing), return_exceptions=True)
         for (shard, replica), answer in zip(missing, found):
-            if answer is None or isinstance(answer, BaseException) or replica in shard.replicas \
-                    or replica not in shard.shard["replicas"]:
+            if not isinstance(answer, tuple) or replica in shard.replicas or replica not in shard.shard["replicas"]:
                 continue
             handle, where = answer
             shard.update(shard.shard, {**shard.replicas, replica: handle}, {**shard.endpoints, replica: where})

@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from cluster import resolve, routing, shard_copy
 from cluster.replicator import Peer, WriteOutcome
-from cluster.shard_client import WRITES, ShardClient, ShardTimeout, ShardUnavailable
+from cluster.shard_client import NOT_STARTED, WRITES, ShardClient, ShardTimeout, ShardUnavailable
 from cluster.transport import Endpoints
 from shard.types import BadInput
 
@@ -53,13 +53,16 @@ _RESOLVERS: dict[str, Callable[[list, resolve.Condition], Any]] = {
 
 # (shard, {replica: the state it must still be in, None: any}) -> committed
 MarkDead = Callable[[int, dict[str, str | None]], Awaitable[None]]
+# (shard, replica) -> (its client, its endpoints) once it runs; NOT_STARTED while its
+# actor was never started; None when that cannot be told now
+Locate = Callable[[int, str], Awaitable[tuple[ShardClient, Endpoints] | str | None]]
 
 
 class ReplicaSet(ShardClient):
     def __init__(self, index: int, shard: dict[str, Any], replicas: dict[str, ShardClient],
                  endpoints: dict[str, Endpoints], *, own_node: str | None, write_factor: int,
                  mark_dead: MarkDead, read_fan_out: int = 0, write_timeout: float = WRITE_TIMEOUT,
-                 secret: bytes | None = None):
+                 secret: bytes | None = None, locate: Locate | None = None):
         super().__init__(index)
         self.secret = secret  # the key of the shards' connections (cluster.wire), for copies
         self.own_node = own_node
@@ -67,6 +70,7 @@ class ReplicaSet(ShardClient):
         self.read_fan_out = read_fan_out
         self.write_timeout = write_timeout
         self._mark_dead = mark_dead
+        self._locate = locate
         self._turn = itertools.count()
         self._failing: dict[str, float] = {}  # replica -> until when it is asked last
         self.update(shard, replicas, endpoints)
@@ -74,7 +78,15 @@ class ReplicaSet(ShardClient):
     def update(self, shard: dict[str, Any], replicas: dict[str, ShardClient], endpoints: dict[str, Endpoints]) -> None:
         """The shard's placement entry as the metadata now holds it, and a client and
         the endpoints of each of its replicas."""
-        self.shard, self.replicas, self.endpoints = shard, replicas, endpoints
+        self.shard, self.replicas, self._endpoints = shard, replicas, endpoints
+
+    @property
+    def endpoints(self) -> dict[str, Endpoints]:
+        """Where each replica listens: as its client last heard, when it keeps track
+        (Ray restarts a killed actor as a new process, listening elsewhere), else as
+        given to ``update``."""
+        heard = {r: c.endpoints for r, c in self.replicas.items() if c.endpoints is not None}
+        return {**self._endpoints, **heard} if heard else self._endpoints
 
     # ------------------------------------------------------------------ writes
 
@@ -90,7 +102,8 @@ class ReplicaSet(ShardClient):
         quorum = routing.write_quorum(self.write_factor, targets)
         if targets.primary not in self.replicas:
             raise ShardUnavailable(f"shard {self.index}: its primary {targets.primary} is not running")
-        peers = [Peer(r, self.endpoints[r]) for r in targets.forwards if r in self.endpoints]
+        where, not_started = await self._find(targets)
+        peers = [Peer(r, where[r]) for r in targets.forwards if r in where]
         outcome: WriteOutcome = await self.replicas[targets.primary].call(
             "replicate", op, wait, targets.epoch, peers, self.write_timeout, timeout=self.write_timeout + 30)
         if outcome.stale:
@@ -99,7 +112,8 @@ class ReplicaSet(ShardClient):
         # is behind by nature (being filled by a transfer, or not started yet): it
         # reads nothing, and it is caught up from the primary's log before it is
         # made active; its failures neither fail the write nor mark it.
-        why = {**{r: "not running" for r in targets.forwards if r not in self.endpoints}, **outcome.failed}
+        why = {**{r: "not running" for r in targets.forwards if r not in where and r not in not_started},
+               **outcome.failed}
         failed = {r: ShardUnavailable(f"replica {r}: {text}") for r, text in why.items() if r in targets.active}
         verdict = routing.write_verdict(targets, quorum, {targets.primary, *outcome.acked}, failed)
         # A partial replica that did not take the write may be made active by the
@@ -114,6 +128,29 @@ class ReplicaSet(ShardClient):
         if not verdict.accepted:
             raise verdict.error
         return outcome.seq
+
+    async def _find(self, targets: routing.WriteTargets) -> tuple[dict[str, Endpoints], set[str]]:
+        """Where the replicas a write goes to listen, those this gateway had not
+        heard of looked up first (``locate``: started by the controller, through
+        another gateway, a moment ago); and the partial ones whose actor Ray has not
+        started yet. Those need not take the write: a replica is filled by a
+        transfer from an active one only once it runs, and every active one has
+        the write by then (it is marked dead otherwise). Without that, a replica
+        added under a steady flow of writes would be marked dead before it ever
+        ran, again and again."""
+        where = self.endpoints
+        unseen = [r for r in targets.forwards if r not in where]
+        if not unseen or self._locate is None:
+            return where, set()
+        found = await asyncio.gather(*(self._locate(self.index, r) for r in unseen), return_exceptions=True)
+        replicas, endpoints = dict(self.replicas), dict(self._endpoints)
+        for r, answer in zip(unseen, found):
+            if isinstance(answer, tuple) and r in self.shard["replicas"]:
+                replicas.setdefault(r, answer[0])
+                endpoints[r] = answer[1]
+        self.update(self.shard, replicas, endpoints)
+        return self.endpoints, {r for r, answer in zip(unseen, found)
+                                if isinstance(answer, str) and answer == NOT_STARTED and r not in targets.active}
 
     # -------------------------------------------------- copies (snapshots)
 

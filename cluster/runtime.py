@@ -37,7 +37,7 @@ from ray.exceptions import ActorUnavailableError, ActorUnschedulableError, RayAc
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster import actor as shard_actor
-from cluster.shard_client import ShardUnavailable
+from cluster.shard_client import NOT_STARTED, ShardUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -346,26 +346,28 @@ async def ray_problem(timeout: float) -> str | None:
     return None
 
 
-async def ping(actor, timeout: float) -> tuple[str, str]:
+async def ping(actor, timeout: float) -> tuple[str, str, Any]:
     """One health check of a shard actor through Ray's control path (its own
-    concurrency group): (ANSWERED, ""), or (SILENT | STARTING | DEAD, why).
-    Unanswered, the actor's state in the GCS tells a stopped actor (ALIVE but
-    silent) from one Ray is restarting (loading its storage) or gave up on."""
+    concurrency group): (ANSWERED, "", its ``Endpoints``), or (SILENT | STARTING |
+    DEAD, why, None). The answer is where the actor listens now: after Ray
+    restarted it, a new process listens at new addresses. Unanswered, the
+    actor's state in the GCS tells a stopped actor (ALIVE but silent) from one
+    Ray is restarting (loading its storage) or gave up on."""
     try:
-        await asyncio.wait_for(actor.ready.options(concurrency_group=CONTROL_GROUP).remote(), timeout)
-        return ANSWERED, ""
+        where = await asyncio.wait_for(actor.endpoints.options(concurrency_group=CONTROL_GROUP).remote(), timeout)
+        return ANSWERED, "", where
     except asyncio.TimeoutError:
         failure = None
     except RayActorError as exc:  # ActorUnavailableError, ActorDiedError: perhaps restarting
         failure = exc
     state = await _actor_state(actor, timeout)
     if state in ("RESTARTING", "PENDING_CREATION", "DEPENDENCIES_UNREADY"):
-        return STARTING, "Ray is restarting it"
+        return STARTING, "Ray is restarting it", None
     if state == "DEAD":
-        return DEAD, "its actor died" + (f" ({_first_line(failure)})" if failure is not None else "")
+        return DEAD, "its actor died" + (f" ({_first_line(failure)})" if failure is not None else ""), None
     if failure is not None:
-        return STARTING, f"its actor was unreachable ({_first_line(failure)})"
-    return SILENT, f"no answer to a health check within {timeout:g} s"
+        return STARTING, f"its actor was unreachable ({_first_line(failure)})", None
+    return SILENT, f"no answer to a health check within {timeout:g} s", None
 
 
 async def _actor_state(actor, timeout: float) -> str | None:
@@ -561,6 +563,26 @@ def find_shard(name: str):
         return ray.get_actor(name)
     except ValueError:
         return None
+
+
+async def locate_shard(name: str, timeout: float):
+    """Where the shard actor called ``name`` is: ``(actor, Endpoints)`` once it
+    runs; NOT_STARTED while Ray has not started it (no actor of that name yet, or
+    one still being created for the first time); None when that cannot be told
+    within ``timeout`` (restarting, silent, gone)."""
+    actor = await asyncio.to_thread(find_shard, name)
+    if actor is None:
+        return NOT_STARTED
+    state = await _actor_state(actor, timeout)
+    if state in ("PENDING_CREATION", "DEPENDENCIES_UNREADY"):
+        return NOT_STARTED
+    if state != "ALIVE":
+        return None
+    try:
+        where = await asyncio.wait_for(actor.endpoints.options(concurrency_group=CONTROL_GROUP).remote(), timeout)
+    except (asyncio.TimeoutError, RayActorError):
+        return None
+    return actor, where
 
 
 async def destroy_named(name: str) -> None:

@@ -83,10 +83,17 @@ def _watch(call: _Call) -> None:
         _sweeper = call.task.get_loop().create_task(_sweep(), name="shard-call-sweeper")
 
 
+# What a replica set's ``locate`` answers for a replica Ray has not started yet.
+NOT_STARTED = "not started"
+
+
 class ShardClient:
     # Seconds any call may take: one value for the process, set from the settings
     # at the entry point (gateway.cli), before any shard is reached.
     call_timeout: float = 60.0
+    # Where the shard listens, when the client keeps track of it (``cluster.shards``):
+    # a replica set forwards writes and transfers there. None: the set's own record.
+    endpoints: Any = None
 
     def __init__(self, index: int):
         self.index = index

@@ -19,7 +19,7 @@ from typing import Any
 
 from cluster import runtime
 from cluster.shard_client import WRITES, ShardClient, ShardUnavailable
-from cluster.transport import ShardChannel, machine_identity
+from cluster.transport import Endpoints, ShardChannel, machine_identity
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ class ShardHandle(ShardClient):
         self._remote = False  # the shard is on another machine and has no TCP listener: Ray calls only
         self._retry_at = 0.0  # after a failed connect, Ray calls until then
         self._connecting = asyncio.Lock()
+        # Where the actor listens, as last heard (``ShardClient.endpoints``): read at
+        # each connect and each health check, so a restarted actor is found again.
+        self.endpoints: Endpoints | None = None
 
     async def _local_address(self) -> str | None:
         """The shard's socket address if it runs on this machine (asked afresh:
@@ -50,7 +53,7 @@ class ShardHandle(ShardClient):
         async with self._connecting:
             if self._channel is not None and not self._channel.closed:
                 return self._channel
-            where = await runtime.endpoints(self.actor)
+            where = self.endpoints = await runtime.endpoints(self.actor)
             if where.machine != machine_identity() and (where.tcp is None or self._wire_secret is None):
                 self._remote = True
                 return None
@@ -87,8 +90,16 @@ class ShardHandle(ShardClient):
         await runtime.ready(self.actor)
 
     async def ping(self, timeout: float) -> tuple[str, str]:
-        """One health check through Ray (see ``runtime.ping``)."""
-        return await runtime.ping(self.actor, timeout)
+        """One health check through Ray (see ``runtime.ping``). An actor that now
+        listens elsewhere (Ray restarted it) is reached there from now on: by this
+        handle's socket, and by the replicas that forward writes to it."""
+        state, detail, where = await runtime.ping(self.actor, timeout)
+        if where is not None and where != self.endpoints:
+            if self.endpoints is not None and self._channel is not None:
+                self._channel.close()
+                self._channel = None
+            self.endpoints = where
+        return state, detail
 
     def restart(self) -> None:
         """Have Ray restart the actor (it reloads its storage). The socket to the

@@ -13,7 +13,7 @@ from cluster import metadata_ops, routing
 from cluster.metadata_ops import SetReplicaState
 from cluster.replica_set import READ_CONSISTENCY, ReplicaSet
 from cluster.replicator import ServedShard
-from cluster.shard_client import DirectShard
+from cluster.shard_client import NOT_STARTED, DirectShard
 from cluster.transport import ShardServer
 from shard.local_shard import LocalShard
 from shard.types import Distance, NearestQuery, PayloadSelector, SearchRequest, ShardConfig, VectorParams
@@ -166,6 +166,45 @@ def test_a_partial_replica_that_misses_a_write_is_marked_dead_from_any_state(clu
         assert await cluster.set.apply(upsert(range(5, 10)), True) == 2  # the write stands
         assert cluster.marked == [{"r2": None}]
         assert cluster.entry()["replicas"]["r2"]["state"] == "dead"
+
+    run(go())
+
+
+def test_a_replica_the_set_has_not_heard_of_is_located_before_a_write(cluster):
+    """A replica added by the controller, or started through another gateway, is
+    looked up (``locate``) before a write goes out: one running takes the write; a
+    partial one never started is left to its transfer, not marked (it would be marked
+    again and again under a steady flow of writes, and never start); one that cannot
+    be told is marked dead, as one that missed the write."""
+    answers: dict[str, object] = {}
+    asked: list[str] = []
+
+    async def locate(shard: int, replica: str):
+        asked.append(replica)
+        return answers[replica]
+
+    async def go():
+        cluster.state = metadata_ops.apply(cluster.state, SetReplicaState("c", INCARNATION, 0, "r2", "partial"))[0]
+        heard = {r: c for r, c in cluster.set.replicas.items() if r != "r2"}
+        cluster.set.update(cluster.entry(), heard, {r: e for r, e in cluster.set.endpoints.items() if r != "r2"})
+        cluster.set._locate = locate
+
+        answers["r2"] = NOT_STARTED
+        assert await cluster.set.apply(upsert(range(5)), True) == 1
+        assert asked == ["r2"] and cluster.marked == [] and cluster.shards["r2"].seq == 0
+
+        answers["r2"] = (DirectShard(cluster.servers["r2"].address, 0), cluster.servers["r2"].endpoints())
+        assert await cluster.set.apply(upsert(range(5, 10)), True) == 2
+        assert cluster.marked == [] and "r2" in cluster.set.replicas
+        assert cluster.shards["r2"].seq == 2  # forwarded, the gap filled from the primary's log
+        assert await cluster.set.apply(upsert(range(10, 15)), True) == 3
+        assert asked == ["r2", "r2"]  # known now: not looked up again
+
+        heard = {r: c for r, c in cluster.set.replicas.items() if r != "r2"}
+        cluster.set.update(cluster.entry(), heard, {r: e for r, e in cluster.set.endpoints.items() if r != "r2"})
+        answers["r2"] = None
+        assert await cluster.set.apply(upsert(range(15, 20)), True) == 4
+        assert cluster.marked == [{"r2": None}]
 
     run(go())
 
