@@ -118,3 +118,14 @@ def recall_at_k(found: list[list[int]], truth: np.ndarray, k: int) -> float:
     for ids, true_ids in zip(found, truth):
         hits += len(set(int(i) for i in ids[:k]) & set(int(t) for t in true_ids[:k]))
     return hits / (k * truth.shape[0])
+
+
+def saved_truth(path: str, n: int | None, k: int, folder: str) -> tuple[int, int, str]:
+    """The exact top-``k`` of every query over the first ``n`` points of the dataset at
+    ``path``, saved as ``truth.npy`` in ``folder`` (for benchmark child processes);
+    the points' count and dimension, and the file."""
+    data = load(path, n)
+    truth = exact_top_k(normalise(data.base), normalise(data.queries), k)
+    out = os.path.join(folder, "truth.npy")
+    np.save(out, truth)
+    return data.n, data.dim, out

@@ -50,15 +50,22 @@ def shard_config(on_disk: bool, graph: bool, dim: int) -> ShardConfig:
     return ShardConfig(vectors={"": VectorParams(dim, Distance.COSINE, on_disk=on_disk)}, optimizers=optimizers)
 
 
-def build(folder: str, data_dir: str, n: int, graph: bool) -> None:
-    """The shard, written and closed (snapshotted): what every mode then opens."""
+def filled(folder: str, data_dir: str, n: int, config) -> LocalShard:
+    """A shard under ``config`` holding the first ``n`` points (no payloads), its
+    graphs not built yet."""
     base16 = np.load(os.path.join(data_dir, "base.f16.npy"), mmap_mode="r")[:n]
-    shard = LocalShard(folder, shard_config(False, graph, base16.shape[1]), background_indexing=False,
-                       wal_capacity_bytes=1 << 40)
+    shard = LocalShard(folder, config, background_indexing=False, wal_capacity_bytes=1 << 40)
     for lo in range(0, len(base16), BATCH):
         rows = np.asarray(base16[lo:lo + BATCH], dtype=np.float32)
         shard.apply({"type": "upsert", "ids": list(range(lo, lo + len(rows))), "vectors": {"": rows},
                      "payloads": None}, wait=False)
+    return shard
+
+
+def build(folder: str, data_dir: str, n: int, graph: bool) -> None:
+    """The shard, written and closed (snapshotted): what every mode then opens."""
+    dim = np.load(os.path.join(data_dir, "queries.f16.npy"), mmap_mode="r").shape[1]
+    shard = filled(folder, data_dir, n, shard_config(False, graph, dim))
     if graph and not shard.wait_indexed(timeout=3600):
         raise RuntimeError("the graph was not built within an hour")
     shard.close()
@@ -133,14 +140,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return
-    data = dataset.load(args.dataset, args.n)
-    truth = dataset.exact_top_k(dataset.normalise(data.base), dataset.normalise(data.queries), K)
-    n, dim = data.n, data.dim
-    del data
     work = tempfile.mkdtemp(prefix="shoal-on-disk-")
     try:
-        truth_file = os.path.join(work, "truth.npy")
-        np.save(truth_file, truth)
+        n, dim, truth_file = dataset.saved_truth(args.dataset, args.n, K, work)
         for graph in ((False,) if args.no_graph else (True, False)):
             folder = os.path.join(work, "graph" if graph else "exact")
             started = time.perf_counter()

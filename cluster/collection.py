@@ -15,6 +15,7 @@ from shard.types import (
     HnswConfig,
     NotFound,
     OptimizersConfig,
+    Quantization,
     ShardConfig,
     SparseVectorParams,
     VectorParams,
@@ -40,6 +41,7 @@ def shard_config_of(config: dict[str, Any]) -> ShardConfig:
         on_disk_payload=params.get("on_disk_payload", True),
         sparse={name: SparseVectorParams.from_json(p) for name, p in (params.get("sparse_vectors") or {}).items()},
         multi={name: p for name, p in named.items() if p.is_multi},
+        quantization=Quantization.from_json(config.get("quantization_config")),
     )
 
 

@@ -115,8 +115,12 @@ def updated_collection_config(config: dict[str, Any], body: dict[str, Any]) -> d
             target["hnsw_config"] = {**(target.get("hnsw_config") or {}), **_non_null(diff["hnsw_config"])}
         if diff.get("on_disk") is not None:
             target["on_disk"] = diff["on_disk"]
-    if body.get("quantization_config") is not None:
-        out["quantization_config"] = body["quantization_config"]
+        if diff.get("quantization_config") == "Disabled":
+            target.pop("quantization_config", None)
+        elif diff.get("quantization_config") is not None:
+            target["quantization_config"] = diff["quantization_config"]
+    if body.get("quantization_config") is not None:  # "Disabled": none, as Qdrant reports it
+        out["quantization_config"] = None if body["quantization_config"] == "Disabled" else body["quantization_config"]
     if body.get("strict_mode_config") is not None:
         out["strict_mode_config"] = strict.merged(out.get("strict_mode_config"), body["strict_mode_config"])
     return out

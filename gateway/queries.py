@@ -41,6 +41,7 @@ from shard.types import (
     DiscoverQuery,
     NearestQuery,
     PointNotFound,
+    QuantizationParams,
     RecommendQuery,
     ScoredPoint,
     SearchRequest,
@@ -193,7 +194,16 @@ def base_request(body: dict[str, Any], query, using: str, *, default_limit: int 
         with_vector=convert.vector_selector(body.get("with_vector", body.get("with_vectors"))),
         hnsw_ef=params.get("hnsw_ef"),
         exact=bool(params.get("exact")),
+        quantization=quantization_params(params.get("quantization")),
     )
+
+
+def quantization_params(body: dict[str, Any] | None) -> QuantizationParams | None:
+    """A search's ``params.quantization`` (validated by its model)."""
+    if not body:
+        return None
+    return QuantizationParams(ignore=bool(body.get("ignore")), rescore=body.get("rescore"),
+                              oversampling=body.get("oversampling"))
 
 
 def search_request(collection: Collection, body: dict[str, Any]) -> SearchRequest:

@@ -29,6 +29,32 @@ def supported(distance: Distance) -> bool:
     return distance in SPACES
 
 
+def save_locked(lock: threading.Lock, outer: threading.RLock, read: Callable[[], T], write: Callable[[], None]) -> T:
+    """``write()`` a graph guarded by ``lock``, and return ``read()``, called while
+    the graph is locked, so that what it reads about the graph holds for the file.
+
+    ``read`` also runs under ``outer``, the lock searches take before the graph's
+    (the shard lock); ``outer`` is held only for ``read``, never while waiting for
+    the graph (an add in progress may hold it for a second) or while writing it, so
+    reads and writes of the shard go on meanwhile."""
+    while True:
+        with outer:
+            if lock.acquire(blocking=False):
+                try:
+                    value = read()
+                except BaseException:
+                    lock.release()
+                    raise
+                break
+        with lock:  # wait for whoever holds the graph, then try again
+            pass
+    try:
+        write()
+    finally:
+        lock.release()
+    return value
+
+
 class HnswIndex:
     """An hnswlib graph over some offsets of one vector store.
 
@@ -50,6 +76,8 @@ class HnswIndex:
         self._index.set_num_threads(self.threads)
         self._labels: set[int] = set()  # labels in the graph and not marked deleted
         self._ever: set[int] = set()  # every label ever inserted (hnswlib keeps deleted ones)
+
+    kind = "hnsw"  # a float32 graph (``shard.quantized`` has the others)
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -127,28 +155,9 @@ class HnswIndex:
 
     def save(self, path: Path, outer: threading.RLock, read: Callable[[], T]) -> T:
         """Write the graph to ``path`` and return ``read()``, called while the graph
-        is locked, so that what it reads about the graph holds for the file.
-
-        ``read`` also runs under ``outer``, the lock searches take before this
-        graph's (the shard lock); ``outer`` is held only for ``read``, never while
-        waiting for the graph (an add in progress may hold it for a second) or
-        while writing it, so reads and writes of the shard go on meanwhile."""
-        while True:
-            with outer:
-                if self._lock.acquire(blocking=False):
-                    try:
-                        value = read()
-                    except BaseException:
-                        self._lock.release()
-                        raise
-                    break
-            with self._lock:  # wait for whoever holds the graph, then try again
-                pass
-        try:
-            self._index.save_index(str(path))
-        finally:
-            self._lock.release()
-        return value
+        is locked, so that what it reads about the graph holds for the file
+        (``save_locked``)."""
+        return save_locked(self._lock, outer, read, lambda: self._index.save_index(str(path)))
 
     @classmethod
     def load(cls, path: Path, dim: int, distance: Distance, config: HnswConfig, labels: np.ndarray, threads: int = 1) -> HnswIndex:

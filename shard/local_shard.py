@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from shard import codec, fileio, filters, hnsw, search, snapshot
+from shard import codec, fileio, filters, graphs, hnsw, search, snapshot
 from shard.digest import ShardDigest, content_digest
 from shard.multi import MultiStore
 from shard.payload import PayloadStore
@@ -114,7 +114,7 @@ class LocalShard(WriteOps):
         self.sparse = {n: SparseStore() for n in config.sparse}  # exact inverted indexes: no graphs
         # Multivectors: searched exactly by MaxSim, no graphs (Qdrant's exact path).
         self.multi = {n: MultiStore(p.size, p.distance, p.datatype or "float32") for n, p in config.multi.items()}
-        self.graphs: dict[str, hnsw.HnswIndex | None] = {n: None for n in config.vectors}
+        self.graphs: dict[str, graphs.Graph | None] = {n: None for n in config.vectors}
         # indexed[name][offset]: the graph holds the offset's current vector.
         self.indexed = {n: np.zeros(0, dtype=bool) for n in config.vectors}
         self.seq = 0  # last applied operation
@@ -190,7 +190,9 @@ class LocalShard(WriteOps):
                                    self.sparse, self.multi)
 
     def _take(self, state: snapshot.ShardState) -> None:
-        """Make ``state``'s stores the shard's (recovery, restores; the lock held)."""
+        """Make ``state``'s stores the shard's (recovery, restores; the lock held),
+        and the quantization it was saved under (a ``configure`` op's, maybe)."""
+        self.config = self.config.with_quantizations(state.quantizations)
         self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
         self.graphs, self.indexed, self.seq = state.graphs, state.indexed, state.seq
         self.sparse = state.sparse
@@ -445,17 +447,11 @@ class LocalShard(WriteOps):
                 if self._closed or not self._graph_wanted(name):
                     continue
                 graph = self.graphs[name]
-                if graph is None:
-                    params = self.config.vectors[name]
-                    graph = self.graphs[name] = hnsw.HnswIndex(
-                        params.size,
-                        params.distance,
-                        self.config.hnsw_for(name),
-                        threads=self.indexing_threads,
-                        capacity=max(self.size, 1024),
-                    )
-                stale = self._stale_labels(name, graph)
                 pending = self._pending(name)[:max_rows]
+                if graph is None:
+                    graph = self.graphs[name] = graphs.new(self.config, name, self.indexing_threads,
+                                                           max(self.size, 1024), self.vectors[name].data[pending])
+                stale = self._stale_labels(name, graph)
                 if len(pending) == 0 and len(stale) == 0:
                     continue
                 vectors = self.vectors[name].data[pending]  # a copy: fancy indexing
@@ -473,7 +469,20 @@ class LocalShard(WriteOps):
             self._idle_epoch = started
         return 0
 
-    def _stale_labels(self, name: str, graph: hnsw.HnswIndex) -> np.ndarray:
+    def _configure(self, quantizations: dict[str, Any]) -> None:
+        """A ``configure`` op (a PATCH of the collection's quantization, through the
+        log like any write): the new quantization of each vector named; a graph built
+        under another is dropped, and the indexer builds the new one while searches
+        score the vectors exactly (as Qdrant's optimizer rebuilds segments)."""
+        config = self.config.with_quantizations(quantizations)
+        for name, graph in self.graphs.items():
+            if graph is not None and not graphs.matches(graph, config, name):
+                self.graphs[name] = None
+                self.indexed[name] = np.zeros(self.size, dtype=bool)
+        self.config = config
+        self._epoch += 1
+
+    def _stale_labels(self, name: str, graph: graphs.Graph) -> np.ndarray:
         """Graph labels whose offset no longer holds a vector (deleted points)."""
         present = self.vectors[name].mask(self.size)
         labels = graph.labels()

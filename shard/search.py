@@ -13,6 +13,12 @@ cardinality:
   short, the query falls back to exact scoring, so a filter never loses recall
   to the graph.
 
+A quantized graph (``shard.quantized``: scalar or binary) answers with approximate
+similarities. It is asked for ``oversampling`` times the limit, and its hits are
+scored again with the stored float32 vectors when the search asks (``rescore``,
+``ignore``) or, by default, for binary quantization (Qdrant's defaults). Exact
+searches always score the stored vectors.
+
 Sparse queries read only the postings of their indices (``shard.sparse``):
 exact, as Qdrant's inverted index is, with the filter as a mask.
 
@@ -273,8 +279,12 @@ def _plan(shard: ShardReader, req: SearchRequest, query: np.ndarray | None) -> _
     in_graph = plan.cands.in_graph_count
     if in_graph == 0:
         return plan
-    # Oversample by the filter's selectivity within the graph.
-    k = top if in_graph >= len(graph) else math.ceil(top * len(graph) / in_graph * OVERSAMPLE) + EXTRA
+    # A quantized graph is asked for ``oversampling`` times more (Qdrant's
+    # oversampled top), then by the filter's selectivity within the graph.
+    wanted = top
+    if graph.kind != "hnsw" and req.quantization is not None and (req.quantization.oversampling or 1) > 1:
+        wanted = math.ceil(top * req.quantization.oversampling)
+    k = wanted if in_graph >= len(graph) else math.ceil(wanted * len(graph) / in_graph * OVERSAMPLE) + EXTRA
     plan.graph_k = min(k, len(graph))
     plan.ef = max(req.hnsw_ef or shard.config.hnsw_for(req.using).ef_construct, plan.graph_k)
     return plan
@@ -316,12 +326,25 @@ def _from_graph(shard: ShardReader, plan: _Plan, top: int):
         labels, sims = _passing(more_labels[0], more_sims[0], cands)
     if len(labels) < min(top, cands.in_graph_count):
         return _exact_candidates(shard, req.using, plan.query, cands, top)
+    if graph.kind != "hnsw" and _rescore(req, shard.config.quantization_for(req.using)):
+        sims = distances.similarity(plan.query, shard.vectors[req.using].data[labels],
+                                    shard.config.vectors[req.using].distance)
     if cands.pending is not None:
         p_off, p_sims = _exact(shard, req.using, plan.query, cands.pending, top)
         labels = np.concatenate([labels, p_off])
         sims = np.concatenate([sims, p_sims])
     order = _top_order(sims, top)
     return labels[order], sims[order]
+
+
+def _rescore(req: SearchRequest, quantization) -> bool:
+    """Whether a quantized graph's hits are scored again with the stored vectors:
+    when asked to ignore the quantized scores, or to rescore; by default for binary
+    quantization only, as in Qdrant."""
+    asked = req.quantization
+    if asked is not None and (asked.ignore or asked.rescore is not None):
+        return asked.ignore or asked.rescore
+    return quantization.default_rescore
 
 
 def _passing(labels: np.ndarray, sims: np.ndarray, cands: Candidates):

@@ -3,14 +3,16 @@
 Layout of ``snapshot/`` (written whole into ``snapshot.tmp/``, then swapped in
 by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
 
-    meta.json           {"seq": n, "vectors": {name: i}, "sparse": {name: j}, "multi": {name: k}}:
-                        the op the snapshot covers
+    meta.json           {"seq": n, "vectors": {name: i}, "sparse": {name: j}, "multi": {name: k},
+                        "graphs": {name: {"kind", ...}}, "quantization": {name: config}}: the op the
+                        snapshot covers, each graph's kind, each vector's quantization
     points.json         offset -> id, versions
     payload.json        PayloadStore state (payloads and index definitions)
     vectors-<i>.npy     (size, dim) float32 rows of vector i
     present-<i>.npy     which rows hold vector i
     indexed-<i>.npy     which rows the graph of vector i holds current
-    hnsw-<i>.bin        that graph (only when one exists)
+    hnsw-<i>.bin        that graph (only when one exists): hnswlib's, or usearch's over
+                        quantized vectors, as meta.json's "graphs" says (``shard.graphs``)
     sparse-<j>.npz      sparse vector j in CSR form (``SparseStore.to_arrays``); its
                         inverted index is rebuilt on load
     multi-<k>.npz       multivector k (``MultiStore.to_arrays``: row counts by offset and
@@ -25,12 +27,13 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import orjson
 
-from shard import fileio, hnsw
+from shard import fileio
+from shard import graphs as graphs_
 from shard.multi import MultiStore
 from shard.payload import PayloadStore
 from shard.points import PointTable
@@ -57,10 +60,12 @@ class ShardState:
     points: PointTable
     payloads: PayloadStore
     vectors: dict[str, VectorStore]
-    graphs: dict[str, hnsw.HnswIndex | None]
+    graphs: dict[str, graphs_.Graph | None]
     indexed: dict[str, np.ndarray]
     sparse: dict[str, SparseStore] = field(default_factory=dict)
     multi: dict[str, MultiStore] = field(default_factory=dict)
+    # Each dense vector's quantization the state was saved under (ShardConfig.quantizations)
+    quantizations: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +75,7 @@ class Staged:
     target: Path
     tmp: Path
     size: int
-    graphs: list[tuple[str, int, hnsw.HnswIndex]]  # (vector name, file number, graph) still to write
+    graphs: list[tuple[str, int, graphs_.Graph]]  # (vector name, file number, graph) still to write
     indexed: dict[str, np.ndarray]  # the shard's own masks (ShardState.indexed), read as each graph is saved
 
 
@@ -101,7 +106,9 @@ def stage(state: ShardState, config: ShardConfig, target: Path) -> Staged:
         multi_names = {name: k for k, name in enumerate(config.multi)}
         for name, k in multi_names.items():
             np.savez(tmp / f"multi-{k}.npz", **state.multi[name].to_arrays())
-        meta = {"seq": state.seq, "vectors": names, "sparse": sparse_names}
+        meta = {"seq": state.seq, "vectors": names, "sparse": sparse_names, "quantization": config.quantizations()}
+        if graphs:
+            meta["graphs"] = {name: graphs_.describe(graph) for name, _, graph in graphs}
         if multi_names:  # absent otherwise: a snapshot without multivectors reads as before
             meta["multi"] = multi_names
         (tmp / "meta.json").write_bytes(orjson.dumps(meta))
@@ -159,6 +166,9 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True,
     if target is None or not (target / "meta.json").exists():
         return None
     meta = orjson.loads((target / "meta.json").read_bytes())
+    # The quantization a configure op set before the snapshot (none in older ones).
+    quantizations = {n: q for n, q in (meta.get("quantization") or {}).items() if n in config.vectors}
+    config = config.with_quantizations(quantizations)
     points = PointTable.from_state(orjson.loads((target / "points.json").read_bytes()))
     payloads = PayloadStore.from_state(orjson.loads((target / "payload.json").read_bytes()))
     vectors, graphs, indexed = {}, {}, {}
@@ -174,8 +184,7 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True,
             mask = np.load(target / f"indexed-{i}.npy")
             graph_file = target / f"hnsw-{i}.bin"
             graphs[name] = (
-                hnsw.HnswIndex.load(graph_file, params.size, params.distance, config.hnsw_for(name),
-                                    np.flatnonzero(mask))
+                graphs_.load(graph_file, config, name, (meta.get("graphs") or {}).get(name), np.flatnonzero(mask))
                 if with_graphs and graph_file.exists()
                 else None
             )
@@ -192,7 +201,7 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True,
                                    params.datatype or "float32")
              if name in multi_files else MultiStore(params.size, params.distance, params.datatype or "float32")
              for name, params in config.multi.items()}
-    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse, multi)
+    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse, multi, quantizations)
 
 
 def load_export(folder: Path, config: ShardConfig, new_store: StoreFactory | None = None) -> ShardState:

@@ -185,6 +185,69 @@ class OptimizersConfig:
         return dataclasses.asdict(self)
 
 
+QUANTIZATION_KINDS = ("scalar", "binary", "product")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a dense vector's graph holds its vectors (Qdrant's ``quantization_config``,
+    one of ``{"scalar": ...}``, ``{"binary": ...}``, ``{"product": ...}``):
+
+    - scalar: int8, each value times one scale, chosen so that the ``quantile`` of the
+      absolute values (all of them when unset) maps to 127; the rest are clipped;
+    - binary: one bit per dimension, its sign (``encoding`` other than ``one_bit`` and
+      ``query_encoding`` are kept and reported: the graph uses one bit, and so do
+      queries);
+    - product: kept and reported, not applied yet (the graph keeps float32).
+
+    ``always_ram`` is kept and reported: the quantized copy always lives in RAM.
+    Scores of a quantized graph are approximations; ``rescore`` (on by default for
+    binary only, as in Qdrant) scores its candidates again with the stored vectors."""
+
+    kind: str
+    quantile: float | None = None
+    always_ram: bool | None = None
+    compression: str | None = None
+    encoding: str | None = None
+    query_encoding: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.kind in ("scalar", "binary")
+
+    @property
+    def default_rescore(self) -> bool:
+        return self.kind == "binary"
+
+    def to_json(self) -> dict[str, Any]:
+        body = {k: v for k, v in dataclasses.asdict(self).items() if k != "kind" and v is not None}
+        if self.kind == "scalar":
+            body = {"type": "int8", **body}
+        return {self.kind: body}
+
+    @staticmethod
+    def from_json(data: Any) -> Quantization | None:
+        """The config a collection or vector reports (None or "Disabled": none)."""
+        if not isinstance(data, dict) or not data:
+            return None
+        (kind, body), = data.items()
+        body = body or {}
+        return Quantization(kind, quantile=body.get("quantile"), always_ram=body.get("always_ram"),
+                            compression=body.get("compression"), encoding=body.get("encoding"),
+                            query_encoding=body.get("query_encoding"))
+
+
+@dataclass(frozen=True)
+class QuantizationParams:
+    """A search's ``params.quantization``: ``ignore`` the quantized graph's scores
+    (its candidates are scored with the stored vectors), ``rescore`` them so, and
+    ``oversampling``: ask the graph for that many times the limit first."""
+
+    ignore: bool = False
+    rescore: bool | None = None
+    oversampling: float | None = None
+
+
 @dataclass(frozen=True)
 class VectorParams:
     """One named vector of a collection. ``hnsw_config`` is a diff over the
@@ -200,6 +263,7 @@ class VectorParams:
     on_disk: bool | None = None
     datatype: str | None = None
     multivector: dict[str, Any] | None = None
+    quantization: Quantization | None = None  # the vector's own, over the collection's
 
     @property
     def is_multi(self) -> bool:
@@ -215,6 +279,8 @@ class VectorParams:
             out["datatype"] = self.datatype
         if self.multivector is not None:
             out["multivector_config"] = dict(self.multivector)
+        if self.quantization is not None:
+            out["quantization_config"] = self.quantization.to_json()
         return out
 
     @staticmethod
@@ -227,6 +293,7 @@ class VectorParams:
             on_disk=data.get("on_disk"),
             datatype=data.get("datatype"),
             multivector=None if multivector is None else dict(multivector),
+            quantization=Quantization.from_json(data.get("quantization_config")),
         )
 
 
@@ -276,6 +343,7 @@ class ShardConfig:
     on_disk_payload: bool = True
     sparse: dict[str, SparseVectorParams] = field(default_factory=dict)
     multi: dict[str, VectorParams] = field(default_factory=dict)
+    quantization: Quantization | None = None  # the collection's: a vector's own wins
 
     def vector(self, name: str) -> VectorParams:
         """The params of vector ``name``; BadInput naming it, as Qdrant does, if unknown."""
@@ -305,6 +373,22 @@ class ShardConfig:
     def hnsw_for(self, name: str) -> HnswConfig:
         return self.hnsw.updated(self.vectors[name].hnsw_config)
 
+    def quantization_for(self, name: str) -> Quantization | None:
+        return self.vectors[name].quantization or self.quantization
+
+    def quantizations(self) -> dict[str, dict[str, Any] | None]:
+        """Each dense vector's quantization in effect, as Qdrant's JSON (None: none):
+        what a ``configure`` op carries and a snapshot keeps."""
+        return {n: (q.to_json() if (q := self.quantization_for(n)) is not None else None) for n in self.vectors}
+
+    def with_quantizations(self, given: dict[str, Any]) -> ShardConfig:
+        """A copy where each dense vector named in ``given`` has that quantization
+        (``quantizations``' form), the others keep theirs; the collection's own is
+        folded into each vector's."""
+        vectors = {n: dataclasses.replace(p, quantization=Quantization.from_json(given[n]) if n in given
+                                          else self.quantization_for(n)) for n, p in self.vectors.items()}
+        return dataclasses.replace(self, vectors=vectors, quantization=None)
+
     def to_json(self) -> dict[str, Any]:
         out = {
             "vectors": {n: p.to_json() for n, p in self.vectors.items()},
@@ -316,6 +400,8 @@ class ShardConfig:
             out["sparse"] = {n: p.to_json() for n, p in self.sparse.items()}
         if self.multi:  # likewise
             out["multi"] = {n: p.to_json() for n, p in self.multi.items()}
+        if self.quantization is not None:  # likewise
+            out["quantization"] = self.quantization.to_json()
         return out
 
     @staticmethod
@@ -327,6 +413,7 @@ class ShardConfig:
             on_disk_payload=data.get("on_disk_payload", True),
             sparse={n: SparseVectorParams.from_json(p) for n, p in (data.get("sparse") or {}).items()},
             multi={n: VectorParams.from_json(p) for n, p in (data.get("multi") or {}).items()},
+            quantization=Quantization.from_json(data.get("quantization")),
         )
 
 
@@ -430,6 +517,7 @@ class SearchRequest:
     hnsw_ef: int | None = None
     exact: bool = False
     exclude_ids: frozenset[PointId] = frozenset()
+    quantization: QuantizationParams | None = None
 
 
 @dataclass
@@ -510,6 +598,7 @@ OP_TYPES = frozenset(
         "upsert",
         "delete_points",
         "update_vectors",
+        "configure",
         "delete_vectors",
         "set_payload",
         "overwrite_payload",

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from shard.filters import FilterContext
-from shard.hnsw import HnswIndex
+from shard.graphs import Graph
 from shard.multi import MultiStore
 from shard.points import PointTable
 from shard.sparse import SparseStore
@@ -42,7 +42,7 @@ class ShardReader(FilterContext, Protocol):
     vectors: dict[str, VectorStore]
     sparse: dict[str, SparseStore]  # the sparse vectors by name, each with its inverted index
     multi: dict[str, MultiStore]  # the multivectors by name (no graphs)
-    graphs: dict[str, HnswIndex | None]
+    graphs: dict[str, Graph | None]
     indexed: dict[str, np.ndarray]  # indexed[name][offset]: the graph holds the offset's current vector
     search_threads: int
 

@@ -65,6 +65,9 @@ class WriteOps:
                     raise PointNotFound(point_id)
         if kind == "create_index":
             self.payloads.check_index_schema(op["field"], op["schema"])
+        if kind == "configure":
+            for name in op["quantization"]:
+                self.config.vector(name)
 
     def _selected(self, op: Op) -> np.ndarray:
         """Offsets an op addresses, by ids or by filter."""
@@ -77,6 +80,8 @@ class WriteOps:
         kind = op["type"]
         if kind == "upsert":
             self._upsert(op, seq)
+        elif kind == "configure":
+            self._configure(op["quantization"])
         elif kind == "update_vectors":
             offsets = self.points.offsets_of(op["ids"])
             self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)

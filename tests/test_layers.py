@@ -31,9 +31,10 @@ def test_no_upward_imports(layer):
     assert {f: b for f, b in bad.items() if b} == {}
 
 
-def test_only_one_module_imports_hnswlib():
-    users = [f for f in (ROOT / "shard").rglob("*.py") if "hnswlib" in imported_roots(f)]
-    assert [f.name for f in users] == ["hnsw.py"]
+@pytest.mark.parametrize("library, module", [("hnswlib", "hnsw.py"), ("usearch", "quantized.py")])
+def test_only_one_module_imports_each_graph_library(library, module):
+    users = [f for f in (ROOT / "shard").rglob("*.py") if library in imported_roots(f)]
+    assert [f.name for f in users] == [module]
 
 
 def test_ray_calls_live_in_runtime():

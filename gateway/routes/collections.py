@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from cluster.collection import shard_config_of
 from cluster.names import name_problem
 from gateway import convert, init_from
 from gateway.errors import ValidationError
@@ -47,6 +48,12 @@ async def update_collection(request: web.Request):
     wait_timeout(request)
     coll = collection(request)
     new_config = convert.updated_collection_config(coll.config, data)
+    # A change of quantization reaches every shard first, through its log as a
+    # write (LocalShard._configure): replicated, and kept across restarts.
+    quantizations = shard_config_of(new_config).quantizations()
+    if quantizations != coll.shard_config.quantizations():
+        op = {"type": "configure", "quantization": quantizations}
+        await asyncio.gather(*(shard.apply(op, True) for shard in coll.shards))
     await registry(request).update(coll.name, new_config)
     return True
 

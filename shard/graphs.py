@@ -1,0 +1,70 @@
+"""Which graph a dense vector gets, made and loaded in one place.
+
+hnswlib's over float32 vectors (``shard.hnsw``), or, when the vector's quantization
+is scalar or binary, usearch's over quantized copies (``shard.quantized``). Both
+answer the same calls (add, remove, search, labels, save). A graph's ``kind``
+("hnsw", "scalar", "binary") is written beside it in a snapshot, with the scale of a
+scalar one, so that a graph saved under another quantization is not loaded but
+rebuilt from the vectors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from shard.hnsw import HnswIndex
+from shard.quantized import QuantizedIndex, choose_scale
+from shard.types import ShardConfig
+
+Graph = Union[HnswIndex, QuantizedIndex]
+
+
+def kind_for(config: ShardConfig, name: str) -> str:
+    """The kind of graph vector ``name`` gets under ``config``."""
+    quantization = config.quantization_for(name)
+    return quantization.kind if quantization is not None and quantization.applied else HnswIndex.kind
+
+
+def matches(graph: Graph, config: ShardConfig, name: str) -> bool:
+    """Whether ``graph`` is what ``config`` asks for vector ``name``."""
+    if graph.kind != kind_for(config, name):
+        return False
+    return graph.kind == HnswIndex.kind or graph.quantization == config.quantization_for(name)
+
+
+def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.ndarray) -> Graph:
+    """An empty graph for vector ``name``; ``sample``, some of its vectors, sets the
+    scale of a scalar one."""
+    params, quantization = config.vectors[name], config.quantization_for(name)
+    kind = kind_for(config, name)
+    if kind == HnswIndex.kind:
+        return HnswIndex(params.size, params.distance, config.hnsw_for(name), threads=threads, capacity=capacity)
+    scale = choose_scale(sample, quantization.quantile) if kind == "scalar" else None
+    return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, scale)
+
+
+def describe(graph: Graph) -> dict:
+    """What a snapshot's meta.json says of a graph, for ``load``."""
+    if graph.kind == HnswIndex.kind:
+        return {"kind": graph.kind}
+    return {"kind": graph.kind, "quantization": graph.quantization.to_json(), "scale": graph.scale}
+
+
+def load(path: Path, config: ShardConfig, name: str, about: dict | None, labels: np.ndarray,
+         threads: int = 1) -> Graph | None:
+    """The graph saved at ``path`` (``about``: its ``describe``; None in snapshots
+    from before quantized graphs, which hold hnswlib's), or None when it was saved
+    as another kind than ``config`` now asks for."""
+    about = about or {"kind": HnswIndex.kind}
+    params, quantization = config.vectors[name], config.quantization_for(name)
+    if about["kind"] != kind_for(config, name):
+        return None
+    if about["kind"] == HnswIndex.kind:
+        return HnswIndex.load(path, params.size, params.distance, config.hnsw_for(name), labels, threads)
+    if about.get("quantization") != quantization.to_json():
+        return None  # the same kind, other parameters (a quantile)
+    return QuantizedIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
+                               about.get("scale"), threads)

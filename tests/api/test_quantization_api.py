@@ -1,0 +1,116 @@
+"""Quantization through qdrant-client 1.15.1: set at create (for the collection or one
+vector) or by PATCH, reported as Qdrant reports it, and applied: once the graph is
+built, a search without rescoring answers with the quantized scores (near the exact
+ones, not equal), and with ``rescore`` (and ``oversampling``) the same points and
+scores as ``QdrantClient(":memory:")``, which keeps every vector exact.
+
+:memory: has no quantization at all (it ignores the config), so the rescored answers
+are compared with it, the others with its scores within a tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qdrant_client import models
+
+from .compare import assert_scored, both
+from .data import create_both, make_points, query_vectors, upsert_both
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+DIM, N = 24, 1500
+SCALAR = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8,
+                                                                           quantile=0.99, always_ram=True))
+BINARY = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+# The graph is built at once (10 KB of vectors), as Qdrant's optimizer does past its threshold.
+SMALL_THRESHOLD = models.OptimizersConfigDiff(indexing_threshold=10)
+
+
+def indexed(client, name: str, timeout: float = 60.0) -> None:
+    """Wait until every vector is in its graph (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.get_collection(name)
+        if info.indexed_vectors_count and info.indexed_vectors_count >= info.points_count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name}: not indexed within {timeout:g} s")
+
+
+def rescored(oversampling: float) -> models.SearchParams:
+    return models.SearchParams(hnsw_ef=256, quantization=models.QuantizationSearchParams(
+        rescore=True, oversampling=oversampling))
+
+
+def check(shoal, memory, name: str, using: str | None, oversampling: float, approximate: bool) -> None:
+    """Rescored: Qdrant's answer; not rescored (``approximate``): other scores."""
+    differ = 0
+    for q in query_vectors(5, DIM):
+        s, m = both(shoal, memory, lambda c: c.query_points(name, query=q, using=using, limit=10,
+                                                             search_params=rescored(oversampling)).points)
+        assert_scored(s, m, limit=10, what="rescored query")
+        plain = shoal.query_points(name, query=q, using=using, limit=10,
+                                   search_params=models.SearchParams(hnsw_ef=256)).points
+        exact = {p.id: p.score for p in memory.query_points(name, query=q, using=using, limit=N).points}
+        assert np.allclose([p.score for p in plain], [exact[p.id] for p in plain], atol=0.1)
+        differ += any(abs(p.score - exact[p.id]) > 1e-6 for p in plain)
+    assert bool(differ) is approximate, differ
+
+
+def test_scalar_then_binary_then_none_by_patch(shoal, memory, collection_names, shard_number, shoal_server):
+    if shoal_server is None:
+        pytest.skip("the :memory: twin does not quantize")
+    name = collection_names("quantized")
+    create_both(shoal, memory, name, models.VectorParams(size=DIM, distance=models.Distance.COSINE), shard_number,
+                quantization_config=SCALAR, optimizers_config=SMALL_THRESHOLD)
+    upsert_both(shoal, memory, name, make_points(N, DIM))
+    indexed(shoal, name)
+    config = shoal.get_collection(name).config
+    assert config.quantization_config == SCALAR
+    check(shoal, memory, name, None, 4.0, approximate=True)  # scalar: no rescoring by default, as Qdrant
+
+    assert shoal.update_collection(name, quantization_config=BINARY) is True
+    assert shoal.get_collection(name).config.quantization_config == BINARY
+    indexed(shoal, name)
+    # Binary: rescored by default. One bit of each of 24 random dimensions ranks poorly:
+    # the oversampling asks for most points, so that only the rescoring is checked.
+    for q in query_vectors(3, DIM):
+        s, m = both(shoal, memory, lambda c: c.query_points(name, query=q, limit=10, search_params=models.SearchParams(
+            hnsw_ef=256, quantization=models.QuantizationSearchParams(oversampling=100.0))).points)
+        assert_scored(s, m, limit=10, what="binary, rescored by default")
+
+    assert shoal.update_collection(name, quantization_config=models.Disabled.DISABLED) is True
+    assert shoal.get_collection(name).config.quantization_config is None
+    indexed(shoal, name)
+    check(shoal, memory, name, None, 1.0, approximate=False)  # float32 again: exact scores
+    assert shoal.delete_collection(name) is True
+
+
+def test_a_vectors_own_quantization(shoal, memory, collection_names, shard_number, shoal_server):
+    if shoal_server is None:
+        pytest.skip("the :memory: twin does not quantize")
+    name = collection_names("quantized_named")
+    create_both(shoal, memory, name, {
+        "q": models.VectorParams(size=DIM, distance=models.Distance.DOT, quantization_config=SCALAR),
+        "f": models.VectorParams(size=DIM, distance=models.Distance.DOT),
+    }, shard_number, optimizers_config=SMALL_THRESHOLD)
+    upsert_both(shoal, memory, name, make_points(N, DIM, named={"q": DIM, "f": DIM}))
+    indexed(shoal, name)
+    vectors = shoal.get_collection(name).config.params.vectors
+    assert vectors["q"].quantization_config == SCALAR and vectors["f"].quantization_config is None
+    check(shoal, memory, name, "q", 4.0, approximate=True)
+    check(shoal, memory, name, "f", 1.0, approximate=False)
+
+    # PATCH of the vector's own: disabled, then binary for the other one.
+    assert shoal.update_collection(name, vectors_config={
+        "q": models.VectorParamsDiff(quantization_config=models.Disabled.DISABLED),
+        "f": models.VectorParamsDiff(quantization_config=SCALAR)}) is True
+    vectors = shoal.get_collection(name).config.params.vectors
+    assert vectors["q"].quantization_config is None and vectors["f"].quantization_config == SCALAR
+    indexed(shoal, name)
+    check(shoal, memory, name, "q", 1.0, approximate=False)
+    check(shoal, memory, name, "f", 4.0, approximate=True)
+    assert shoal.delete_collection(name) is True
