@@ -154,6 +154,9 @@ class LocalShard(WriteOps):
     # ------------------------------------------------------------------ recovery
 
     def _recover(self) -> None:
+        # The quantization a configure op gave the vectors before the snapshot wins
+        # over the config the shard is started with (a Ray restart passes the first one).
+        self.config = self.config.with_vector_settings(snapshot.saved_settings(self.path / "snapshot"))
         state = snapshot.load(self.path / "snapshot", self.config, new_store=self._new_store)
         if state is None:
             self.vectors = {name: self._new_store(name) for name in self.config.vectors}
@@ -191,12 +194,14 @@ class LocalShard(WriteOps):
 
     def _take(self, state: snapshot.ShardState) -> None:
         """Make ``state``'s stores the shard's (recovery, restores; the lock held),
-        and the quantization it was saved under (a ``configure`` op's, maybe)."""
-        self.config = self.config.with_quantizations(state.quantizations)
+        with the quantization it was saved under (a ``configure`` op's, maybe: the
+        answers depend on it; ``ShardConfig.saved_settings``)."""
+        self.config = self.config.with_vector_settings(state.settings)
         self.points, self.payloads, self.vectors = state.points, state.payloads, state.vectors
         self.graphs, self.indexed, self.seq = state.graphs, state.indexed, state.seq
         self.sparse = state.sparse
         self.multi = state.multi
+        self._settle()
 
     def _replay(self) -> None:
         replayed = 0
@@ -469,18 +474,29 @@ class LocalShard(WriteOps):
             self._idle_epoch = started
         return 0
 
-    def _configure(self, quantizations: dict[str, Any]) -> None:
-        """A ``configure`` op (a PATCH of the collection's quantization, through the
-        log like any write): the new quantization of each vector named; a graph built
-        under another is dropped, and the indexer builds the new one while searches
-        score the vectors exactly (as Qdrant's optimizer rebuilds segments)."""
-        config = self.config.with_quantizations(quantizations)
+    def _configure(self, settings: dict[str, dict[str, Any]]) -> None:
+        """A ``configure`` op (a PATCH of vectors' quantization or ``on_disk``, through
+        the log like any write): each vector named takes its settings. A graph built
+        under another quantization is dropped, and the indexer builds the new one
+        while searches score the vectors exactly (as Qdrant's optimizer rebuilds
+        segments); vectors whose ``on_disk`` changed move to their new storage."""
+        self.config = self.config.with_vector_settings(settings)
+        self._settle()
+        self._epoch += 1
+
+    def _settle(self) -> None:
+        """Graphs and stores as the config now says: a graph of another kind
+        dropped (rebuilt by the indexer), a store in RAM or in a map file moved."""
         for name, graph in self.graphs.items():
-            if graph is not None and not graphs.matches(graph, config, name):
+            if graph is not None and not graphs.matches(graph, self.config, name):
                 self.graphs[name] = None
                 self.indexed[name] = np.zeros(self.size, dtype=bool)
-        self.config = config
-        self._epoch += 1
+        for name, old in list(self.vectors.items()):
+            if (old.file is not None) != bool(self.config.vectors[name].on_disk):
+                new = self._new_store(name, old.capacity)
+                new.copy_from(old)
+                self.vectors[name] = new
+                old.close()
 
     def _stale_labels(self, name: str, graph: graphs.Graph) -> np.ndarray:
         """Graph labels whose offset no longer holds a vector (deleted points)."""
@@ -645,24 +661,16 @@ class LocalShard(WriteOps):
                 self._log_bytes -= logged
 
     def set_on_disk(self, name: str, on_disk: bool) -> None:
-        """Keep vector ``name`` in a map file (True) or in RAM (False) from now on:
-        what a PATCH of the vector's ``on_disk`` asks of a running shard. Qdrant
-        moves such vectors to the new storage in the background (its optimizer
-        rebuilds segments whose storage no longer matches the config); here the
-        rows are copied at once, under the lock. Nothing is logged: where the rows
-        live is not part of the shard's state, and a reopened shard keeps them
-        where the config it is given says."""
+        """Keep vector ``name`` in a map file (True) or in RAM (False) from now on,
+        without a log record (a ``configure`` op is the logged way, what a PATCH
+        sends): the rows are copied at once, under the lock. Qdrant moves such
+        vectors in the background (its optimizer rebuilds segments whose storage
+        no longer matches the config)."""
         with self._lock:
             self._check_open()
-            params = self.config.vector(name)
-            self.config = replace(self.config, vectors={**self.config.vectors, name: replace(params, on_disk=on_disk)})
-            old = self.vectors[name]
-            if (old.file is not None) == bool(on_disk):
-                return
-            new = self._new_store(name, old.capacity)
-            new.copy_from(old)
-            self.vectors[name] = new
-            old.close()
+            self.config.vector(name)
+            self.config = self.config.with_vector_settings({name: {"on_disk": on_disk}})
+            self._settle()
             self._epoch += 1
 
     def export(self, folder: str) -> dict[str, int]:
@@ -709,7 +717,8 @@ class LocalShard(WriteOps):
             self._check_open()
             old = self._state()
             seq = state.seq if state.seq > self.wal.last_seq else self.wal.last_seq + 1
-            state = replace(state, seq=seq)
+            # Another collection's copy, maybe: the vectors keep this shard's settings.
+            state = replace(state, seq=seq, settings={})
             self._take(state)
             try:
                 snapshot.save(state, self.config, self.path / "snapshot", self._lock)

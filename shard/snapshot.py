@@ -4,8 +4,8 @@ Layout of ``snapshot/`` (written whole into ``snapshot.tmp/``, then swapped in
 by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
 
     meta.json           {"seq": n, "vectors": {name: i}, "sparse": {name: j}, "multi": {name: k},
-                        "graphs": {name: {"kind", ...}}, "quantization": {name: config}}: the op the
-                        snapshot covers, each graph's kind, each vector's quantization
+                        "graphs": {name: {"kind", ...}}, "settings": {name: {"quantization"}}}: the op
+                        the snapshot covers, each graph's kind, each vector's quantization
     points.json         offset -> id, versions
     payload.json        PayloadStore state (payloads and index definitions)
     vectors-<i>.npy     (size, dim) float32 rows of vector i
@@ -64,8 +64,8 @@ class ShardState:
     indexed: dict[str, np.ndarray]
     sparse: dict[str, SparseStore] = field(default_factory=dict)
     multi: dict[str, MultiStore] = field(default_factory=dict)
-    # Each dense vector's quantization the state was saved under (ShardConfig.quantizations)
-    quantizations: dict[str, Any] = field(default_factory=dict)
+    # The settings of each dense vector the state was saved under (ShardConfig.vector_settings)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,7 +106,7 @@ def stage(state: ShardState, config: ShardConfig, target: Path) -> Staged:
         multi_names = {name: k for k, name in enumerate(config.multi)}
         for name, k in multi_names.items():
             np.savez(tmp / f"multi-{k}.npz", **state.multi[name].to_arrays())
-        meta = {"seq": state.seq, "vectors": names, "sparse": sparse_names, "quantization": config.quantizations()}
+        meta = {"seq": state.seq, "vectors": names, "sparse": sparse_names, "settings": config.saved_settings()}
         if graphs:
             meta["graphs"] = {name: graphs_.describe(graph) for name, _, graph in graphs}
         if multi_names:  # absent otherwise: a snapshot without multivectors reads as before
@@ -166,9 +166,8 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True,
     if target is None or not (target / "meta.json").exists():
         return None
     meta = orjson.loads((target / "meta.json").read_bytes())
-    # The quantization a configure op set before the snapshot (none in older ones).
-    quantizations = {n: q for n, q in (meta.get("quantization") or {}).items() if n in config.vectors}
-    config = config.with_quantizations(quantizations)
+    settings = _settings(meta, config)
+    config = config.with_vector_settings(settings)
     points = PointTable.from_state(orjson.loads((target / "points.json").read_bytes()))
     payloads = PayloadStore.from_state(orjson.loads((target / "payload.json").read_bytes()))
     vectors, graphs, indexed = {}, {}, {}
@@ -201,7 +200,22 @@ def load(target: Path, config: ShardConfig, with_graphs: bool = True,
                                    params.datatype or "float32")
              if name in multi_files else MultiStore(params.size, params.distance, params.datatype or "float32")
              for name, params in config.multi.items()}
-    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse, multi, quantizations)
+    return ShardState(meta["seq"], points, payloads, vectors, graphs, indexed, sparse, multi, settings)
+
+
+def _settings(meta: dict, config: ShardConfig) -> dict[str, Any]:
+    """The vector settings a snapshot's meta.json keeps, for ``config``'s vectors (none
+    in snapshots from before configure ops)."""
+    return {n: v for n, v in (meta.get("settings") or {}).items() if n in config.vectors and isinstance(v, dict)}
+
+
+def saved_settings(target: Path) -> dict[str, Any]:
+    """The vector settings of the snapshot at ``target`` ({} when there is none)."""
+    target = fileio.recover_dir(target)
+    if target is None or not (target / "meta.json").exists():
+        return {}
+    return {n: v for n, v in (orjson.loads((target / "meta.json").read_bytes()).get("settings") or {}).items()
+            if isinstance(v, dict)}
 
 
 def load_export(folder: Path, config: ShardConfig, new_store: StoreFactory | None = None) -> ShardState:

@@ -376,17 +376,30 @@ class ShardConfig:
     def quantization_for(self, name: str) -> Quantization | None:
         return self.vectors[name].quantization or self.quantization
 
-    def quantizations(self) -> dict[str, dict[str, Any] | None]:
-        """Each dense vector's quantization in effect, as Qdrant's JSON (None: none):
-        what a ``configure`` op carries and a snapshot keeps."""
-        return {n: (q.to_json() if (q := self.quantization_for(n)) is not None else None) for n in self.vectors}
+    def vector_settings(self) -> dict[str, dict[str, Any]]:
+        """What a PATCH may change of each dense vector while its shards run: its
+        quantization in effect (Qdrant's JSON, None: none) and ``on_disk``. What a
+        ``configure`` op carries and a snapshot keeps."""
+        return {n: {"quantization": q.to_json() if (q := self.quantization_for(n)) is not None else None,
+                    "on_disk": bool(p.on_disk)} for n, p in self.vectors.items()}
 
-    def with_quantizations(self, given: dict[str, Any]) -> ShardConfig:
-        """A copy where each dense vector named in ``given`` has that quantization
-        (``quantizations``' form), the others keep theirs; the collection's own is
-        folded into each vector's."""
-        vectors = {n: dataclasses.replace(p, quantization=Quantization.from_json(given[n]) if n in given
-                                          else self.quantization_for(n)) for n, p in self.vectors.items()}
+    def saved_settings(self) -> dict[str, dict[str, Any]]:
+        """The part of ``vector_settings`` a shard's snapshot keeps, winning over the
+        config the shard is opened with: the quantization, which the answers depend
+        on. Where the rows live (``on_disk``) follows the config it is opened with."""
+        return {n: {"quantization": v["quantization"]} for n, v in self.vector_settings().items()}
+
+    def with_vector_settings(self, given: dict[str, dict[str, Any]]) -> ShardConfig:
+        """A copy where each dense vector named in ``given`` has those settings
+        (``vector_settings``' form), the others keep theirs; the collection's own
+        quantization is folded into each vector's."""
+        def settled(name: str, p: VectorParams) -> VectorParams:
+            mine = given.get(name) or {}
+            quantization = (Quantization.from_json(mine["quantization"]) if "quantization" in mine
+                            else self.quantization_for(name))
+            return dataclasses.replace(p, quantization=quantization, on_disk=bool(mine.get("on_disk", p.on_disk)))
+
+        vectors = {n: settled(n, p) for n, p in self.vectors.items()}
         return dataclasses.replace(self, vectors=vectors, quantization=None)
 
     def to_json(self) -> dict[str, Any]:

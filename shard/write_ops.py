@@ -66,7 +66,7 @@ class WriteOps:
         if kind == "create_index":
             self.payloads.check_index_schema(op["field"], op["schema"])
         if kind == "configure":
-            for name in op["quantization"]:
+            for name in op["settings"]:
                 self.config.vector(name)
 
     def _selected(self, op: Op) -> np.ndarray:
@@ -81,7 +81,7 @@ class WriteOps:
         if kind == "upsert":
             self._upsert(op, seq)
         elif kind == "configure":
-            self._configure(op["quantization"])
+            self._configure(op["settings"])
         elif kind == "update_vectors":
             offsets = self.points.offsets_of(op["ids"])
             self._set_vectors(offsets, op["vectors"], op.get("vector_mask"), replace=False)

@@ -164,7 +164,7 @@ def test_a_graph_from_before_quantized_graphs_is_rebuilt_under_a_quantized_confi
     shard.close()
     meta_file = next((tmp_path / "s").glob("snapshot/meta.json"))
     meta = orjson.loads(meta_file.read_bytes())
-    del meta["quantization"], meta["graphs"]
+    del meta["settings"], meta["graphs"]
     meta_file.write_bytes(orjson.dumps(meta))
     for quantization, kind in [(Quantization("binary"), "binary"), (Quantization("product", compression="x16"), "hnsw")]:
         shard = LocalShard(tmp_path / "s", config(quantization), background_indexing=False)
@@ -198,19 +198,22 @@ def test_deletes_and_updates_reach_a_quantized_graph(tmp_path):
 
 
 def test_a_configure_op_changes_the_quantization_through_the_log(tmp_path):
-    """A PATCH of the quantization reaches a shard as a ``configure`` op: logged and
-    replicated like a write, so a restart, from the log or from a snapshot, keeps it
-    whatever the config the shard is started with."""
+    """A PATCH of a vector's quantization reaches a shard as a ``configure`` op:
+    logged and replicated like a write, so a restart, from the log or from a
+    snapshot, keeps it whatever the config the shard is started with (on_disk, which
+    the op may carry too, moves the rows: tests/test_vectors_on_disk.py)."""
     rows = data()
     q = near(rows, 1)[0]
     shard = filled(tmp_path / "s", config(None), rows)
     assert shard.graphs[""].kind == "hnsw"
-    shard.apply({"type": "configure", "quantization": {"": {"scalar": {"type": "int8", "quantile": 0.99}}}})
+    shard.apply({"type": "configure", "settings": {"": {"quantization": {"scalar": {"type": "int8", "quantile": 0.99}},
+                                                        "on_disk": True}}})
     assert shard.graphs[""] is None  # dropped: searched exactly meanwhile
     assert search(shard, q)[0] == search(shard, q, exact=True)[0]
     while shard.index_step():
         pass
     assert shard.graphs[""].kind == "scalar" and shard.graphs[""].quantization.quantile == 0.99
+    assert shard.vectors[""].file is not None  # on_disk: moved into a map file
     shard.close()
     for snapshot_first in (False, True):  # replayed from the log, then loaded from a snapshot
         shard = LocalShard(tmp_path / "s", config(None), background_indexing=False)
@@ -225,11 +228,13 @@ def test_a_configure_op_changes_the_quantization_through_the_log(tmp_path):
             shard.close()
     shard = LocalShard(tmp_path / "s", config(None), background_indexing=False)
     try:
-        shard.apply({"type": "configure", "quantization": {"": None}})
+        shard.apply({"type": "configure", "settings": {"": {"quantization": None, "on_disk": False}}})
         while shard.index_step():
             pass
         assert shard.graphs[""].kind == "hnsw" and shard.config.quantization_for("") is None
+        assert shard.vectors[""].file is None
+        assert search(shard, q)[0] == search(shard, q, exact=True)[0]
         with pytest.raises(Exception, match="Not existing vector name"):
-            shard.apply({"type": "configure", "quantization": {"other": None}})
+            shard.apply({"type": "configure", "settings": {"other": {"quantization": None}}})
     finally:
         shard.close()

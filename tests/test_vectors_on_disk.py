@@ -279,6 +279,29 @@ def test_on_disk_changed_between_runs_moves_the_vectors(tmp_path, data, queries,
     off.close()
 
 
+def test_on_disk_changed_by_a_configure_op(tmp_path, data, queries, reference):
+    """A PATCH of on_disk reaches a running shard as a ``configure`` op, through its
+    log: the vectors move at once, and again when the log is replayed; a shard opened
+    afresh keeps its rows where the config it is opened with says (where rows live is
+    not part of the answers, unlike quantization)."""
+    shard = LocalShard(tmp_path / "s", config(False), background_indexing=False)
+    write(shard, data)
+    shard.apply({"type": "configure", "settings": {"": {"on_disk": True}}})
+    mapped(shard)
+    assert shard.config.vectors[""].on_disk is True and answers(shard, queries) == reference
+    shard.apply({"type": "configure", "settings": {"": {"on_disk": False}}})
+    assert type(shard.vectors[""].data) is np.ndarray and map_files(shard.path) == []
+    shard.apply({"type": "configure", "settings": {"": {"on_disk": True}}})
+    shard.close(take_snapshot=False)
+    replayed = LocalShard(tmp_path / "s", config(False), background_indexing=False)
+    mapped(replayed)  # the configure op, replayed from the log
+    assert answers(replayed, queries) == reference
+    replayed.close()  # snapshotted: the log no longer holds it
+    reopened = LocalShard(tmp_path / "s", config(False), background_indexing=False)
+    assert type(reopened.vectors[""].data) is np.ndarray and answers(reopened, queries) == reference
+    reopened.close()
+
+
 def test_on_disk_changed_on_a_running_shard(tmp_path, data, queries):
     shard = LocalShard(tmp_path / "s", config(None), background_indexing=False)
     write(shard, data, stop=1500)

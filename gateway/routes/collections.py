@@ -48,11 +48,12 @@ async def update_collection(request: web.Request):
     wait_timeout(request)
     coll = collection(request)
     new_config = convert.updated_collection_config(coll.config, data)
-    # A change of quantization reaches every shard first, through its log as a
-    # write (LocalShard._configure): replicated, and kept across restarts.
-    quantizations = shard_config_of(new_config).quantizations()
-    if quantizations != coll.shard_config.quantizations():
-        op = {"type": "configure", "quantization": quantizations}
+    # A change of a vector's quantization or on_disk reaches every shard first,
+    # through its log as a write (LocalShard._configure): replicated, and kept
+    # across restarts.
+    settings = shard_config_of(new_config).vector_settings()
+    if settings != coll.shard_config.vector_settings():
+        op = {"type": "configure", "settings": settings}
         await asyncio.gather(*(shard.apply(op, True) for shard in coll.shards))
     await registry(request).update(coll.name, new_config)
     return True

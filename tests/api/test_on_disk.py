@@ -1,7 +1,7 @@
 """``on_disk: true`` vectors through qdrant-client 1.15.1: the same answers as
 ``QdrantClient(":memory:")``, the flag reported as Qdrant reports it (set: in the
 vector's params; unset: left out), and changed by a PATCH as Qdrant 1.15's
-``update_vectors_from_diff`` does. On the server, each shard keeps such a vector in a
+``update_vectors_from_diff`` does, the vectors moving at once. On the server, each shard keeps such a vector in a
 map file in its folder, which goes with the collection.
 
 The :memory: client ignores a PATCH of vectors (its ``update_collection`` only takes
@@ -64,9 +64,14 @@ def test_on_disk_vectors_answer_as_in_memory(shoal, memory, collection_names, sh
     # One map file per shard, for the one on_disk vector (the first: position 0).
     assert len(files) == shard_number and {f.name for f in files} == {"vectors-0.mmap"}
 
-    # PATCH on_disk, as Qdrant 1.15: the vector's params take the new value.
+    # PATCH on_disk, as Qdrant 1.15: the vector's params take the new value, and
+    # each shard moves the vectors into RAM at once (a configure op in its log).
     assert shoal.update_collection(name, vectors_config={"img": models.VectorParamsDiff(on_disk=False)}) is True
     assert shoal.get_collection(name).config.params.vectors["img"].on_disk is False
+    assert not any(f.exists() for f in files)
+    searches()
+    assert shoal.update_collection(name, vectors_config={"txt": models.VectorParamsDiff(on_disk=True)}) is True
+    assert {f.name for f in map_files(shoal_server) - before} == {"vectors-1.mmap"}
     searches()
 
     assert shoal.delete_collection(name) is True
