@@ -4,12 +4,15 @@
 - JSON Lines (``.jsonl``, ``.ndjson``, ``.json``): one JSON object per line (an
   empty line is no row);
 - ``.npy``: one vector per row, with the ids and payloads in a JSON Lines file
-  beside it, line for line (``base.f16.npy`` or ``base.npy`` next to ``base.jsonl``).
+  beside it, line for line (``base.f16.npy`` or ``base.npy`` next to ``base.jsonl``);
+  a three-dimensional one (points, rows, dim) holds a multivector per point, each of
+  the same number of rows.
 
 A row's id is its ``id`` field (``--id-column``), its vector its ``vector`` field
-(``--vector-column``; the ``.npy`` row for ``.npy`` sources): a list of numbers or an
-object of named vectors. Its payload is the ``--payload-columns`` if given, else its
-``payload`` field if it has one, else every other field.
+(``--vector-column``; the ``.npy`` row for ``.npy`` sources): a list of numbers (a
+list of such lists for a multivector) or an object of named vectors. Its payload is
+the ``--payload-columns`` if given, else its ``payload`` field if it has one, else
+every other field.
 
 Row numbers count from 0 in file order (for JSON Lines: the line, from 0), as the
 reject file reports them. Ray Data reads the files (``cluster.runtime.read_batches``);
@@ -161,15 +164,21 @@ def rows_of(kind: str, batch: Any, start: int, columns: Columns,
     ``.npy`` source ``batch`` is its companion's lines and ``vectors`` the arrays."""
     if kind == "parquet":
         return _parquet_rows(batch, start, columns)
+    if vectors is not None and np.ndim(vectors) == 3:  # (n, rows, dim): a multivector per row
+        return None, _text_rows(batch, start, columns, False, np.asarray(vectors))
     block = None if vectors is None else np.asarray(vectors).astype(np.float32, copy=False)
     return block, _text_rows(batch, start, columns, block is not None)
 
 
-def _text_rows(batch: Any, start: int, columns: Columns, in_block: bool) -> Iterator[tuple]:
+def _text_rows(batch: Any, start: int, columns: Columns, in_block: bool,
+               per_row: np.ndarray | None = None) -> Iterator[tuple]:
+    """The rows of JSON Lines text; with ``in_block`` each row's vector is its row of
+    the part's block, with ``per_row`` it is ``per_row[i]`` (an .npy's multivector)."""
+    from_npy = in_block or per_row is not None
     for i, text in enumerate(batch["text"]):
         record = _line(text)
         if record is None:
-            if in_block:
+            if from_npy:
                 yield start + i, Rejected("the line of ids and payloads is empty")
             continue
         if isinstance(record, Rejected):
@@ -180,7 +189,8 @@ def _text_rows(batch: Any, start: int, columns: Columns, in_block: bool) -> Iter
         except Rejected as exc:
             yield start + i, exc
             continue
-        yield start + i, record.get(columns.id), IN_BLOCK if in_block else record.get(columns.vector), body
+        vector = IN_BLOCK if in_block else per_row[i] if per_row is not None else record.get(columns.vector)
+        yield start + i, record.get(columns.id), vector, body
 
 
 def _parquet_rows(table, start: int, columns: Columns) -> tuple[np.ndarray | None, Iterator[tuple]]:
@@ -199,7 +209,8 @@ def _parquet_rows(table, start: int, columns: Columns) -> tuple[np.ndarray | Non
         lengths = pc.list_value_length(vector_column).to_numpy(zero_copy_only=False)
         if vector_column.null_count == 0 and len(lengths) and (lengths == lengths[0]).all():
             values = pc.list_flatten(vector_column)
-            if values.null_count == 0:
+            # Numbers: one vector a row. Lists of numbers (multivectors) go row by row.
+            if values.null_count == 0 and (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
                 matrix = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(lengths), -1)
     ids = table.column(columns.id).to_pylist()
     others = table.drop_columns([columns.vector]).to_pylist()

@@ -157,6 +157,34 @@ def test_jsonl_source_with_multivectors(server, shoal, memory, collection, tmp_p
     assert_same_records(records(shoal, name), want)
 
 
+def test_parquet_and_npy_sources_with_multivectors(server, shoal, memory, collection, tmp_path):
+    """Multivectors from Parquet (a list of rows a point: as many rows for every
+    point, and not) and from a three-dimensional .npy (points, rows, dim) with its
+    JSON Lines of ids and payloads beside it."""
+    maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    name = collection(models.VectorParams(size=4, distance=models.Distance.COSINE, multivector_config=maxsim),
+                      shards=2)
+    rng = np.random.default_rng(9)
+    same = rng.normal(size=(60, 3, 4)).astype(np.float32)  # three rows each
+    varying = [rng.normal(size=(int(rng.integers(1, 5)), 4)).astype(np.float32) for _ in range(50)]
+    cube = rng.normal(size=(40, 2, 4)).astype(np.float32)
+    rows_type = pa.list_(pa.list_(pa.float32()))
+    for file, ids, multis in (("same.parquet", range(0, 60), list(same)), ("varying.parquet", range(100, 150), varying)):
+        pq.write_table(pa.table({"id": list(ids), "vector": pa.array([m.tolist() for m in multis], type=rows_type),
+                                 "tag": [f"t{i % 3}" for i in ids]}), tmp_path / file, row_group_size=25)
+    np.save(tmp_path / "cube.npy", cube)
+    with open(tmp_path / "cube.jsonl", "w") as f:
+        for i in range(200, 240):
+            f.write(json.dumps({"id": i, "tag": f"t{i % 3}"}) + "\n")
+    for source in ("same.parquet", "varying.parquet", "cube.npy"):
+        done = ingest(server, name, tmp_path, "--part-rows", "20", str(tmp_path / source))
+        assert done.returncode == 0, done.stderr
+    ids = [*range(0, 60), *range(100, 150), *range(200, 240)]
+    multis = [*(m.tolist() for m in same), *(m.tolist() for m in varying), *(m.tolist() for m in cube)]
+    want = _oracle(memory, name, ids, multis, [{"tag": f"t{i % 3}"} for i in ids])
+    assert_same_records(records(shoal, name), want)
+
+
 def test_npy_source_as_wordnet(server, shoal, memory, collection, tmp_path):
     name = collection(models.VectorParams(size=DIM, distance=models.Distance.COSINE), shards=2)
     ids, vectors, payloads = _points(150, seed=6)
