@@ -474,30 +474,6 @@ class LocalShard(WriteOps):
             self._idle_epoch = started
         return 0
 
-    def _configure(self, settings: dict[str, dict[str, Any]]) -> None:
-        """A ``configure`` op (a PATCH of vectors' quantization or ``on_disk``, through
-        the log like any write): each vector named takes its settings. A graph built
-        under another quantization is dropped, and the indexer builds the new one
-        while searches score the vectors exactly (as Qdrant's optimizer rebuilds
-        segments); vectors whose ``on_disk`` changed move to their new storage."""
-        self.config = self.config.with_vector_settings(settings)
-        self._settle()
-        self._epoch += 1
-
-    def _settle(self) -> None:
-        """Graphs and stores as the config now says: a graph of another kind
-        dropped (rebuilt by the indexer), a store in RAM or in a map file moved."""
-        for name, graph in self.graphs.items():
-            if graph is not None and not graphs.matches(graph, self.config, name):
-                self.graphs[name] = None
-                self.indexed[name] = np.zeros(self.size, dtype=bool)
-        for name, old in list(self.vectors.items()):
-            if (old.file is not None) != bool(self.config.vectors[name].on_disk):
-                new = self._new_store(name, old.capacity)
-                new.copy_from(old)
-                self.vectors[name] = new
-                old.close()
-
     def _stale_labels(self, name: str, graph: graphs.Graph) -> np.ndarray:
         """Graph labels whose offset no longer holds a vector (deleted points)."""
         present = self.vectors[name].mask(self.size)

@@ -3,8 +3,9 @@ ops (``shard.types.OP_TYPES``), kept apart so that the shard's module holds its 
 cycle, its log and its reads.
 
 A mixin: its methods work on the shard's own stores (``config``, ``points``,
-``payloads``, ``vectors``, ``sparse``, ``multi``, ``indexed``) and sequence (``seq``), always with the
-shard's lock held. ``_validate`` refuses an op before it is logged; ``_apply`` is
+``payloads``, ``vectors``, ``sparse``, ``multi``, ``graphs``, ``indexed``) and sequence (``seq``), always
+with the shard's lock held; ``_settle`` makes graphs and stores match the config after a
+``configure`` op (and after a restore, which the shard runs). ``_validate`` refuses an op before it is logged; ``_apply`` is
 deterministic, so that replaying the log (or a replica applying the primary's
 records) rebuilds the same state.
 
@@ -16,9 +17,11 @@ written before multivectors have no "multi" and read as before.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from shard import filters, multi, sparse
+from shard import filters, graphs, multi, sparse
 from shard.types import OP_TYPES, BadInput, Op, PointId, PointNotFound
 
 
@@ -181,6 +184,30 @@ class WriteOps:
                 store.delete_keys(offset, op["keys"])
             else:
                 store.clear(offset)
+
+    def _configure(self, settings: dict[str, dict[str, Any]]) -> None:
+        """A ``configure`` op (a PATCH of vectors' quantization or ``on_disk``, through
+        the log like any write): each vector named takes its settings. A graph built
+        under another quantization is dropped, and the indexer builds the new one
+        while searches score the vectors exactly (as Qdrant's optimizer rebuilds
+        segments); vectors whose ``on_disk`` changed move to their new storage."""
+        self.config = self.config.with_vector_settings(settings)
+        self._settle()
+        self._epoch += 1
+
+    def _settle(self) -> None:
+        """Graphs and stores as the config now says: a graph of another kind
+        dropped (rebuilt by the indexer), a store in RAM or in a map file moved."""
+        for name, graph in self.graphs.items():
+            if graph is not None and not graphs.matches(graph, self.config, name):
+                self.graphs[name] = None
+                self.indexed[name] = np.zeros(self.size, dtype=bool)
+        for name, old in list(self.vectors.items()):
+            if (old.file is not None) != bool(self.config.vectors[name].on_disk):
+                new = self._new_store(name, old.capacity)
+                new.copy_from(old)
+                self.vectors[name] = new
+                old.close()
 
 
 def _set_rows(stores: dict, offsets: np.ndarray, given: dict[str, list], replace: bool) -> None:
