@@ -6,6 +6,14 @@ dot product over the indices both vectors hold, and a point that shares no index
 with the query is no candidate at all (not a score of 0). Search reads only the
 postings of the query's indices, so it is exact, as Qdrant's inverted index is.
 
+A long query over common words would read a posting of half the collection for
+each: a search for the top few therefore prunes (``_pruned_top``, after
+MaxScore): it bounds what each part of a posting can add to a score, reads only
+the parts that can decide the top, and scores the few vectors that can still
+make it exactly from their own rows (the compiled loops of
+``shard.sparse_kernels``), with the very scores the full scan gives. On the
+benchmark's 100k texts a query's postings hold ~105k entries; it reads ~14k.
+
 Qdrant keeps a vector's indices sorted (``double_sort``: unsorted input is
 accepted and sorted, values following), so every vector is stored sorted and
 returned that way. An empty vector is stored (a point can hold it and read it
@@ -29,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from shard import fileio
+from shard import sparse_kernels as kernels
 from shard.types import BadInput
 
 MAX_INDEX = 2**32 - 1  # DimId is u32
@@ -140,12 +149,13 @@ class _Posting:
     kept aside until the next read: a write costs O(1), a read of a changed
     posting one merge of its length."""
 
-    __slots__ = ("offsets", "weights", "pending")
+    __slots__ = ("offsets", "weights", "pending", "_levels")  # _levels: cached by levels()
 
     def __init__(self, offsets: np.ndarray = None, weights: np.ndarray = None):
         self.offsets = np.zeros(0, dtype=np.int64) if offsets is None else offsets
         self.weights = _EMPTY_V if weights is None else weights
         self.pending: dict[int, float | None] = {}  # offset -> new weight, None: removed
+        self._levels: _Levels | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.pending:
@@ -155,8 +165,112 @@ class _Posting:
             offsets = np.concatenate([self.offsets[keep], np.array([o for o, _ in added], dtype=np.int64)])
             weights = np.concatenate([self.weights[keep], np.array([w for _, w in added], dtype=np.float32)])
             order = np.argsort(offsets, kind="stable")
-            self.offsets, self.weights, self.pending = offsets[order], weights[order], {}
+            self.offsets, self.weights, self.pending, self._levels = offsets[order], weights[order], {}, None
         return self.offsets, self.weights
+
+    def levels(self) -> _Levels:
+        """The posting cut by weight into a few disjoint parts, offsets sorted in
+        each: a long posting's few heavy entries (a word said three times) apart
+        from its many light ones, so that the pruned search bounds each part by
+        its own highest weight. Cached until the posting changes."""
+        offsets, weights = self.arrays()  # pending writes merged first: they drop the cached levels
+        if self._levels is None:
+            if len(weights) < LEVEL_MIN_ENTRIES:
+                cuts = np.zeros(0, dtype=np.float32)
+            else:
+                cuts = np.unique(np.quantile(weights, LEVEL_QUANTILES).astype(np.float32))
+            level = np.searchsorted(cuts, weights, side="left")  # (cuts[k-1], cuts[k]] -> k
+            parts = [level == k for k in range(len(cuts) + 1)]
+            parts = [mask for mask in parts if mask.any()]
+            self._levels = _Levels([offsets[m] for m in parts], [weights[m] for m in parts],
+                                   np.array([weights[m].min() for m in parts], dtype=np.float64),
+                                   np.array([weights[m].max() for m in parts], dtype=np.float64))
+        return self._levels
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """A posting's parts by weight (``_Posting.levels``): the offsets and weights
+    of each, and each's lowest and highest weight."""
+
+    offsets: list[np.ndarray]
+    weights: list[np.ndarray]
+    low: np.ndarray
+    high: np.ndarray
+
+
+class _Rows:
+    """The sparse vectors by offset, in one arena: each vector's sorted indices
+    and values are a slice of two flat arrays, written once (an overwrite appends
+    a new slice; the old one is dead) and compacted once half the arena is dead.
+    Flat arrays are what the compiled scoring loops (``shard.sparse_kernels``)
+    read, one candidate's row after another."""
+
+    def __init__(self):
+        self.start = np.zeros(0, dtype=np.int64)  # by offset: where its row begins
+        self.length = np.zeros(0, dtype=np.int64)  # by offset: its row's length, -1: no vector
+        self.indices, self.values = _EMPTY_I, _EMPTY_V
+        self.size = 0  # one past the highest offset ever set
+        self.used = 0  # entries of the arena written
+        self.dead = 0  # of those, entries of overwritten or removed rows
+
+    def put(self, offset: int, indices: np.ndarray, values: np.ndarray) -> None:
+        if offset >= len(self.start):  # grown by a factor: appends stay amortised O(1)
+            grown = max(offset + 1, len(self.start) * 3 // 2, 1024)
+            self.start = np.concatenate([self.start, np.zeros(grown - len(self.start), dtype=np.int64)])
+            self.length = np.concatenate([self.length, np.full(grown - len(self.length), -1, dtype=np.int64)])
+        self.drop(offset)
+        n = len(indices)
+        if self.used + n > len(self.indices):
+            if self.dead * 2 > self.used:
+                self._compact()
+            if self.used + n > len(self.indices):
+                grown = max(self.used + n, len(self.indices) * 3 // 2, 4096)
+                self.indices = np.concatenate([self.indices[: self.used], np.zeros(grown - self.used, dtype=np.uint32)])
+                self.values = np.concatenate([self.values[: self.used], np.zeros(grown - self.used, dtype=np.float32)])
+        self.indices[self.used:self.used + n] = indices
+        self.values[self.used:self.used + n] = values
+        self.start[offset], self.length[offset] = self.used, n
+        self.used += n
+        self.size = max(self.size, offset + 1)
+
+    def drop(self, offset: int) -> None:
+        if offset < self.size and self.length[offset] >= 0:
+            self.dead += int(self.length[offset])
+            self.length[offset] = -1
+
+    def get(self, offset: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The row at ``offset`` (views: rows are never written over), or None."""
+        if not 0 <= offset < self.size or self.length[offset] < 0:
+            return None
+        a = int(self.start[offset])
+        b = a + int(self.length[offset])
+        return self.indices[a:b], self.values[a:b]
+
+    def present(self) -> np.ndarray:
+        """Which offsets below ``size`` hold a vector."""
+        return self.length[: self.size] >= 0
+
+    def _compact(self) -> None:
+        """Live rows copied into new arrays, in offset order (views handed out
+        before keep the old arrays)."""
+        live = np.flatnonzero(self.present())
+        lengths = self.length[live]
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(live) else lengths
+        take = np.repeat(self.start[live] - starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        self.indices, self.values = self.indices[take], self.values[take]
+        self.start[live] = starts
+        self.used, self.dead = len(take), 0
+
+    @classmethod
+    def from_csr(cls, present: np.ndarray, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> _Rows:
+        rows = cls()
+        rows.size = len(present)
+        rows.start = indptr[:-1].astype(np.int64).copy()
+        rows.length = np.where(present, np.diff(indptr), -1).astype(np.int64)
+        rows.indices, rows.values = indices.astype(np.uint32).copy(), values.astype(np.float32).copy()
+        rows.used = len(indices)
+        return rows
 
 
 class SparseStore:
@@ -166,17 +280,22 @@ class SparseStore:
     writes): the caller holds the shard lock, as ``LocalShard`` does for every call."""
 
     def __init__(self):
-        self.vectors: list[tuple[np.ndarray, np.ndarray] | None] = []
+        self.rows = _Rows()
         self.postings: dict[int, _Posting] = {}
         self.df: dict[int, int] = {}  # index -> indexed vectors holding it
         self.vector_count = 0  # indexed (non-empty) vectors: N of this shard
         self.entries = 0  # (index, value) pairs stored
-        self._present = np.zeros(0, dtype=bool)  # by offset: holds a vector (capacity >= len(vectors))
+        self._scratch = _Scratch()  # the pruned search's arrays, reused
 
     @property
     def size(self) -> int:
         """One past the highest offset ever set."""
-        return len(self.vectors)
+        return self.rows.size
+
+    @property
+    def vectors(self) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Every offset's vector (sorted by index) or None, below ``size``."""
+        return [self.rows.get(offset) for offset in range(self.size)]
 
     def set(self, offsets, vectors) -> None:
         """Stores ``vectors`` (each ``(indices, values)``) at ``offsets``, replacing what
@@ -184,28 +303,18 @@ class SparseStore:
         checked = [validate(i, v) for i, v in vectors]
         if len(checked) != len(offsets):
             raise ValueError("one vector per offset")
-        for offset, vector in zip((int(o) for o in offsets), checked):
+        for offset, (indices, values) in zip((int(o) for o in offsets), checked):
             self._unindex(offset)
-            if offset >= len(self.vectors):
-                self.vectors.extend([None] * (offset + 1 - len(self.vectors)))
-            if offset >= len(self._present):  # grown by a factor: appends stay amortised O(1)
-                grown = np.zeros(max(offset + 1, len(self._present) * 3 // 2, 1024), dtype=bool)
-                grown[: len(self._present)] = self._present
-                self._present = grown
-            self.vectors[offset] = vector
-            self._present[offset] = True
-            self._index(offset, vector)
+            self.rows.put(offset, indices, values)
+            self._index(offset, indices, values)
 
     def clear(self, offsets) -> None:
         """Removes the vectors at ``offsets`` (a point deleted, or its vector dropped)."""
         for offset in (int(o) for o in offsets):
-            if offset < len(self.vectors):
-                self._unindex(offset)
-                self.vectors[offset] = None
-                self._present[offset] = False
+            self._unindex(offset)
+            self.rows.drop(offset)
 
-    def _index(self, offset: int, vector: tuple[np.ndarray, np.ndarray]) -> None:
-        indices, values = vector
+    def _index(self, offset: int, indices: np.ndarray, values: np.ndarray) -> None:
         if not len(indices):
             return
         self.vector_count += 1
@@ -215,7 +324,7 @@ class SparseStore:
             self.df[i] = self.df.get(i, 0) + 1
 
     def _unindex(self, offset: int) -> None:
-        old = self.vectors[offset] if offset < len(self.vectors) else None
+        old = self.rows.get(offset)
         if old is None or not len(old[0]):
             return
         self.vector_count -= 1
@@ -227,11 +336,11 @@ class SparseStore:
                 del self.df[i], self.postings[i]
 
     def has(self, offset: int) -> bool:
-        return offset < len(self.vectors) and self.vectors[offset] is not None
+        return self.rows.get(offset) is not None
 
     def get(self, offset: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored vector (sorted by index); KeyError if the offset holds none."""
-        vector = self.vectors[offset] if offset < len(self.vectors) else None
+        vector = self.rows.get(offset)
         if vector is None:
             raise KeyError(offset)
         return vector
@@ -239,8 +348,8 @@ class SparseStore:
     def mask(self, size: int) -> np.ndarray:
         """Which of the first ``size`` offsets hold a vector (an empty one included)."""
         out = np.zeros(size, dtype=bool)
-        n = min(size, len(self.vectors))
-        out[:n] = self._present[:n]
+        n = min(size, self.size)
+        out[:n] = self.rows.present()[:n]
         return out
 
     def document_frequencies(self, indices) -> dict[int, int]:
@@ -259,18 +368,11 @@ class SparseStore:
 
     def score(self, indices, values, offsets, idf: Idf | None = None) -> np.ndarray:
         """Scores of the query against the vectors at ``offsets`` (f32; -inf where a
-        vector shares no index with the query or is missing). For rescoring and
-        the Query API, where the candidates come from elsewhere."""
+        vector shares no index with the query or is missing), summed as a search
+        sums them. For rescoring and the Query API, where the candidates come from
+        elsewhere."""
         q_idx, q_val = self.weights(indices, values, idf)
-        out = np.full(len(offsets), -np.inf, dtype=np.float32)
-        for k, offset in enumerate(int(o) for o in offsets):
-            vector = self.vectors[offset] if 0 <= offset < len(self.vectors) else None
-            if vector is None:
-                continue
-            common, qi, vi = np.intersect1d(q_idx, vector[0], assume_unique=True, return_indices=True)
-            if len(common):
-                out[k] = np.float32(np.dot(q_val[qi].astype(np.float64), vector[1][vi].astype(np.float64)))
-        return out
+        return _score_rows(self.rows, np.asarray(offsets, dtype=np.int64), q_idx, q_val)
 
     def scores_all(self, indices, values, size: int, idf: Idf | None = None) -> np.ndarray:
         """The query's score against every offset below ``size`` (f32), 0 where
@@ -294,51 +396,50 @@ class SparseStore:
         mask by offset, False past its end) restricts them; ``score_threshold`` is
         strict, as in Qdrant: score > t."""
         q_idx, q_val = self.weights(indices, values, idf)
-        parts = [(self.postings[i].arrays(), w) for i, w in zip(q_idx.tolist(), q_val) if i in self.postings]
+        parts = [(self.postings[i], w) for i, w in zip(q_idx.tolist(), q_val) if i in self.postings]
         if limit <= 0 or not parts:
             return np.zeros(0, dtype=np.int64), _EMPTY_V
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=bool)
+        if sum(len(p.arrays()[0]) for p, _ in parts) >= PRUNE_MIN_ENTRIES:
+            found = _pruned_top(parts, q_idx, q_val, self.rows, limit, allowed, score_threshold, self._scratch)
+            if found is not None:
+                return found
         # Scores summed straight into one array by offset (offsets are unique within
         # a posting): no sort of the postings, only of the top.
-        size = max((int(offsets[-1]) + 1 for (offsets, _), _ in parts if len(offsets)), default=0)
+        arrays = [(p.arrays(), w) for p, w in parts]
+        size = max((int(offsets[-1]) + 1 for (offsets, _), _ in arrays if len(offsets)), default=0)
         sums = np.zeros(size, dtype=np.float64)
         touched = np.zeros(size, dtype=bool)
-        for (offsets, weights), w in parts:
+        for (offsets, weights), w in arrays:
             sums[offsets] += (weights * w).astype(np.float32)
             touched[offsets] = True
         if allowed is not None:
-            allowed = np.asarray(allowed, dtype=bool)
             touched[: min(size, len(allowed))] &= allowed[:size]
             touched[len(allowed):] = False
         candidates = np.flatnonzero(touched)
-        scores = sums[candidates].astype(np.float32)
-        if score_threshold is not None:
-            keep = scores > np.float32(score_threshold)
-            candidates, scores = candidates[keep], scores[keep]
-        if limit < len(scores):
-            part = np.argpartition(-scores, limit - 1)[:limit]
-            order = part[np.lexsort((candidates[part], -scores[part]))]
-        else:
-            order = np.lexsort((candidates, -scores))
-        return candidates[order], scores[order]
+        return _top(candidates, sums[candidates].astype(np.float32), limit, score_threshold)
 
     def nbytes(self) -> int:
         """About what the vectors and the index take in memory, in O(1): 8 bytes a
         stored pair (u32 index, f32 value), 12 a posting entry (i64 offset, f32
         weight), 8 an offset. Python's object overhead is not counted."""
-        return 20 * self.entries + 8 * len(self.vectors)
+        return 20 * self.entries + 16 * self.size
 
     # -- persistence -----------------------------------------------------
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """CSR form: ``present`` by offset, ``indptr`` into ``indices``/``values``."""
-        present = np.array([v is not None for v in self.vectors], dtype=bool)
-        lengths = np.array([0 if v is None else len(v[0]) for v in self.vectors], dtype=np.int64)
-        held = [v for v in self.vectors if v is not None]
+        rows = self.rows
+        present = rows.present().copy()
+        lengths = np.where(present, rows.length[: rows.size], 0)
+        take = np.repeat(rows.start[: rows.size][present], lengths[present])
+        take += np.arange(len(take), dtype=np.int64) - np.repeat(np.cumsum(lengths[present]) - lengths[present], lengths[present])
         return {
             "present": present,
             "indptr": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            "indices": np.concatenate([i for i, _ in held]) if held else _EMPTY_I,
-            "values": np.concatenate([v for _, v in held]) if held else _EMPTY_V,
+            "indices": rows.indices[take],
+            "values": rows.values[take],
         }
 
     @classmethod
@@ -353,8 +454,7 @@ class SparseStore:
                 or len(values) != len(indices) or (lengths < 0).any() or lengths[~present].any() or not rising.all()):
             raise ValueError("sparse arrays do not fit together")
         store = cls()
-        store.vectors = [(indices[a:b], values[a:b]) if p else None
-                         for p, a, b in zip(present.tolist(), indptr[:-1].tolist(), indptr[1:].tolist())]
+        store.rows = _Rows.from_csr(present, indptr, indices, values)
         rows = np.repeat(np.arange(len(present), dtype=np.int64), np.diff(indptr))
         order = np.lexsort((rows, indices))
         rows, by_dim, weights = rows[order], indices[order], values[order]
@@ -362,7 +462,6 @@ class SparseStore:
         for dim, a, c in zip(dims.tolist(), starts.tolist(), counts.tolist()):
             store.postings[dim] = _Posting(rows[a:a + c], weights[a:a + c])
             store.df[dim] = c
-        store._present = present.copy()
         store.vector_count = int(np.count_nonzero(present & (np.diff(indptr) > 0)))
         store.entries = len(indices)
         return store
@@ -374,3 +473,173 @@ class SparseStore:
     @classmethod
     def load(cls, path: Path) -> SparseStore:
         return cls.from_arrays(fileio.read_arrays(path, ("present", "indptr", "indices", "values")))
+
+
+# A query whose postings hold fewer entries than this is scored in full: below it
+# the pruned search's bookkeeping costs more than it saves.
+PRUNE_MIN_ENTRIES = 8192
+# The pruned search gives up (and scores in full) once the entries it must read
+# reach this share of the postings': the query's bounds are too close to prune.
+PRUNE_MAX_SHARE = 0.5
+# A posting this long is cut by weight at the LEVEL_QUANTILES (see _Posting.levels).
+LEVEL_MIN_ENTRIES = 256
+# Parts of postings this short are read whether essential or not.
+PRUNE_SHORT_PART = 4096
+# A search for more than this many best is scored in full.
+PRUNE_MAX_LIMIT = 1000
+LEVEL_QUANTILES = (0.5, 0.8, 0.95, 0.99)
+# (Settings measured on the hybrid benchmark's 100k texts: bench/README.md.)
+
+
+def _top(candidates: np.ndarray, scores: np.ndarray, limit: int,
+         score_threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``limit`` best of ``candidates`` (distinct offsets) by score, ties by offset."""
+    if score_threshold is not None:
+        keep = scores > np.float32(score_threshold)
+        candidates, scores = candidates[keep], scores[keep]
+    if limit < len(scores):  # the best, and of the scores tied at the cut the lowest offsets
+        cut = np.partition(scores, len(scores) - limit)[len(scores) - limit]
+        ties = np.flatnonzero(scores == cut)
+        ties = ties[np.argsort(candidates[ties], kind="stable")]
+        better = np.flatnonzero(scores > cut)
+        part = np.concatenate([better, ties[: limit - len(better)]])
+        order = part[np.lexsort((candidates[part], -scores[part]))]
+    else:
+        order = np.lexsort((candidates, -scores))
+    return candidates[order], scores[order]
+
+
+def _score_rows(rows: _Rows, offsets: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray) -> np.ndarray:
+    """The query's f32 scores of the rows at ``offsets`` (-inf: none, or no shared
+    index), summed as the full scan of :meth:`SparseStore.search` sums them (the
+    f32 gain of each shared index, in index order, added in f64), so that both
+    give bit-identical scores."""
+    out = np.empty(len(offsets), dtype=np.float32)
+    kernels.score_rows(offsets, rows.start, rows.length, rows.indices, rows.values, q_idx, q_val, out)
+    return out
+
+
+class _Scratch:
+    """Arrays by offset that one pruned search after another reuses: ``stamp``
+    says which offsets the current search has seen (its ``epoch``), so nothing is
+    cleared between searches."""
+
+    def __init__(self):
+        self.stamp = np.zeros(0, dtype=np.uint32)
+        self.acc = np.zeros(0, dtype=np.float64)
+        self.out = np.zeros(0, dtype=np.int64)
+        self.epoch = 0
+
+    def next(self, size: int) -> int:
+        """A new epoch, the arrays grown to hold ``size`` offsets."""
+        if size > len(self.stamp):
+            grown = max(size, len(self.stamp) * 3 // 2)
+            self.stamp, self.acc = np.zeros(grown, dtype=np.uint32), np.zeros(grown, dtype=np.float64)
+            self.out, self.epoch = np.zeros(grown, dtype=np.int64), 0
+        self.epoch += 1
+        if self.epoch == 2**32:
+            self.stamp[:], self.epoch = 0, 1
+        return self.epoch
+
+
+_NOTHING = np.zeros(0, dtype=bool)
+
+
+def _pruned_top(parts: list, q_idx: np.ndarray, q_val: np.ndarray, rows: _Rows, limit: int,
+                allowed: np.ndarray | None, score_threshold: float | None,
+                scratch: _Scratch) -> tuple[np.ndarray, np.ndarray] | None:
+    """The exact top ``limit`` found without reading every posting in full
+    (after MaxScore, Turtle and Flood 1995), or None where pruning does not pay.
+
+    Every part of a posting (see :meth:`_Posting.levels`) has a bound, the most
+    it can add to a score. Parts are taken by falling bound: the first few
+    (rare, high-IDF dimensions; heavy entries) give a handful of vectors, scored
+    exactly, whose ``limit``-th best score is a threshold. A vector found in none
+    of the parts whose bounds sum to more than what the threshold leaves can
+    never reach it, so only those "essential" parts are read; the long postings
+    of common words, light entries, are not. Each vector found gets an upper
+    bound, its partial score plus the bounds of the parts not read, and the
+    vectors are then scored exactly from their own rows by falling bound,
+    the threshold rising as they go, until the next bound falls below it
+    (``kernels.refine``). Scores are bit-identical to the full scan's."""
+    if limit > PRUNE_MAX_LIMIT:
+        return None
+    use_allowed = allowed is not None
+    mask = allowed if use_allowed else _NOTHING
+    levels = [posting.levels() for posting, _ in parts]
+    counts = [len(level.low) for level in levels]
+    w = np.repeat(np.array([float(w) for _, w in parts]), counts)
+    bounds = np.maximum(np.maximum(w * np.concatenate([level.low for level in levels]),
+                                   w * np.concatenate([level.high for level in levels])), 0.0)
+    order = np.argsort(-bounds, kind="stable")
+    offsets = [o for level in levels for o in level.offsets]
+    weights = [x for level in levels for x in level.weights]
+    query_w = [w for (_, w), count in zip(parts, counts) for _ in range(count)]
+    pieces = [(offsets[k], weights[k], query_w[k]) for k in order.tolist()]  # by falling bound
+    bounds = bounds[order]
+    lengths = np.array([len(o) for o, _, _ in pieces], dtype=np.int64)
+    rest = np.concatenate([np.cumsum(bounds[::-1])[::-1], [0.0]])  # rest[j]: bound of pieces[j:]
+
+    epoch, found, taken = scratch.next(rows.size), 0, 0
+    while taken < len(pieces) and found < limit:
+        found = kernels.collect(pieces[taken][0], mask, use_allowed, scratch.stamp, epoch, scratch.out, found)
+        taken += 1
+    if found < limit:
+        return None
+    threshold = _threshold(_score_rows(rows, scratch.out[:found], q_idx, q_val), limit, score_threshold)
+    if threshold == -np.inf:
+        return None
+    enough = kernels.below(rest, threshold)  # falls with j: False ... True, or never True
+    if not enough[-1]:
+        return None
+    essential = max(taken, int(np.argmax(enough)))
+    if lengths[:essential].sum() > PRUNE_MAX_SHARE * lengths.sum():
+        return None
+    # Beyond the essential parts, the short ones are read too: reading an entry
+    # costs far less than scoring a vector exactly, and each part read lowers
+    # the bound of every vector it does not hold.
+    short = lengths <= PRUNE_SHORT_PART
+    short[:essential] = True
+    epoch, found = scratch.next(rows.size), 0
+    for k in np.flatnonzero(short).tolist():
+        o, x, w = pieces[k]
+        found = kernels.accumulate(o, x, w, mask, use_allowed, scratch.stamp, epoch, scratch.acc, scratch.out, found)
+    unread = float(bounds[~short].sum())
+    return _top(*kernels.best_of(scratch.out[:found], scratch.acc, unread, threshold, limit, rows.start,
+                                 rows.length, rows.indices, rows.values, q_idx, q_val), limit, score_threshold)
+
+
+def _threshold(scores: np.ndarray, limit: int, score_threshold: float | None) -> float:
+    """The least score a vector must beat to enter the top: the ``limit``-th best
+    of ``scores`` (exact scores of some vectors), or ``score_threshold`` if
+    higher; -inf when neither says anything."""
+    if score_threshold is not None:
+        scores = scores[scores > np.float32(score_threshold)]
+    threshold = float(np.partition(scores, len(scores) - limit)[len(scores) - limit]) if len(scores) >= limit else -np.inf
+    return threshold if score_threshold is None else max(threshold, float(score_threshold))
+
+
+def warm_up() -> None:
+    """Compiles the search's loops (``shard.sparse_kernels``) into numba's on-disk
+    cache, calling each with the argument types a search passes. ``python -m
+    shard.sparse`` does it; the container image runs it at build time, so that
+    its first sparse search does not wait seconds for the compiler."""
+    store = SparseStore()
+    store.set([0, 1, 2], [([1, 2], [1.0, 2.0]), ([2, 3], [1.0, 1.0]), ([1], [3.0])])
+    offsets, weights = store.postings[2].arrays()
+    q_idx, q_val = store.weights([1, 2], [1.0, 1.0], LOCAL_IDF)
+    scratch = store._scratch
+    for allowed in (_NOTHING, np.ones(3, dtype=bool)):
+        epoch = scratch.next(store.size)
+        found = kernels.collect(offsets, allowed, len(allowed) > 0, scratch.stamp, epoch, scratch.out, 0)
+        epoch = scratch.next(store.size)
+        found = kernels.accumulate(offsets, weights, q_val[1], allowed, len(allowed) > 0, scratch.stamp, epoch,
+                                   scratch.acc, scratch.out, 0)
+    rows = store.rows
+    kernels.best_of(scratch.out[:found], scratch.acc, 0.5, 1.0, 2, rows.start, rows.length, rows.indices,
+                    rows.values, q_idx, q_val)
+    store.score([1, 2], [1.0, 1.0], [0, 1, 2])
+
+
+if __name__ == "__main__":
+    warm_up()

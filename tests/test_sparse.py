@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient, models
 
+import shard.sparse as sparse_module
 from shard.sparse import Idf, SparseStore, SparseVectorError, idf_weights, validate
 from shard.types import BadInput
 
@@ -404,3 +405,161 @@ def test_average_and_combine_equal_dense_arithmetic(vectors, negative):
     assert np.allclose(dense((avg[0].tolist(), avg[1].tolist())), want, atol=1e-6)
     merged = combine(avg, validate(*negative), lambda p, n: p + p - n)
     assert np.allclose(dense((merged[0].tolist(), merged[1].tolist())), 2 * want - dense(negative), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The pruned search (MaxScore) against the full scan: the same top, bit for bit.
+# ---------------------------------------------------------------------------
+
+
+class _Pruning:
+    """Makes every search of a store try the pruned path, with posting levels cut
+    from a few entries on (the module's settings, restored on exit)."""
+
+    def __init__(self, min_entries: int):
+        self.settings = {"PRUNE_MIN_ENTRIES": min_entries, "LEVEL_MIN_ENTRIES": 8, "PRUNE_SHORT_PART": 16}
+
+    def __enter__(self):
+        self.saved = {name: getattr(sparse_module, name) for name in self.settings}
+        for name, value in self.settings.items():
+            setattr(sparse_module, name, value)
+
+    def __exit__(self, *exc):
+        for name, value in self.saved.items():
+            setattr(sparse_module, name, value)
+
+
+def _full_scan(store: SparseStore, *args, **kwargs):
+    with _Pruning(min_entries=2**62):
+        return store.search(*args, **kwargs)
+
+
+def skewed_corpus(seed: int, count: int, dims: int = 400, negative: bool = False) -> list:
+    """Documents shaped like text: Zipf-distributed words, mostly said once, a few
+    words common to most documents (long postings), small integer counts."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(count):
+        words = np.unique(np.minimum(rng.zipf(1.3, size=rng.integers(1, 14)), dims) - 1)
+        counts = rng.choice([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 5.0], size=len(words))
+        if negative:
+            counts *= rng.choice([1.0, -1.0], size=len(words), p=[0.8, 0.2])
+        docs.append((words.tolist(), counts.tolist()))
+    return docs
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 25), st.booleans(), st.booleans(), st.data())
+def test_pruned_search_is_the_full_scan(seed, limit, with_idf, negative, data):
+    """Any query (a document's own words, with or without IDF, negative weights,
+    a filter, a score threshold) gets the very offsets and f32 scores the full
+    scan gives: pruning only leaves out vectors that cannot reach the top."""
+    docs = skewed_corpus(seed, 600, negative=negative)
+    store, _ = build(docs)
+    rng = np.random.default_rng(seed + 1)
+    query = docs[int(rng.integers(len(docs)))]
+    if data.draw(st.booleans()):  # a made-up query, common words included
+        query = (sorted(set(rng.integers(0, 40, size=6).tolist())), [1.0] * len(set(rng.integers(0, 40, size=6).tolist())))
+        query = (query[0], [float(x) for x in rng.choice([1.0, 2.0, -1.0], size=len(query[0]))])
+    idf = Idf(store.vector_count, store.document_frequencies(query[0])) if with_idf else None
+    allowed = rng.random(650) < data.draw(st.sampled_from([1.0, 0.5, 0.05])) if data.draw(st.booleans()) else None
+    threshold = data.draw(st.none() | st.floats(-5, 30))
+    want = _full_scan(store, *query, limit=limit, allowed=allowed, score_threshold=threshold, idf=idf)
+    with _Pruning(min_entries=0):
+        got = store.search(*query, limit=limit, allowed=allowed, score_threshold=threshold, idf=idf)
+    assert got[0].tolist() == want[0].tolist()
+    assert got[1].tolist() == want[1].tolist()
+
+
+def test_pruning_reads_less_and_follows_writes():
+    """On text-like data the pruned path answers (it does not fall back to the full
+    scan) with the full scan's answer, and writes after a search (overwrites, deletes,
+    new vectors) are seen by the next one: the posting levels are rebuilt."""
+    docs = skewed_corpus(7, 3000)
+    store, _ = build(docs)
+    queries = [docs[i] for i in range(0, 3000, 150)]
+    pruned = 0
+    with _Pruning(min_entries=0):
+        for step in range(3):
+            for query in queries:
+                idf = Idf(store.vector_count, store.document_frequencies(query[0]))
+                q_idx, q_val = store.weights(*query, idf)
+                parts = [(store.postings[i], w) for i, w in zip(q_idx.tolist(), q_val) if i in store.postings]
+                found = sparse_module._pruned_top(parts, q_idx, q_val, store.rows, 10, None, None, store._scratch)
+                pruned += found is not None
+                want = _full_scan(store, *query, limit=10, idf=idf)
+                got = store.search(*query, limit=10, idf=idf)
+                assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+                if found is not None:
+                    assert found[0].tolist() == want[0].tolist() and found[1].tolist() == want[1].tolist()
+            # writes between rounds: a best hit of each query deleted, others overwritten, new ones
+            store.clear([int(store.search(*q, limit=1)[0][0]) for q in queries[:5]])
+            store.set(list(range(100, 200)), skewed_corpus(100 + step, 100))
+            store.set(list(range(store.size, store.size + 50)), skewed_corpus(200 + step, 50))
+    assert pruned >= len(queries) * 3 // 2
+
+
+def test_rows_survive_overwrites_and_compaction():
+    """Vectors are slices of one arena: overwriting the same offsets again and again
+    fills it with dead rows until it is compacted; every vector reads back, views
+    handed out before a compaction keep their values, and searches, rescoring and
+    the saved arrays see only the live rows."""
+    rng = np.random.default_rng(3)
+    store, model = SparseStore(), {}
+    early, written = None, 0
+    for round_ in range(60):
+        offsets = rng.choice(300, size=120, replace=False).tolist()
+        vectors = skewed_corpus(round_, len(offsets), dims=DIMS)
+        store.set(offsets, vectors)
+        written += sum(len(i) for i, _ in vectors)
+        model.update({o: (list(i), list(v)) for o, (i, v) in zip(offsets, vectors)})
+        gone = rng.choice(300, size=10, replace=False).tolist()
+        store.clear(gone)
+        for o in gone:
+            model.pop(o, None)
+        if early is None and model:
+            offset = next(iter(model))
+            early = (offset, store.get(offset), [x.copy() for x in store.get(offset)])
+    assert store.rows.used < written / 4  # compacted along the way: dead rows do not pile up
+    assert early[1][0].tolist() == early[2][0].tolist() and early[1][1].tolist() == early[2][1].tolist()
+    for offset in range(300):
+        assert store.has(offset) == (offset in model)
+        if offset in model:
+            indices, values = model[offset]
+            order = np.argsort(indices)
+            assert store.get(offset)[0].tolist() == np.asarray(indices)[order].tolist()
+            assert store.get(offset)[1].tolist() == np.asarray(values, dtype=np.float32)[order].tolist()
+    query = ([0, 1, 5, 9], [1.0, 0.5, 2.0, 1.0])
+    assert_hits(store.search(*query, limit=300), naive_search(model, query), exact=True)
+    with _Pruning(min_entries=0):
+        assert_hits(store.search(*query, limit=10), naive_search(model, query, limit=10), exact=True)
+    scores = store.score(*query, list(range(300)))
+    want = dict(naive_search(model, query))
+    assert [s if s != -np.inf else None for s in scores.tolist()] == [want.get(o) for o in range(300)]
+    copy = SparseStore.from_arrays(store.to_arrays())
+    assert [copy.has(o) for o in range(300)] == [store.has(o) for o in range(300)]
+    assert all(copy.get(o)[1].tolist() == store.get(o)[1].tolist() for o in model)
+
+
+def test_warm_up_compiles_every_loop():
+    """``python -m shard.sparse`` (run by the container image's build) leaves every
+    compiled loop with the argument types searches use, so none compiles again."""
+    import subprocess
+    import sys
+
+    from shard import sparse_kernels
+
+    subprocess.run([sys.executable, "-m", "shard.sparse"], check=True, timeout=300)
+    sparse_module.warm_up()
+    kernels = [sparse_kernels.collect, sparse_kernels.accumulate, sparse_kernels.score_rows, sparse_kernels.best_of]
+    before = [len(k.signatures) for k in kernels]
+    assert before == [1, 1, 1, 1]
+    docs = skewed_corpus(11, 3000)
+    store, _ = build(docs)
+    with _Pruning(min_entries=0):
+        for query in docs[:20]:
+            idf = Idf(store.vector_count, store.document_frequencies(query[0]))
+            store.search(*query, limit=10, idf=idf)
+            store.search(*query, limit=10, idf=idf, allowed=np.ones(3000, dtype=bool))
+            store.score(*query, [1, 2, 3])
+    assert [len(k.signatures) for k in kernels] == before

@@ -91,6 +91,7 @@ def test_dockerfile_shape():
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installs = [a for i, a in steps if i == "RUN" and "pip " in a]
     assert any('".[kubernetes]"' in a for a in installs) and "kubernetes" in extras
+    assert any("python -m shard.sparse" in a for a in installs)  # the numba cache filled at build time
     copied = {a.split()[0] for i, a in steps if i == "COPY" and not a.startswith("--from")}
     packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert {p.rstrip("*") for p in packages["include"]} <= copied  # every package of the project goes in

@@ -1,0 +1,160 @@
+"""The inner loops of the sparse search, compiled by numba.
+
+Each loop walks one posting (or one list of candidates) of a query: a few
+hundred to fifty thousand entries, where numpy would spend more in its calls
+and temporary arrays than in the arithmetic. Kept apart from ``shard.sparse``,
+which decides what to walk; every function here is a plain loop over arrays.
+
+Scores are summed as the full scan of ``SparseStore.search`` sums them: each
+gain is the f32 product of an f32 weight and the f32 query weight, added in
+f64, so that both ways give bit-identical scores. The query weight must be
+passed as ``np.float32``.
+
+Compiled on first use and cached on disk (numba's ``cache=True``), so a
+process pays the compilation once per installation, not per start. The loops
+keep the GIL (``nogil=False``): each runs for microseconds, and releasing and
+taking back the GIL around every call let the shard's other threads cut in,
+which measured twice the latency of a sparse search through the server.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=False, inline="always")
+def _below(upper: float, threshold: float) -> bool:
+    """A score of at most ``upper`` surely stays under ``threshold``, with a margin
+    for f32 rounding (a vector that only ties could still win by its offset)."""
+    return upper + 1e-5 * (abs(upper) + abs(threshold)) + 1e-30 < threshold
+
+
+def below(upper: float, threshold: float) -> bool:
+    """``_below`` for Python callers."""
+    return upper + 1e-5 * (abs(upper) + abs(threshold)) + 1e-30 < threshold
+
+
+@njit(cache=True, nogil=False, inline="always")
+def _blocked(o: int, allowed: np.ndarray, use_allowed: bool) -> bool:
+    return use_allowed and (o >= allowed.size or not allowed[o])
+
+
+@njit(cache=True, nogil=False)
+def collect(offsets, allowed, use_allowed, stamp, epoch, out, n):
+    """Appends to ``out[n:]`` each allowed offset of ``offsets`` not yet stamped
+    with ``epoch`` (and stamps it); returns the new count."""
+    for k in range(offsets.size):
+        o = offsets[k]
+        if _blocked(o, allowed, use_allowed) or stamp[o] == epoch:
+            continue
+        stamp[o] = epoch
+        out[n] = o
+        n += 1
+    return n
+
+
+@njit(cache=True, nogil=False)
+def accumulate(offsets, weights, w, allowed, use_allowed, stamp, epoch, acc, out, n):
+    """Adds each allowed entry's gain to ``acc`` by offset (an offset first seen in
+    this ``epoch`` starts from 0 and is appended to ``out[n:]``); returns the new count."""
+    for k in range(offsets.size):
+        o = offsets[k]
+        if _blocked(o, allowed, use_allowed):
+            continue
+        gain = np.float64(weights[k] * w)
+        if stamp[o] == epoch:
+            acc[o] += gain
+        else:
+            stamp[o] = epoch
+            acc[o] = gain
+            out[n] = o
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=False, inline="always")
+def _row_score(c, start, length, indices, values, q_idx, q_val):
+    """The query's score of the row at offset ``c`` (a merge of two sorted index
+    lists) and whether they share an index at all."""
+    total, shared = 0.0, False
+    if c < 0 or c >= start.size or length[c] < 0:
+        return total, shared
+    k, end, j = start[c], start[c] + length[c], 0
+    while k < end and j < q_idx.size:
+        if indices[k] < q_idx[j]:
+            k += 1
+        elif indices[k] > q_idx[j]:
+            j += 1
+        else:
+            total += np.float64(values[k] * q_val[j])
+            shared = True
+            k += 1
+            j += 1
+    return total, shared
+
+
+@njit(cache=True, nogil=False)
+def score_rows(candidates, start, length, indices, values, q_idx, q_val, out):
+    """``out[i]``: the f32 score of the row at ``candidates[i]``, -inf where there
+    is no row or it shares no index with the query (``q_idx`` sorted)."""
+    for i in range(candidates.size):
+        total, shared = _row_score(candidates[i], start, length, indices, values, q_idx, q_val)
+        out[i] = np.float32(total) if shared else -np.inf
+
+
+ROUND = 128  # best_of scores the vectors this many at a time
+
+
+@njit(cache=True, nogil=False)
+def best_of(found, acc, unread, threshold, limit, start, length, indices, values, q_idx, q_val):
+    """The vectors ``found`` (their partial scores in ``acc``) that can still make
+    the top, scored exactly: ``(offsets, f32 scores)``.
+
+    A vector's upper bound is its partial score plus ``unread`` (the bounds of
+    the parts not read). The vectors are scored from their rows by falling
+    bound, ``ROUND`` at a time (the highest bounds picked by a partition, not a
+    sort of all), and the threshold rises to the ``limit``-th best exact score
+    met so far; a vector whose bound can no longer reach it is dropped unscored."""
+    upper = np.empty(found.size)
+    hopeful = np.empty(found.size, dtype=np.int64)
+    m = 0
+    for i in range(found.size):
+        bound = acc[found[i]] + unread
+        if not _below(bound, threshold):
+            upper[m], hopeful[m] = bound, found[i]
+            m += 1
+    best = np.full(limit, -np.inf)  # the best exact scores so far, ascending
+    filled, scored = 0, 0
+    offsets = np.empty(m, dtype=np.int64)
+    scores = np.empty(m, dtype=np.float32)
+    while m > 0:
+        cut = np.partition(upper[:m], m - ROUND)[m - ROUND] if m > ROUND else -np.inf
+        taken = np.flatnonzero(upper[:m] >= cut)
+        for i in taken[np.argsort(-upper[taken])]:
+            if _below(upper[i], threshold):
+                return offsets[:scored], scores[:scored]  # the rest, here and left, are lower still
+            total, _ = _row_score(hopeful[i], start, length, indices, values, q_idx, q_val)
+            score = np.float32(total)
+            offsets[scored], scores[scored] = hopeful[i], score
+            scored += 1
+            if filled < limit or score > best[0]:
+                at = filled if filled < limit else 0  # the slot taken (the lowest once full)
+                if filled < limit:
+                    filled += 1
+                while at > 0 and best[at - 1] > score:  # shift to keep best ascending
+                    best[at] = best[at - 1]
+                    at -= 1
+                while at + 1 < filled and best[at + 1] < score:
+                    best[at] = best[at + 1]
+                    at += 1
+                best[at] = score
+            if filled == limit and best[0] > threshold:
+                threshold = best[0]
+        left = 0  # the vectors not taken that can still reach the risen threshold
+        for i in range(m):
+            if upper[i] < cut and not _below(upper[i], threshold):
+                upper[left], hopeful[left] = upper[i], hopeful[i]
+                left += 1
+        m = left
+    return offsets[:scored], scores[:scored]
