@@ -23,6 +23,10 @@ end, Shoal runs every node across the whole collection: each leaf is one
 scatter-gather search merged before its parent sees it. So the candidates of a
 node are the collection's best, whatever the number of shards, and the answers
 are those of a single-shard Qdrant (and of ``QdrantClient(":memory:")``).
+
+The leaves a node asks for at once (the prefetches of a hybrid query: a dense
+and a sparse search) go to the shards as one batch, one call per shard for all
+of them (``_Batch``), as ``query/batch`` does.
 """
 
 from __future__ import annotations
@@ -93,13 +97,53 @@ def with_ids(flt: dict | None, ids: list) -> dict:
     return merge_filters(flt, {"must": [{"has_id": ids}]})
 
 
+class _Batch:
+    """Searches asked for in one turn of the event loop, run as one batch.
+
+    ``run`` has the signature of ``queries.run``. The first request of a turn
+    schedules the flush with ``call_soon``, which runs after every task already
+    ready: the sibling leaves that ``asyncio.gather`` started in the same turn.
+    A leaf that must first wait for something (a recommend's examples) comes in
+    a later turn and goes in a later batch."""
+
+    def __init__(self, run):
+        self._run = run  # queries.run
+        self._pending: list[tuple[Any, list, asyncio.Future]] = []
+
+    async def run(self, coll: Collection, requests: list) -> list:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((coll, requests, future))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        coll = batch[0][0]
+        task = asyncio.ensure_future(self._run(coll, [r for _, requests, _ in batch for r in requests]))
+
+        def hand_out(done: asyncio.Task) -> None:
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            results, at = (None if error else done.result()), 0
+            for _, requests, future in batch:
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(results[at:at + len(requests)])
+                at += len(requests)
+        task.add_done_callback(hand_out)
+
+
 class Tree:
     """One query with prefetches, against one collection."""
 
     def __init__(self, collections: Registry, coll: Collection, base):
         self.collections = collections
         self.coll = coll
-        self._base = base  # universal.base_query: a query without prefetches
+        self._base = base  # universal.base_query: a query without prefetches, taking ``run=``
+        self._batch = _Batch(queries.run)
 
     async def answer(self, body: dict[str, Any]) -> list[ScoredPoint]:
         found = depth(body.get("prefetch"))
@@ -116,7 +160,7 @@ class Tree:
             else {"with_payload": False, "with_vector": False}
         step = {**node, "prefetch": None, "filter": flt, "limit": limit, "offset": offset, **shown}
         if not children:
-            return await self._base(self.collections, self.coll, step)
+            return await self._base(self.collections, self.coll, step, run=self._batch.run)
         query = node.get("query")
         if query is None:
             raise validation_failed("cannot have prefetches without a query")
@@ -131,7 +175,8 @@ class Tree:
         ids = list(dict.fromkeys(p.id for source in sources for p in source))
         if not ids:
             return []
-        return await self._base(self.collections, self.coll, {**step, "filter": with_ids(flt, ids)})
+        return await self._base(self.collections, self.coll, {**step, "filter": with_ids(flt, ids)},
+                                run=self._batch.run)
 
     async def _shown(self, points: list[ScoredPoint], step: dict[str, Any]) -> list[ScoredPoint]:
         """``points`` with the payload and vectors the request asked for."""

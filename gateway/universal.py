@@ -31,8 +31,10 @@ async def query_points(collections: Registry, coll: Collection, body: dict[str, 
     return await base_query(collections, coll, body)
 
 
-async def base_query(collections: Registry, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
-    """A query without prefetches (the whole request, or a leaf of a prefetch tree)."""
+async def base_query(collections: Registry, coll: Collection, body: dict[str, Any],
+                     run=queries.run) -> list[ScoredPoint]:
+    """A query without prefetches (the whole request, or a leaf of a prefetch tree).
+    ``run``: how its search is sent to the shards (a prefetch tree batches its leaves')."""
     query = body.get("query")
     using = body.get("using") or DEFAULT_VECTOR
     if isinstance(query, dict) and "order_by" in query:
@@ -48,7 +50,7 @@ async def base_query(collections: Registry, coll: Collection, body: dict[str, An
     if isinstance(query, dict) and query.get("mmr") is not None:
         return await _diverse(collections, coll, body, query, using)
     req = await scored_request(collections, coll, body, query, using)
-    return (await queries.run(coll, [req]))[0]
+    return (await run(coll, [req]))[0]
 
 
 async def _diverse(collections: Registry, coll: Collection, body: dict[str, Any], query: dict, using: str):

@@ -93,3 +93,37 @@ def test_conditions_in_a_formula():
                                                                               "to": "loc"}}]}
     found = conditions_in(formula)
     assert sorted(map(str, found)) == sorted(map(str, [tag, near]))
+
+
+def test_leaves_asked_together_go_as_one_batch():
+    """The searches that sibling prefetches start in one turn of the event loop reach
+    the shards as one batch, each leaf gets its own answers back, a leaf that
+    waited first goes in a later batch, and an error reaches every leaf of its batch."""
+    import asyncio
+
+    from gateway.prefetch import _Batch
+
+    calls = []
+
+    async def run(coll, requests):
+        calls.append(list(requests))
+        await asyncio.sleep(0)
+        if "bad" in requests:
+            raise ValueError("bad request")
+        return [f"answer to {r}" for r in requests]
+
+    async def leaf(batch, requests, wait=False):
+        if wait:
+            await asyncio.sleep(0.01)
+        return await batch.run("collection", requests)
+
+    async def main():
+        batch = _Batch(run)
+        got = await asyncio.gather(leaf(batch, ["dense"]), leaf(batch, ["sparse", "multi"]), leaf(batch, ["late"], wait=True))
+        assert got == [["answer to dense"], ["answer to sparse", "answer to multi"], ["answer to late"]]
+        assert calls == [["dense", "sparse", "multi"], ["late"]]
+        results = await asyncio.gather(leaf(batch, ["dense"]), leaf(batch, ["bad"]), return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results)
+        assert calls[-1] == ["dense", "bad"]
+
+    asyncio.run(main())
