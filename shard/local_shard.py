@@ -247,7 +247,10 @@ class LocalShard(WriteOps):
           with ``wait`` the log is fsynced, as the first send may not have asked.
           Unless ``epoch`` is newer than that of the last write applied: a new
           primary writes where this replica holds an older primary's unacknowledged
-          writes (Diverged: it needs a full transfer).
+          writes (Diverged: it needs a full transfer). Or unless the op is not the
+          one logged at ``seq``: the primary lost writes it had forwarded (a crash
+          before they were fsynced, ``wait=false``) and numbers new ones the same
+          (Diverged too; a re-send is always the same op).
         - ``seq`` past the next one: SequenceGap naming the one needed, nothing
           changed; the sender fills the gap from ``records_after`` and sends again.
         - an op the shard refuses (BadInput, PointNotFound) where the primary took
@@ -265,6 +268,8 @@ class LocalShard(WriteOps):
                     # it holds there came from an older primary, and the new one never
                     # had it. A re-send of the new primary's own would carry its epoch.
                     raise Diverged(seq, epoch, self.seq, self._applied_epoch)
+                if not self._logged_as(seq, op):
+                    raise Diverged(seq, epoch, self.seq, self._applied_epoch)
                 if wait:
                     self.wal.flush(fsync=True)
                 return self.seq
@@ -279,6 +284,23 @@ class LocalShard(WriteOps):
         if self._snapshot_due and self._indexer is None:
             self.snapshot()
         return applied
+
+    def _logged_as(self, seq: int, op: Op | bytes) -> bool:
+        """Whether ``op`` is the write this shard logged at ``seq``, compared in
+        the codec's own form; True when the log no longer holds ``seq`` (a
+        snapshot truncated it: nothing to tell by). Under the shard lock."""
+        if seq < self.wal.first_seq:
+            return True
+        records = self.wal.replay(after_seq=seq - 1)
+        try:
+            logged_seq, logged = next(records, (None, None))
+        finally:
+            records.close()
+        if logged_seq != seq:
+            return True
+        if isinstance(op, (bytes, bytearray, memoryview)):
+            op = codec.decode(op)
+        return codec.encode(codec.decode(logged)) == codec.encode(op)
 
     def fence(self, epoch: int) -> None:
         """Record ``epoch`` as seen (durably) without a write, so that from now on

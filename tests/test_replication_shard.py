@@ -213,11 +213,34 @@ def test_a_resent_seq_is_a_no_op(tmp_path, rng):
     for seq, op in enumerate(ops, 1):
         assert replica.apply_replicated(seq, op, epoch=1, wait=False) == seq
     before, logged = state(replica), replica.records_after(0)
-    assert replica.apply_replicated(3, {"type": "delete_points", "ids": [2, 3]}, epoch=1) == 3
-    assert replica.apply_replicated(2, {"type": "delete_points", "ids": [2, 3]}, epoch=1) == 3
+    assert replica.apply_replicated(3, ops[2], epoch=1) == 3
+    assert replica.apply_replicated(2, logged[1][1], epoch=1) == 3  # as records_after sends it
     assert replica.apply_replicated(1, ops[0], epoch=1, wait=True) == 3
     assert replica.wal.synced_seq == 3  # a re-send that waits makes the first send durable
     assert state(replica) == before and replica.records_after(0) == logged
+
+
+def test_a_restarted_primarys_new_write_at_a_number_it_lost_is_refused(tmp_path, rng):
+    """The primary forwarded writes 2 and 3 without waiting for its disk, crashed,
+    and came back at seq 1 with the same epoch (Ray restarted it; the metadata did
+    not change). Its next write is numbered 2 again: the replica, which holds the
+    lost 2, must not take it for a re-send (the two would hold different points
+    from then on, silently). Diverged, nothing changed: it needs a full transfer."""
+    primary, replica = open_shard(tmp_path / "primary"), open_shard(tmp_path / "replica")
+    first = upsert([1, 2], rng)
+    primary.apply(first, epoch=1)
+    replica.apply_replicated(1, first, epoch=1)
+    for seq, op in ((2, upsert([3], rng)), (3, {"type": "delete_points", "ids": [1]})):
+        replica.apply_replicated(seq, op, epoch=1, wait=False)  # the primary's copies were never fsynced
+    before = state(replica)
+    new = {"type": "delete_points", "ids": [2]}
+    assert primary.apply(new, epoch=1) == 2
+    with pytest.raises(Diverged) as caught:
+        replica.apply_replicated(2, primary.records_after(1)[0][1], epoch=1)
+    assert (caught.value.seq, caught.value.applied) == (2, 3)
+    with pytest.raises(Diverged):
+        replica.apply_replicated(2, new, epoch=1)
+    assert state(replica) == before
 
 
 def test_a_new_primarys_write_where_a_replica_holds_an_older_primarys_is_refused(tmp_path, rng):
