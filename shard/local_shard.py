@@ -286,21 +286,11 @@ class LocalShard(WriteOps):
         return applied
 
     def _logged_as(self, seq: int, op: Op | bytes) -> bool:
-        """Whether ``op`` is the write this shard logged at ``seq``, compared in
-        the codec's own form; True when the log no longer holds ``seq`` (a
-        snapshot truncated it: nothing to tell by). Under the shard lock."""
-        if seq < self.wal.first_seq:
-            return True
-        records = self.wal.replay(after_seq=seq - 1)
-        try:
-            logged_seq, logged = next(records, (None, None))
-        finally:
-            records.close()
-        if logged_seq != seq:
-            return True
-        if isinstance(op, (bytes, bytearray, memoryview)):
-            op = codec.decode(op)
-        return codec.encode(codec.decode(logged)) == codec.encode(op)
+        """Whether ``op`` is the write logged at ``seq``, in the codec's own form
+        (True when the log no longer holds it: nothing to tell by)."""
+        logged = self.wal.record(seq)
+        op = codec.decode(op) if isinstance(op, (bytes, bytearray, memoryview)) else op
+        return logged is None or codec.encode(codec.decode(logged)) == codec.encode(op)
 
     def fence(self, epoch: int) -> None:
         """Record ``epoch`` as seen (durably) without a write, so that from now on

@@ -455,6 +455,18 @@ class WriteAheadLog:
         active_size = self._size
         return self._replay(segments, after_seq, end_seq, active_size)
 
+    def record(self, seq: int) -> bytes | None:
+        """The record logged at ``seq``, or None when the log does not hold it
+        (truncated, or not written yet)."""
+        if not self.first_seq <= seq <= self.last_seq:
+            return None
+        records = self.replay(after_seq=seq - 1)
+        try:
+            found, record = next(records, (None, None))
+        finally:
+            records.close()
+        return record if found == seq else None
+
     def _replay(self, segments: list[_Segment], after_seq: int, end_seq: int,
                 active_size: int) -> Iterator[tuple[int, bytes]]:
         for i, seg in enumerate(segments):

@@ -196,6 +196,15 @@ def test_replay_after_seq_and_reopen_continues_seqs(tmp_path):
         assert list(wal.replay(9)) == [(10, rec(10)), (11, rec(11))]
 
 
+def test_record_reads_one_seq_across_segments_and_truncation(tmp_path):
+    with WriteAheadLog(tmp_path, segment_bytes=4096) as wal:
+        wal.append_many([rec(i, 300) for i in range(1, 41)])  # several segments
+        assert [wal.record(s) for s in (1, 17, 40)] == [rec(1, 300), rec(17, 300), rec(40, 300)]
+        assert wal.record(0) is None and wal.record(41) is None
+        wal.truncate_before(20)
+        assert wal.record(wal.first_seq - 1) is None and wal.record(25) == rec(25, 300)
+
+
 def test_flush_tracks_what_is_synced_and_is_cheap_when_nothing_is_pending(tmp_path):
     with WriteAheadLog(tmp_path) as wal:
         wal.append(rec(1))
