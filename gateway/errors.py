@@ -425,6 +425,11 @@ def strict_vector_storage(megabytes: str) -> str:
     return f"Max vector storage size limit of {megabytes}MB reached!"
 
 
+def strict_payload_storage(megabytes: str) -> str:
+    """check_collection_payload_size_limit, the limit displayed as in ``strict_vector_storage``."""
+    return f"Max payload storage size limit of {megabytes}MB reached!"
+
+
 def strict_sparse_length(name: str, limit: int, given: int) -> str:
     return f"Sparse vector '{name}' has a limit of {limit} indices, but {given} were provided!"
 

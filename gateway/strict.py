@@ -291,6 +291,7 @@ class Facts:
 
     schema: dict[str, dict[str, Any]] = field(default_factory=dict)
     points_count: int = 0
+    payload_bytes: int = 0  # the collection's payloads as JSON: its payload storage size
 
 
 def needs(collection_config: dict[str, Any], kind: str) -> tuple[bool, bool]:
@@ -301,8 +302,11 @@ def needs(collection_config: dict[str, Any], kind: str) -> tuple[bool, bool]:
               or kind == "create_index" and strict.get("max_payload_index_count") is not None
               or kind in ("query", "query_batch", "query_groups") and strict.get("search_allow_exact") is False
               and _some_graph_off(collection_config))
-    sizes = any(strict.get(k) is not None for k in ("max_points_count", "max_collection_vector_size_bytes"))
-    return schema, sizes and kind in ("upsert", "update_vectors", "batch")
+    sizes = any(strict.get(k) is not None for k in
+                ("max_points_count", "max_collection_vector_size_bytes", "max_collection_payload_size_bytes"))
+    payload = strict.get("max_collection_payload_size_bytes") is not None
+    return schema, (sizes and kind in ("upsert", "update_vectors", "batch")
+                    or payload and kind in ("set_payload", "overwrite_payload"))
 
 
 def _some_graph_off(collection_config: dict[str, Any]) -> bool:
@@ -423,11 +427,18 @@ class _Checks:
         limit (not when this request would pass it), as Qdrant checks."""
         limit = self.strict.get("max_collection_vector_size_bytes")
         if limit is not None and vector_storage_bytes(self.collection_config, self.facts.points_count) >= limit:
-            megabytes = np.format_float_positional(np.float32(limit / (1024 * 1024)), trim="-")
-            raise BadRequest(errors.strict_vector_storage(megabytes))
+            raise BadRequest(errors.strict_vector_storage(_megabytes(limit)))
+        self.payload_size()
         limit = self.strict.get("max_points_count")
         if limit is not None and self.facts.points_count >= limit:
             raise BadRequest(errors.strict_points_count(limit))
+
+    def payload_size(self) -> None:
+        """check_collection_payload_size_limit: the payloads' size, measured as their
+        JSON bytes (Qdrant measures its payload storage's files)."""
+        limit = self.strict.get("max_collection_payload_size_bytes")
+        if limit is not None and self.facts.payload_bytes >= limit:
+            raise BadRequest(errors.strict_payload_storage(_megabytes(limit)))
 
     def vectors(self, points: list[dict[str, Any]]) -> None:
         """Multivector lengths, then sparse vector lengths (update.rs), of each
@@ -548,6 +559,17 @@ def _by_filter(c: _Checks, body: dict) -> None:
     c.item(write_filter=body.get("filter"))
 
 
+def _set_payload(c: _Checks, body: dict) -> None:
+    """SetPayload's check_custom (the payload storage size), then its filter."""
+    c.payload_size()
+    _by_filter(c, body)
+
+
+def _megabytes(limit: int) -> str:
+    """A limit in MiB as Rust displays an f32 (240 bytes: "0.00022888184")."""
+    return np.format_float_positional(np.float32(limit / (1024 * 1024)), trim="-")
+
+
 def _batch(c: _Checks, body: dict) -> None:
     for operation in body["operations"]:
         ((kind, data),) = operation.items()
@@ -577,6 +599,6 @@ _KINDS = {
     "retrieve": _nothing, "delete_index": _nothing,
     "upsert": _upsert, "update_vectors": _update_vectors, "delete_points": _by_filter, "delete": _by_filter,
     "clear_payload": _by_filter,
-    "delete_vectors": _by_filter, "set_payload": _by_filter, "overwrite_payload": _by_filter,
+    "delete_vectors": _by_filter, "set_payload": _set_payload, "overwrite_payload": _set_payload,
     "delete_payload": _by_filter, "batch": _batch, "create_index": _create_index,
 }  # fmt: skip

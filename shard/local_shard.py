@@ -550,6 +550,7 @@ class LocalShard(WriteOps):
                 segments_count=1,
                 payload_schema=self.payloads.payload_schema(),
                 wal_bytes=self.wal.disk_bytes(),
+                payload_bytes=self.payloads.nbytes,
             )
 
     def digest(self) -> ShardDigest:

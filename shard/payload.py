@@ -100,6 +100,8 @@ class PayloadStore:
         self._payloads: list[dict | None] = []
         self._indexes: dict[str, FieldIndex] = {}
         self._schemas: dict[str, tuple[str, dict | None]] = {}
+        self._sizes = np.zeros(0, dtype=np.int64)  # by offset: its payload's JSON bytes
+        self.nbytes = 0  # the payloads' JSON bytes in all: strict mode's payload storage size
 
     # ------------------------------------------------------------------ payloads
 
@@ -117,6 +119,7 @@ class PayloadStore:
         if offset >= len(self._payloads):
             self._payloads.extend([None] * (offset + 1 - len(self._payloads)))
         self._payloads[offset] = payload
+        self._sized(offset, len(orjson.dumps(payload)) if payload else 0)
         for index in self._indexes.values():
             index.set(offset, payload)
 
@@ -146,8 +149,17 @@ class PayloadStore:
         """The point is gone: drop its payload and its index entries."""
         if offset < len(self._payloads):
             self._payloads[offset] = None
+            self._sized(offset, 0)
         for index in self._indexes.values():
             index.remove(offset)
+
+    def _sized(self, offset: int, size: int) -> None:
+        if offset >= len(self._sizes):  # grown by a factor: appends stay amortised O(1)
+            grown = np.zeros(max(offset + 1, len(self._sizes) * 3 // 2, 1024), dtype=np.int64)
+            grown[: len(self._sizes)] = self._sizes
+            self._sizes = grown
+        self.nbytes += size - int(self._sizes[offset])
+        self._sizes[offset] = size
 
     # ------------------------------------------------------------------- indexes
 
@@ -210,6 +222,8 @@ class PayloadStore:
     def from_state(cls, state: dict) -> PayloadStore:
         store = cls()
         store._payloads = list(state.get("payloads") or [])
+        store._sizes = np.array([len(orjson.dumps(p)) if p else 0 for p in store._payloads], dtype=np.int64)
+        store.nbytes = int(store._sizes.sum())
         for entry in state.get("indexes") or []:
             name, kind, params = entry[:3]
             store.create_index(name, params if params is not None else kind, entry[3] if len(entry) > 3 else None)

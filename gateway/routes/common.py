@@ -106,7 +106,8 @@ async def strict_mode(request: web.Request, coll: Collection, kind: str, data: d
     facts = strict.Facts()
     if want_schema or want_count:  # every shard has the same payload indexes: one tells them
         infos = await asyncio.gather(*(s.info() for s in (coll.shards if want_count else coll.shards[:1])))
-        facts = strict.Facts(schema=infos[0].payload_schema, points_count=sum(i.points_count for i in infos))
+        facts = strict.Facts(schema=infos[0].payload_schema, points_count=sum(i.points_count for i in infos),
+                             payload_bytes=sum(i.payload_bytes for i in infos))
     strict.verify(coll.config, kind, data, facts, timeout)
     write = kind not in strict.READS
     if config.get("write_rate_limit" if write else "read_rate_limit") is None:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+import numpy as np
 import pytest
 from qdrant_client import models
 
@@ -268,6 +269,30 @@ def test_points_count_and_payload_index_count(coll):
             "Bad request: Collection already has the maximum number of payload indices (1). "
             "Help: Please delete an existing index before creating a new one.")
     assert list(ok(call("GET", url))["payload_schema"]) == ["city"]
+
+
+def test_payload_storage_size(coll):
+    """max_collection_payload_size_bytes: upserts, update vectors, set and overwrite
+    payload (in a batch too) are refused once the payloads take that many bytes
+    (measured as JSON), with the limit in MiB as Qdrant prints it; other writes
+    go on, and a collection back under it takes them again."""
+    url, _ = coll
+    payloads = [p["payload"] for p in points(url)]
+    size = sum(len(json.dumps(p, separators=(",", ":"), ensure_ascii=False).encode()) for p in payloads if p)
+    patch(url, {"enabled": True, "max_collection_payload_size_bytes": size + 1})
+    ok(call("POST", url + "/points/payload?wait=true", {"payload": {"note": "x" * 40}, "points": [1]}))  # under: taken
+    text = "Bad request: Max payload storage size limit of " + np.format_float_positional(
+        np.float32((size + 1) / (1024 * 1024)), trim="-") + "MB reached!"
+    before = points(url)
+    refused(call("PUT", url + "/points?wait=true", {"points": [{"id": 100, "vector": [1, 1, 1, 1]}]}), text)
+    refused(call("PUT", url + "/points/vectors?wait=true", {"points": [{"id": 1, "vector": [0, 0, 0, 1]}]}), text)
+    refused(call("POST", url + "/points/payload?wait=true", {"payload": {"y": 1}, "points": [2]}), text)
+    refused(call("PUT", url + "/points/payload?wait=true", {"payload": {"y": 1}, "points": [2]}), text)
+    refused(call("POST", url + "/points/batch?wait=true", {"operations": [
+        {"set_payload": {"payload": {"y": 1}, "points": [2]}}]}), text)
+    assert points(url) == before
+    ok(call("POST", url + "/points/payload/delete?wait=true", {"keys": ["note"], "points": [1]}))  # not limited
+    ok(call("POST", url + "/points/payload?wait=true", {"payload": {"y": 1}, "points": [2]}))  # under again
 
 
 def test_enabled_false_turns_it_off(coll):
