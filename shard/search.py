@@ -36,6 +36,7 @@ which imports this module); callers hold the shard's lock.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,16 +170,35 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
             graph_groups.setdefault((plan.req.using, plan.graph_k, plan.ef), []).append(plan)
         elif plan.query is not None and plan.cands is not None:
             exact_groups.setdefault(id(plan.cands), []).append(plan)
-    for (using, k, ef), members in graph_groups.items():
-        labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef, shard.search_threads)
-        for i, plan in enumerate(members):
-            plan.labels, plan.sims = labels[i], sims[i]
+
+    def walk_graphs() -> None:
+        for (using, k, ef), members in graph_groups.items():
+            labels, sims = shard.graphs[using].search(np.stack([p.query for p in members]), k, ef, shard.search_threads)
+            for i, plan in enumerate(members):
+                plan.labels, plan.sims = labels[i], sims[i]
+
+    exact_kinds = [i for i, plan in enumerate(plans) if plan.req.using in shard.sparse or plan.req.using in shard.multi]
+    answers: dict[int, list[ScoredPoint]] = {}
+    if graph_groups and exact_kinds:
+        # A hybrid batch: the graph walk (hnswlib, usearch: without the GIL) runs
+        # on another core while this thread scores the sparse or multivector ones.
+        walked = _GRAPH_WALKER.submit(walk_graphs)
+        try:
+            answers = {i: _exact_kind(shard, plans[i].req) for i in exact_kinds}
+        finally:
+            walked.result()
+    else:
+        walk_graphs()
     for members in exact_groups.values():
         if len(members) > 1:
             _exact_together(shard, members)
-    return [_exact_kind(shard, plan.req) if plan.req.using in shard.sparse or plan.req.using in shard.multi
-            else _finish(shard, plan)
-            for plan in plans]
+    return [answers[i] if i in answers else _exact_kind(shard, plan.req) if i in exact_kinds else _finish(shard, plan)
+            for i, plan in enumerate(plans)]
+
+
+# One thread beside the caller's: a batch's graph walks run there while the
+# caller scores its exact kinds (the shard lock held by the caller throughout).
+_GRAPH_WALKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-walk")
 
 
 def _exact_kind(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
@@ -195,7 +215,10 @@ def _exact_kind(shard: ShardReader, req: SearchRequest) -> list[ScoredPoint]:
     if top <= 0:
         return []
     query = req.query
-    mask = candidates(shard, req.filter, req.using, req.exclude_ids)
+    if sparse and isinstance(query, SparseQuery) and req.filter is None and not req.exclude_ids:
+        mask = None  # the postings hold only live points' vectors: no mask to build
+    else:
+        mask = candidates(shard, req.filter, req.using, req.exclude_ids)
     if sparse and isinstance(query, SparseQuery):
         offsets, scores = shard.sparse[req.using].search(
             query.indices, query.values, top, allowed=mask, score_threshold=req.score_threshold, idf=query.idf)
