@@ -47,9 +47,14 @@ def _with_score(item: Any, score: float) -> Any:
 
 def rrf(lists: Iterable[Sequence[T]], k: int = DEFAULT_RRF_K, rescored: Callable[[T, float], T] = _with_score) -> list[T]:
     """Reciprocal rank fusion, best first. Items need ``.id``; their scores are ignored."""
-    k32, one = F32(k), F32(1.0)
-    earned = ((item, one / (F32(pos) + k32)) for ranked in lists for pos, item in enumerate(ranked))
-    return _summed(earned, rescored)
+    return [rescored(item, score) for item, score in _rrf(lists, k)]
+
+
+def _rrf(lists: Iterable[Sequence[T]], k: int = DEFAULT_RRF_K) -> list[tuple[T, float]]:
+    lists = [list(ranked) for ranked in lists]
+    longest = max((len(ranked) for ranked in lists), default=0)
+    earned = F32(1.0) / (np.arange(longest, dtype=F32) + F32(k))  # 1 / (rank + k), in f32 as Qdrant
+    return _summed((item, score) for ranked in lists for item, score in zip(ranked, earned))
 
 
 def distribution_normalised(scores: Sequence[float]) -> list[np.float32]:
@@ -75,14 +80,16 @@ def distribution_normalised(scores: Sequence[float]) -> list[np.float32]:
 
 def dbsf(lists: Iterable[Sequence[T]], rescored: Callable[[T, float], T] = _with_score) -> list[T]:
     """Distribution-based score fusion, best first. Items need ``.id`` and ``.score``."""
-    normalised = (
-        pair for ranked in lists for pair in zip(ranked, distribution_normalised([p.score for p in ranked]))
-    )
-    return _summed(normalised, rescored)
+    return [rescored(item, score) for item, score in _dbsf(lists)]
 
 
-def _summed(scored: Iterable[tuple[Any, np.float32]], rescored: Callable[[Any, float], Any]) -> list:
-    """Sum each point's f32 scores; best first, ties in order of first appearance."""
+def _dbsf(lists: Iterable[Sequence[T]]) -> list[tuple[T, float]]:
+    return _summed(pair for ranked in lists for pair in zip(ranked, distribution_normalised([p.score for p in ranked])))
+
+
+def _summed(scored: Iterable[tuple[Any, np.float32]]) -> list[tuple[Any, float]]:
+    """Sum each point's f32 scores: (first item, score), best first, ties in order
+    of first appearance."""
     fused: dict[Any, list] = {}  # id -> [first item, f32 score]
     for item, score in scored:
         entry = fused.get(item.id)
@@ -91,7 +98,7 @@ def _summed(scored: Iterable[tuple[Any, np.float32]], rescored: Callable[[Any, f
         else:
             entry[1] = entry[1] + score
     entries = sorted(fused.values(), key=lambda e: -float(e[1]))
-    return [rescored(item, float(score)) for item, score in entries]
+    return [(item, float(score)) for item, score in entries]
 
 
 def fuse(
@@ -106,15 +113,15 @@ def fuse(
     """The page a fusion query answers: fused, cut at ``score_threshold`` (kept while
     ``score >= threshold``), then ``offset`` skipped and ``limit`` kept."""
     if method == "rrf":
-        fused = rrf(lists, rescored=rescored)
+        fused = _rrf(lists)
     elif method == "dbsf":
-        fused = dbsf(lists, rescored=rescored)
+        fused = _dbsf(lists)
     else:
         raise BadInput(f"unknown fusion method: {method}")
     if score_threshold is not None:
         threshold = float(F32(score_threshold))  # the request's threshold is an f32
         cut = 0
-        while cut < len(fused) and fused[cut].score >= threshold:
+        while cut < len(fused) and fused[cut][1] >= threshold:
             cut += 1
         fused = fused[:cut]
-    return fused[offset : offset + limit]
+    return [rescored(item, score) for item, score in fused[offset : offset + limit]]
