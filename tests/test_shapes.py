@@ -104,3 +104,52 @@ def test_shapes_kept_are_bounded_and_the_least_recent_goes_first():
     assert len(reads) == MAX_SHAPES + 1
     cache.read(bodies[0], reader(bodies[0]))  # the oldest was dropped
     assert len(reads) == MAX_SHAPES + 2
+
+
+HYBRID = {"prefetch": [{"query": [0.1, 0.2], "using": "dense", "limit": 20, "params": {"hnsw_ef": 64}},
+                       {"query": {"indices": [1, 5], "values": [0.5, 1.0]}, "using": "text", "limit": 20,
+                        "prefetch": {"query": {"nearest": [0.3, 0.4]}, "using": "dense"}}],
+          "query": {"fusion": "rrf"}, "limit": 10, "with_payload": True}
+
+SPARSE_VECTORS = [
+    {"indices": [7, 3, 9], "values": [1.0, 2.0, 3.0]},  # unsorted: taken
+    {"indices": [1, 1], "values": [1.0, 2.0]},  # repeated index
+    {"indices": [1, 2], "values": [1.0]},  # lengths differ
+    {"indices": [-1], "values": [1.0]},  # not a u32
+    {"indices": [1.5], "values": [1.0]},
+    {"indices": [1], "values": ["x"]},
+    {"indices": [], "values": []},
+]
+
+
+@pytest.mark.parametrize("sparse", SPARSE_VECTORS, ids=[orjson.dumps(v).decode() for v in SPARSE_VECTORS])
+@pytest.mark.parametrize("dense", [[0.5, -1.0], [3, 4], ["a", 1.0]], ids=["floats", "ints", "bad"])
+def test_hybrid_bodies_of_a_known_shape_read_as_the_whole_reading(sparse, dense):
+    """A prefetch tree's vectors, dense and sparse, at every level, are taken out of
+    its shape: a body of a known shape reads as the whole reading, bad vectors
+    failing with the same error (its path in the tree included)."""
+    read(g.QueryRequest, orjson.dumps(HYBRID))  # the shape is known now
+    body = {**HYBRID, "prefetch": [{**HYBRID["prefetch"][0], "query": dense},
+                                   {**HYBRID["prefetch"][1], "query": sparse}]}
+    raw = orjson.dumps(body)
+    expected = whole(g.QueryRequest, raw)
+    assert outcome(lambda: read(g.QueryRequest, raw)) == expected
+    assert outcome(lambda: read(g.QueryRequest, raw)) == expected
+
+
+def test_hybrid_shapes_are_read_by_shape():
+    """The second body of a hybrid shape does not go the whole way."""
+    cache = ShapeCache((("query",), ("query", "nearest")), nested="prefetch")
+    reads = []
+
+    def reader(body):
+        def go():
+            reads.append(1)
+            return dump(parse(g.QueryRequest, orjson.dumps(body)))
+        return go
+
+    second = {**HYBRID, "prefetch": [{**HYBRID["prefetch"][0], "query": [0.9, 0.8]}, HYBRID["prefetch"][1]]}
+    first_out = cache.read(HYBRID, reader(HYBRID))
+    second_out = cache.read(second, reader(second))
+    assert len(reads) == 1
+    assert second_out == dump(parse(g.QueryRequest, orjson.dumps(second))) != first_out

@@ -174,7 +174,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
 # read by shape (``gateway.models.shapes``).
 _SHAPES = {
     SearchRequest: ShapeCache((("vector",),)),
-    QueryRequest: ShapeCache((("query",), ("query", "nearest"))),
+    QueryRequest: ShapeCache((("query",), ("query", "nearest")), nested="prefetch"),
 }
 
 
