@@ -85,16 +85,20 @@ def test_a_request_cannot_change_what_the_next_one_reads():
     assert third == dump(parse(g.SearchRequest, orjson.dumps(body)))
 
 
-def test_shapes_kept_are_bounded_and_the_least_recent_goes_first():
-    cache = ShapeCache((("vector",),))
-    reads = []
-
+def counting(model_cls, reads: list):
+    """A ``whole`` reader for a body that notes each whole reading in ``reads``."""
     def reader(body):
         def go():
             reads.append(1)
-            return dump(parse(g.SearchRequest, orjson.dumps(body)))
-
+            return dump(parse(model_cls, orjson.dumps(body)))
         return go
+    return reader
+
+
+def test_shapes_kept_are_bounded_and_the_least_recent_goes_first():
+    cache = ShapeCache((("vector",),))
+    reads = []
+    reader = counting(g.SearchRequest, reads)
 
     bodies = [{"vector": [0.1], "limit": n} for n in range(1, MAX_SHAPES + 2)]
     for body in bodies:
@@ -141,12 +145,7 @@ def test_hybrid_shapes_are_read_by_shape():
     """The second body of a hybrid shape does not go the whole way."""
     cache = ShapeCache((("query",), ("query", "nearest")), nested="prefetch")
     reads = []
-
-    def reader(body):
-        def go():
-            reads.append(1)
-            return dump(parse(g.QueryRequest, orjson.dumps(body)))
-        return go
+    reader = counting(g.QueryRequest, reads)
 
     second = {**HYBRID, "prefetch": [{**HYBRID["prefetch"][0], "query": [0.9, 0.8]}, HYBRID["prefetch"][1]]}
     first_out = cache.read(HYBRID, reader(HYBRID))
