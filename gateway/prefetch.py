@@ -39,7 +39,7 @@ import orjson
 
 from gateway import formula as formulas
 from gateway import fusion, queries
-from shard.types import BadInput, ScoredPoint
+from shard.types import DEFAULT_VECTOR, BadInput, ScoredPoint
 
 if TYPE_CHECKING:
     from cluster.collection import Collection, Registry
@@ -139,10 +139,11 @@ class _Batch:
 class Tree:
     """One query with prefetches, against one collection."""
 
-    def __init__(self, collections: Registry, coll: Collection, base):
+    def __init__(self, collections: Registry, coll: Collection, base, scored):
         self.collections = collections
         self.coll = coll
         self._base = base  # universal.base_query: a query without prefetches, taking ``run=``
+        self._scored = scored  # universal.scored_request: a vector query's SearchRequest
         self._batch = _Batch(queries.run)
 
     async def answer(self, body: dict[str, Any]) -> list[ScoredPoint]:
@@ -164,8 +165,17 @@ class Tree:
         query = node.get("query")
         if query is None:
             raise validation_failed("cannot have prefetches without a query")
-        sources = await asyncio.gather(
-            *(self._node(child, merge_filters(flt, child.get("filter"))) for child in children))
+        if all(_inline_leaf(child) for child in children):
+            # The usual hybrid query: leaves whose vectors are in the request. Their
+            # searches are built one after the other (nothing to wait for) and sent
+            # as one batch, without a task for each.
+            leaves = [self._leaf_step(child, merge_filters(flt, child.get("filter"))) for child in children]
+            requests = [await self._scored(self.collections, self.coll, leaf, leaf["query"],
+                                           leaf.get("using") or DEFAULT_VECTOR) for leaf in leaves]
+            sources = await queries.run(self.coll, requests)
+        else:
+            sources = await asyncio.gather(
+                *(self._node(child, merge_filters(flt, child.get("filter"))) for child in children))
         if isinstance(query, dict) and "fusion" in query:
             fused = fusion.fuse(query["fusion"], sources, limit=limit, offset=offset,
                                 score_threshold=node.get("score_threshold"))
@@ -178,11 +188,18 @@ class Tree:
         return await self._base(self.collections, self.coll, {**step, "filter": with_ids(flt, ids)},
                                 run=self._batch.run)
 
+    @staticmethod
+    def _leaf_step(node: dict[str, Any], flt: dict | None) -> dict[str, Any]:
+        """A leaf's query as ``_node`` asks it: its limit, no offset, nothing shown."""
+        return {**node, "prefetch": None, "filter": flt, "limit": node.get("limit") or DEFAULT_LIMIT, "offset": 0,
+                "with_payload": False, "with_vector": False}
+
     async def _shown(self, points: list[ScoredPoint], step: dict[str, Any]) -> list[ScoredPoint]:
         """``points`` with the payload and vectors the request asked for."""
         with_payload, with_vector = step.get("with_payload"), step.get("with_vector")
         if not points or (not with_payload and not with_vector):
-            return [replace(p, payload=None, vector=None) for p in points]
+            return [p if p.payload is None and p.vector is None else replace(p, payload=None, vector=None)
+                    for p in points]
         records = await queries.retrieve(self.coll, [p.id for p in points], with_payload or False, with_vector)
         by_id = {r.id: r for r in records}
         out = []
@@ -226,6 +243,19 @@ class Tree:
                                                 with_payload=None, with_vector=False)
                                        for s in self.coll.shards))
         return {r.id for part in parts for r in part}
+
+
+def _inline_leaf(node: dict[str, Any]) -> bool:
+    """A prefetch without prefetches whose query is a dense or sparse vector given in
+    the request (plain or as ``nearest``, without ``mmr``): a search that needs
+    nothing fetched first."""
+    if node.get("prefetch"):
+        return False
+    query = node.get("query")
+    if isinstance(query, dict) and query.keys() == {"nearest"}:
+        query = query["nearest"]
+    return (isinstance(query, list) and bool(query) and isinstance(query[0], (int, float))
+            or isinstance(query, dict) and query.keys() == {"indices", "values"})
 
 
 def _key(condition: Any) -> bytes:

@@ -27,7 +27,7 @@ from shard.types import DEFAULT_VECTOR, OrderBy, ScoredPoint, SparseQuery
 
 async def query_points(collections: Registry, coll: Collection, body: dict[str, Any]) -> list[ScoredPoint]:
     if body.get("prefetch"):
-        return await Tree(collections, coll, base_query).answer(body)
+        return await Tree(collections, coll, base_query, scored_request).answer(body)
     return await base_query(collections, coll, body)
 
 
