@@ -86,15 +86,16 @@ def validate(indices, values) -> tuple[np.ndarray, np.ndarray]:
     if raw_i.size and (not np.issubdtype(raw_i.dtype, np.integer) or raw_i.min() < 0 or raw_i.max() > MAX_INDEX):
         raise BadInput(f"sparse vector indices must be integers from 0 to {MAX_INDEX}")
     idx = raw_i.astype(np.uint32)
+    order = np.argsort(idx, kind="stable")
+    ordered = idx[order]
     errors = []
     if idx.size != raw_v.size:
         errors.append(LENGTH_MISMATCH)
-    if np.unique(idx).size != idx.size:
+    if ordered.size > 1 and (ordered[1:] == ordered[:-1]).any():
         errors.append(NOT_UNIQUE)
     if errors:
         raise SparseVectorError(errors)
-    order = np.argsort(idx, kind="stable")
-    return idx[order], raw_v[order]
+    return ordered, raw_v[order]
 
 
 def average(vectors: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -361,7 +362,8 @@ class SparseStore:
         IDF when ``idf`` is given (``LOCAL_IDF``: this store's own statistics)."""
         q_idx, q_val = validate(indices, values)
         if idf == LOCAL_IDF:
-            idf = Idf(self.vector_count, self.document_frequencies(q_idx))
+            df = np.array([self.df.get(i, 0) for i in q_idx.tolist()], dtype=np.int64)
+            return q_idx, (q_val * idf_weights(self.vector_count, df)).astype(np.float32)
         if idf is not None:
             q_val = idf.scale(q_idx, q_val)
         return q_idx, q_val
