@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from shard import fileio
-from shard import sparse_kernels as kernels
 from shard.types import BadInput
 
 MAX_INDEX = 2**32 - 1  # DimId is u32
@@ -511,13 +510,22 @@ def _top(candidates: np.ndarray, scores: np.ndarray, limit: int,
     return candidates[order], scores[order]
 
 
+def _kernels():
+    """``shard.sparse_kernels``, imported on first use: numba costs a process ~60 MB
+    and ~0.1 s to import, which those that never search (the gateway, the CLI),
+    though they use this module's checks, do not pay."""
+    from shard import sparse_kernels
+
+    return sparse_kernels
+
+
 def _score_rows(rows: _Rows, offsets: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray) -> np.ndarray:
     """The query's f32 scores of the rows at ``offsets`` (-inf: none, or no shared
     index), summed as the full scan of :meth:`SparseStore.search` sums them (the
     f32 gain of each shared index, in index order, added in f64), so that both
     give bit-identical scores."""
     out = np.empty(len(offsets), dtype=np.float32)
-    kernels.score_rows(offsets, rows.start, rows.length, rows.indices, rows.values, q_idx, q_val, out)
+    _kernels().score_rows(offsets, rows.start, rows.length, rows.indices, rows.values, q_idx, q_val, out)
     return out
 
 
@@ -563,9 +571,10 @@ def _pruned_top(parts: list, q_idx: np.ndarray, q_val: np.ndarray, rows: _Rows, 
     bound, its partial score plus the bounds of the parts not read, and the
     vectors are then scored exactly from their own rows by falling bound,
     the threshold rising as they go, until the next bound falls below it
-    (``kernels.refine``). Scores are bit-identical to the full scan's."""
+    (``sparse_kernels.best_of``). Scores are bit-identical to the full scan's."""
     if limit > PRUNE_MAX_LIMIT:
         return None
+    kernels = _kernels()
     use_allowed = allowed is not None
     mask = allowed if use_allowed else _NOTHING
     levels = [posting.levels() for posting, _ in parts]
@@ -626,6 +635,7 @@ def warm_up() -> None:
     cache, calling each with the argument types a search passes. ``python -m
     shard.sparse`` does it; the container image runs it at build time, so that
     its first sparse search does not wait seconds for the compiler."""
+    kernels = _kernels()
     store = SparseStore()
     store.set([0, 1, 2], [([1, 2], [1.0, 2.0]), ([2, 3], [1.0, 1.0]), ([1], [3.0])])
     offsets, weights = store.postings[2].arrays()

@@ -563,3 +563,13 @@ def test_warm_up_compiles_every_loop():
             store.search(*query, limit=10, idf=idf, allowed=np.ones(3000, dtype=bool))
             store.score(*query, [1, 2, 3])
     assert [len(k.signatures) for k in kernels] == before
+
+
+def test_processes_that_never_search_do_not_load_numba():
+    """The gateway imports this module for its checks; the compiled loops, and
+    numba with them (~60 MB), load only when a shard first searches."""
+    import subprocess
+    import sys
+
+    code = "import sys, gateway.app, shard.sparse; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
