@@ -140,7 +140,7 @@ class Idf:
 
     def scale(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The query's values times the IDF of their index (a new array)."""
-        df = np.fromiter((self.df.get(int(i), 0) for i in indices), dtype=np.int64, count=len(indices))
+        df = np.array([self.df.get(i, 0) for i in indices.tolist()], dtype=np.int64)
         return (values * idf_weights(self.n, df)).astype(np.float32)
 
 
@@ -251,15 +251,21 @@ class _Rows:
         """Which offsets below ``size`` hold a vector."""
         return self.length[: self.size] >= 0
 
+    def live(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The offsets holding a vector, their rows' lengths, and where in the arena
+        their entries are, one row after another in offset order."""
+        live = np.flatnonzero(self.present())
+        lengths = self.length[live]
+        starts = np.cumsum(lengths) - lengths  # where each row starts once packed
+        take = np.repeat(self.start[live] - starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        return live, lengths, take
+
     def _compact(self) -> None:
         """Live rows copied into new arrays, in offset order (views handed out
         before keep the old arrays)."""
-        live = np.flatnonzero(self.present())
-        lengths = self.length[live]
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(live) else lengths
-        take = np.repeat(self.start[live] - starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        live, lengths, take = self.live()
         self.indices, self.values = self.indices[take], self.values[take]
-        self.start[live] = starts
+        self.start[live] = np.cumsum(lengths) - lengths
         self.used, self.dead = len(take), 0
 
     @classmethod
@@ -361,8 +367,7 @@ class SparseStore:
         IDF when ``idf`` is given (``LOCAL_IDF``: this store's own statistics)."""
         q_idx, q_val = validate(indices, values)
         if idf == LOCAL_IDF:
-            df = np.array([self.df.get(i, 0) for i in q_idx.tolist()], dtype=np.int64)
-            return q_idx, (q_val * idf_weights(self.vector_count, df)).astype(np.float32)
+            idf = Idf(self.vector_count, self.df)
         if idf is not None:
             q_val = idf.scale(q_idx, q_val)
         return q_idx, q_val
@@ -431,16 +436,16 @@ class SparseStore:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """CSR form: ``present`` by offset, ``indptr`` into ``indices``/``values``."""
-        rows = self.rows
-        present = rows.present().copy()
-        lengths = np.where(present, rows.length[: rows.size], 0)
-        take = np.repeat(rows.start[: rows.size][present], lengths[present])
-        take += np.arange(len(take), dtype=np.int64) - np.repeat(np.cumsum(lengths[present]) - lengths[present], lengths[present])
+        live, lengths, take = self.rows.live()
+        present = np.zeros(self.size, dtype=bool)
+        present[live] = True
+        by_offset = np.zeros(self.size, dtype=np.int64)
+        by_offset[live] = lengths
         return {
             "present": present,
-            "indptr": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            "indices": rows.indices[take],
-            "values": rows.values[take],
+            "indptr": np.concatenate([[0], np.cumsum(by_offset)]).astype(np.int64),
+            "indices": self.rows.indices[take],
+            "values": self.rows.values[take],
         }
 
     @classmethod
