@@ -162,6 +162,9 @@ class ShardClient:
     async def info(self, timeout: float | None = None):
         return await self.call("info", timeout=timeout)
 
+    async def payload_bytes(self, timeout: float | None = None) -> int:
+        return await self.call("payload_bytes", timeout=timeout)
+
     async def digest(self, timeout: float | None = None):
         return await self.call("digest", timeout=timeout)
 

@@ -550,8 +550,11 @@ class LocalShard(WriteOps):
                 segments_count=1,
                 payload_schema=self.payloads.payload_schema(),
                 wal_bytes=self.wal.disk_bytes(),
-                payload_bytes=self.payloads.nbytes,
             )
+
+    def payload_bytes(self) -> int:  # strict mode's payload storage size: PayloadStore.nbytes
+        with self._lock:
+            return self.payloads.nbytes
 
     def digest(self) -> ShardDigest:
         """Point count and content hash (``shard.digest``), for seeing that replicas

@@ -100,8 +100,9 @@ class PayloadStore:
         self._payloads: list[dict | None] = []
         self._indexes: dict[str, FieldIndex] = {}
         self._schemas: dict[str, tuple[str, dict | None]] = {}
-        self._sizes = np.zeros(0, dtype=np.int64)  # by offset: its payload's JSON bytes
-        self.nbytes = 0  # the payloads' JSON bytes in all: strict mode's payload storage size
+        self._sizes = np.zeros(0, dtype=np.int64)  # by offset: its payload's JSON bytes, when last measured
+        self._nbytes = 0  # their sum
+        self._unsized: set[int] | None = None  # offsets changed since; None: nothing measured yet
 
     # ------------------------------------------------------------------ payloads
 
@@ -119,7 +120,8 @@ class PayloadStore:
         if offset >= len(self._payloads):
             self._payloads.extend([None] * (offset + 1 - len(self._payloads)))
         self._payloads[offset] = payload
-        self._sized(offset, len(orjson.dumps(payload)) if payload else 0)
+        if self._unsized is not None:
+            self._unsized.add(offset)
         for index in self._indexes.values():
             index.set(offset, payload)
 
@@ -149,17 +151,30 @@ class PayloadStore:
         """The point is gone: drop its payload and its index entries."""
         if offset < len(self._payloads):
             self._payloads[offset] = None
-            self._sized(offset, 0)
+            if self._unsized is not None:
+                self._unsized.add(offset)
         for index in self._indexes.values():
             index.remove(offset)
 
-    def _sized(self, offset: int, size: int) -> None:
-        if offset >= len(self._sizes):  # grown by a factor: appends stay amortised O(1)
-            grown = np.zeros(max(offset + 1, len(self._sizes) * 3 // 2, 1024), dtype=np.int64)
-            grown[: len(self._sizes)] = self._sizes
-            self._sizes = grown
-        self.nbytes += size - int(self._sizes[offset])
-        self._sizes[offset] = size
+    @property
+    def nbytes(self) -> int:
+        """The payloads' JSON bytes in all: strict mode's payload storage size.
+        Measured when asked (strict mode's limit is its only reader), then kept:
+        a later call serialises only the payloads changed since, and writes cost
+        nothing until a first call."""
+        if self._unsized is None:
+            self._sizes = np.array([len(orjson.dumps(p)) if p else 0 for p in self._payloads], dtype=np.int64)
+            self._nbytes, self._unsized = int(self._sizes.sum()), set()
+        elif self._unsized:
+            if len(self._sizes) < len(self._payloads):
+                self._sizes = np.concatenate([self._sizes, np.zeros(len(self._payloads) - len(self._sizes), dtype=np.int64)])
+            for offset in self._unsized:
+                payload = self._payloads[offset]
+                size = len(orjson.dumps(payload)) if payload else 0
+                self._nbytes += size - int(self._sizes[offset])
+                self._sizes[offset] = size
+            self._unsized = set()
+        return self._nbytes
 
     # ------------------------------------------------------------------- indexes
 
@@ -222,8 +237,6 @@ class PayloadStore:
     def from_state(cls, state: dict) -> PayloadStore:
         store = cls()
         store._payloads = list(state.get("payloads") or [])
-        store._sizes = np.array([len(orjson.dumps(p)) if p else 0 for p in store._payloads], dtype=np.int64)
-        store.nbytes = int(store._sizes.sum())
         for entry in state.get("indexes") or []:
             name, kind, params = entry[:3]
             store.create_index(name, params if params is not None else kind, entry[3] if len(entry) > 3 else None)

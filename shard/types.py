@@ -579,7 +579,6 @@ class ShardInfo:
     segments_count: int
     payload_schema: dict[str, dict[str, Any]] = field(default_factory=dict)
     wal_bytes: int = 0  # the write-ahead log's files on disk (for /metrics)
-    payload_bytes: int = 0  # the payloads' JSON bytes (strict mode's payload storage size)
 
 
 # ---------------------------------------------------------------------------

@@ -598,3 +598,32 @@ def test_indexed_match_on_100k_points():
         (must({"key": "u", "match": {"value": U1}}), 14_286),
     ]:
         assert int(filters.evaluate(flt, ctx).sum()) == count, flt
+
+
+def test_nbytes_follows_every_kind_of_payload_write():
+    """The payloads' JSON size, measured on demand and then kept up by the writes
+    since (set, merge, key deletion, clear, removal), whatever their order."""
+    import random
+
+    rng = random.Random(5)
+    store = PayloadStore()
+    for offset in range(50):
+        store.set(offset, {"a": offset, "text": "x" * rng.randrange(20)})
+    for step in range(300):
+        offset = rng.randrange(60)
+        kind = rng.randrange(5)
+        if kind == 0:
+            store.set(offset, {"b": [1, 2, 3][: rng.randrange(4)]})
+        elif kind == 1:
+            store.merge(offset, {"c": "y" * rng.randrange(10)})
+        elif kind == 2:
+            store.delete_keys(offset, ["a", "c"])
+        elif kind == 3:
+            store.clear(offset)
+        else:
+            store.remove(offset)
+        if step % 7 == 0:  # asked now and then, as strict mode asks before a write
+            want = sum(len(orjson.dumps(p)) for p in store.payload_list() if p)
+            assert store.nbytes == want
+    assert store.nbytes == sum(len(orjson.dumps(p)) for p in store.payload_list() if p)
+    assert PayloadStore.from_state(store.to_state()).nbytes == store.nbytes

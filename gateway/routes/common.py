@@ -106,8 +106,11 @@ async def strict_mode(request: web.Request, coll: Collection, kind: str, data: d
     facts = strict.Facts()
     if want_schema or want_count:  # every shard has the same payload indexes: one tells them
         infos = await asyncio.gather(*(s.info() for s in (coll.shards if want_count else coll.shards[:1])))
+        payload_bytes = 0
+        if want_count and config.get("max_collection_payload_size_bytes") is not None:
+            payload_bytes = sum(await asyncio.gather(*(s.payload_bytes() for s in coll.shards)))
         facts = strict.Facts(schema=infos[0].payload_schema, points_count=sum(i.points_count for i in infos),
-                             payload_bytes=sum(i.payload_bytes for i in infos))
+                             payload_bytes=payload_bytes)
     strict.verify(coll.config, kind, data, facts, timeout)
     write = kind not in strict.READS
     if config.get("write_rate_limit" if write else "read_rate_limit") is None:
