@@ -155,11 +155,8 @@ class Tree:
     async def _node(self, node: dict[str, Any], flt: dict | None, root: bool = False) -> list[ScoredPoint]:
         """What one node answers. ``flt``: its filter merged with every filter above."""
         children = node.get("prefetch") or []
-        limit = node.get("limit") or DEFAULT_LIMIT
-        offset = (node.get("offset") or 0) if root else 0
-        shown = {"with_payload": node.get("with_payload"), "with_vector": node.get("with_vector")} if root \
-            else {"with_payload": False, "with_vector": False}
-        step = {**node, "prefetch": None, "filter": flt, "limit": limit, "offset": offset, **shown}
+        step = self._step(node, flt, root)
+        limit, offset = step["limit"], step["offset"]
         if not children:
             return await self._base(self.collections, self.coll, step, run=self._batch.run)
         query = node.get("query")
@@ -169,7 +166,7 @@ class Tree:
             # The usual hybrid query: leaves whose vectors are in the request. Their
             # searches are built one after the other (nothing to wait for) and sent
             # as one batch, without a task for each.
-            leaves = [self._leaf_step(child, merge_filters(flt, child.get("filter"))) for child in children]
+            leaves = [self._step(child, merge_filters(flt, child.get("filter"))) for child in children]
             requests = [await self._scored(self.collections, self.coll, leaf, leaf["query"],
                                            leaf.get("using") or DEFAULT_VECTOR) for leaf in leaves]
             sources = await queries.run(self.coll, requests)
@@ -189,10 +186,13 @@ class Tree:
                                 run=self._batch.run)
 
     @staticmethod
-    def _leaf_step(node: dict[str, Any], flt: dict | None) -> dict[str, Any]:
-        """A leaf's query as ``_node`` asks it: its limit, no offset, nothing shown."""
-        return {**node, "prefetch": None, "filter": flt, "limit": node.get("limit") or DEFAULT_LIMIT, "offset": 0,
-                "with_payload": False, "with_vector": False}
+    def _step(node: dict[str, Any], flt: dict | None, root: bool = False) -> dict[str, Any]:
+        """A node's own query: ``flt`` (every filter above merged in), its limit;
+        only the root has an offset and shows payloads or vectors."""
+        shown = {"with_payload": node.get("with_payload"), "with_vector": node.get("with_vector")} if root \
+            else {"with_payload": False, "with_vector": False}
+        return {**node, "prefetch": None, "filter": flt, "limit": node.get("limit") or DEFAULT_LIMIT,
+                "offset": (node.get("offset") or 0) if root else 0, **shown}
 
     async def _shown(self, points: list[ScoredPoint], step: dict[str, Any]) -> list[ScoredPoint]:
         """``points`` with the payload and vectors the request asked for."""

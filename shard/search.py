@@ -178,7 +178,6 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
                 plan.labels, plan.sims = labels[i], sims[i]
 
     exact_kinds = [i for i, plan in enumerate(plans) if plan.req.using in shard.sparse or plan.req.using in shard.multi]
-    answers: dict[int, list[ScoredPoint]] = {}
     if graph_groups and exact_kinds:
         # A hybrid batch: the graph walk (hnswlib, usearch: without the GIL) runs
         # on another core while this thread scores the sparse or multivector ones.
@@ -189,11 +188,11 @@ def search_many(shard: ShardReader, requests: list[SearchRequest]) -> list[list[
             walked.result()
     else:
         walk_graphs()
+        answers = {i: _exact_kind(shard, plans[i].req) for i in exact_kinds}
     for members in exact_groups.values():
         if len(members) > 1:
             _exact_together(shard, members)
-    return [answers[i] if i in answers else _exact_kind(shard, plan.req) if i in exact_kinds else _finish(shard, plan)
-            for i, plan in enumerate(plans)]
+    return [answers[i] if i in answers else _finish(shard, plan) for i, plan in enumerate(plans)]
 
 
 # One thread beside the caller's: a batch's graph walks run there while the
