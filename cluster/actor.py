@@ -34,6 +34,7 @@ class ShardActor:
             path,
             ShardConfig.from_json(config),
             indexing_threads=options.get("indexing_threads", 0),
+            indexing_niceness=options.get("indexing_niceness", 0),
             search_threads=options.get("search_threads", 1),
             wal_capacity_bytes=options.get("wal_capacity_bytes", 32 * 1024 * 1024),
         )

@@ -63,6 +63,7 @@ async def control_ctx(app: web.Application):
     await asyncio.to_thread(metadata.wait_ready, 30)
     shard_options = {
         "indexing_threads": settings.storage.indexing_threads,
+        "indexing_niceness": settings.storage.indexing_niceness,
         "search_threads": settings.storage.search_threads,
         "wal_capacity_bytes": settings.storage.wal_capacity_mb * 1024 * 1024,
         "log_level": settings.log_level,

@@ -96,6 +96,10 @@ class StorageSettings(BaseModel):
     storage_path: Path = Field(Path("./shoal_storage"), description="Folder holding every collection, its log and snapshots, and the metadata.")
     wal_capacity_mb: int = Field(32, description="Log size per shard after which the shard snapshots itself and trims its log.")
     indexing_threads: int = Field(0, description="Threads each shard uses to build its HNSW graphs; 0 = all cores.")
+    indexing_niceness: int = Field(
+        10, ge=0, le=19, description="Added to the nice value of each shard's graph building (Linux), so that on a "
+        "busy machine searches and writes get the CPU first and the graphs catch up when it is free; 0 = same priority.",
+    )
     snapshots_path: Path | None = Field(
         None, description="Folder of the collection and shard snapshots (and of the files `recover` may read); "
         "unset = `snapshots` inside storage_path."

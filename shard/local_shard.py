@@ -4,9 +4,10 @@ Write path (``apply``): validate → append to the write-ahead log (fsync when t
 caller waits) → apply to memory → return the operation's sequence number. A
 rejected operation raises before anything is logged, so it changes nothing.
 
-Graphs are built in the background: a point is searchable the moment its write
-returns (scored exactly until the indexer has put it into the graph), and the
-shard reports itself "yellow" while such points exist, "green" once none do.
+Graphs are built in the background (``shard.background``): a point is searchable the
+moment its write returns (scored exactly until the indexer has put it into the
+graph), and the shard reports itself "yellow" while such points exist, "green" once
+none do.
 
 Recovery (``open``): load the newest snapshot, replay the log after it. Snapshots
 are taken by the background thread when the log since the last one exceeds
@@ -40,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from shard import codec, fileio, filters, graphs, hnsw, search, snapshot
+from shard import codec, fileio, filters, graphs, search, snapshot
+from shard.background import Background
 from shard.digest import ShardDigest, content_digest
 from shard.multi import MultiStore
 from shard.payload import PayloadStore
@@ -64,16 +66,16 @@ from shard.wal import DEFAULT_SEGMENT_BYTES, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
-INDEX_CHUNK = 2048  # rows per background add_items call: large enough to use every thread
 EPOCH_FILE = "epoch.json"  # {"epoch": n}: the highest replication epoch the shard has seen
 RESTORING = "restoring"  # a transfer's copy being made the shard (``restore(exact=True)``); finished on open
 
 
-class LocalShard(WriteOps):
+class LocalShard(WriteOps, Background):
     """One shard in the folder ``path`` (made if missing; opened and recovered if not).
 
     Settings:
     - ``indexing_threads``: hnswlib threads for building graphs (0: every core).
+    - ``indexing_niceness`` (0): added to the nice value of the background thread.
     - ``search_threads``: hnswlib threads per batch of searches.
     - ``wal_capacity_bytes`` (32 MiB): log written since the last snapshot that makes
       the next one due; bounds how much a restart replays.
@@ -93,6 +95,7 @@ class LocalShard(WriteOps):
         config: ShardConfig,
         *,
         indexing_threads: int = 0,
+        indexing_niceness: int = 0,
         search_threads: int = 1,
         wal_capacity_bytes: int = 32 * 1024 * 1024,
         wal_retain_bytes: int = 64 * 1024 * 1024,
@@ -102,6 +105,7 @@ class LocalShard(WriteOps):
         self.path = Path(path)
         self.config = config
         self.indexing_threads = indexing_threads or (os.cpu_count() or 1)
+        self.indexing_niceness = indexing_niceness
         self.search_threads = max(1, search_threads)  # hnswlib threads per batch of searches
         self.wal_capacity_bytes = wal_capacity_bytes
         self.wal_retain_bytes = wal_retain_bytes
@@ -419,120 +423,6 @@ class LocalShard(WriteOps):
         if name not in self.vectors:
             return np.zeros(self.size, dtype=bool)
         return self.vectors[name].mask(self.size)
-
-    # ------------------------------------------------------------------- indexing
-
-    def _graph_wanted(self, name: str) -> bool:
-        """A graph pays off once a vector's data passes the indexing threshold (KB),
-        as Qdrant's optimizer decides; below it search is exact. 0 disables graphs."""
-        params = self.config.vectors[name]
-        if not hnsw.supported(params.distance):
-            return False
-        threshold = self.config.optimizers.indexing_threshold
-        if threshold is None:
-            threshold = 20000
-        if threshold == 0:
-            return False
-        stored = int(self.vectors[name].mask(self.size).sum())
-        return stored * params.size * 4 >= threshold * 1024
-
-    def _pending(self, name: str) -> np.ndarray:
-        """Offsets whose current vector is not yet in the graph."""
-        present = self.vectors[name].mask(self.size)
-        indexed = self.indexed[name]
-        if indexed.shape[0] < self.size:
-            grown = np.zeros(self.size, dtype=bool)
-            grown[: indexed.shape[0]] = indexed
-            self.indexed[name] = indexed = grown
-        return np.flatnonzero(present & ~indexed[: self.size])
-
-    def index_step(self, max_rows: int = INDEX_CHUNK) -> int:
-        """Move up to ``max_rows`` pending vectors into their graph. Returns how many.
-
-        The add itself runs without the shard lock (hnswlib releases the GIL), so
-        reads and writes go on meanwhile; a vector changed during the add stays
-        pending, since its entry was built from the old copy. A pass that found
-        nothing to do is not repeated until the shard changes: looking costs
-        O(points) under the lock, which would stall searches every second.
-        """
-        with self._lock:
-            started = self._epoch
-            if started == self._idle_epoch:
-                return 0
-        for name in self.config.vectors:
-            with self._lock:
-                if self._closed or not self._graph_wanted(name):
-                    continue
-                graph = self.graphs[name]
-                pending = self._pending(name)[:max_rows]
-                if graph is None:
-                    graph = self.graphs[name] = graphs.new(self.config, name, self.indexing_threads,
-                                                           max(self.size, 1024), self.vectors[name].data[pending])
-                stale = self._stale_labels(name, graph)
-                if len(pending) == 0 and len(stale) == 0:
-                    continue
-                vectors = self.vectors[name].data[pending]  # a copy: fancy indexing
-            graph.remove(stale)
-            graph.add(pending, vectors)
-            with self._lock:
-                if self.graphs[name] is not graph:  # replaced meanwhile (``restore``): its masks are not ours
-                    return 0
-                store = self.vectors[name]
-                unchanged = store.present[pending] & (store.data[pending] == vectors).all(axis=1)
-                self.indexed[name][pending[unchanged]] = True
-                self._epoch += 1
-            return len(pending) + len(stale)
-        with self._lock:
-            self._idle_epoch = started
-        return 0
-
-    def _stale_labels(self, name: str, graph: graphs.Graph) -> np.ndarray:
-        """Graph labels whose offset no longer holds a vector (deleted points)."""
-        present = self.vectors[name].mask(self.size)
-        labels = graph.labels()
-        if len(labels) == 0:
-            return labels
-        inside = labels < self.size
-        dead = ~inside
-        dead[inside] = ~present[labels[inside]]
-        return labels[dead]
-
-    def _index_loop(self) -> None:
-        """The shard's background thread: snapshots when the log has outgrown its
-        capacity, else moves pending vectors into the graphs."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-            if self._snapshot_due:
-                try:
-                    self.snapshot()
-                except Exception:  # the log still holds every write; try again after the next one
-                    log.exception("shard %s: snapshot failed", self.path.name)
-            try:
-                moved = self.index_step()
-            except Exception:  # keep indexing alive; the points stay searchable exactly
-                log.exception("shard %s: indexing failed", self.path.name)
-                moved = 0
-            if moved == 0:
-                with self._work:
-                    if self._closed:
-                        return
-                    self._work.wait(timeout=1.0)
-
-    def wait_indexed(self, timeout: float = 60.0) -> bool:
-        """Index synchronously until nothing is pending (tests, bulk loads)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.info().pending_index == 0:
-                return True
-            if self._indexer is None:
-                self.index_step()
-            else:
-                time.sleep(0.02)
-        return False
 
     # ---------------------------------------------------------------------- reads
 

@@ -1,7 +1,9 @@
 """LocalShard on real files: writes, exact and graph search, recovery."""
 
 import dataclasses
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -208,6 +210,23 @@ def test_reads_and_writes_go_on_while_a_snapshot_is_published(tmp_path, rng, mon
     assert again.retrieve([7], None, False) == []
     assert [r.id for r in again.retrieve([1000], None, False)] == [1000]
     again.close()
+
+
+def test_the_background_thread_runs_at_the_indexing_niceness(tmp_path):
+    """Graph building yields the CPU to searches and writes: the background thread's
+    own nice value is raised, the rest of the process keeps its own."""
+    def nice(tid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, tid)
+
+    shard = LocalShard(tmp_path, config(), indexing_niceness=7)
+    try:
+        deadline = time.monotonic() + 10
+        while nice(shard._indexer.native_id) != min(19, nice(0) + 7) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert nice(shard._indexer.native_id) == min(19, nice(0) + 7)
+        assert nice(threading.get_native_id()) == nice(0) < nice(shard._indexer.native_id)
+    finally:
+        shard.close(take_snapshot=False)
 
 
 def test_a_graph_that_moves_during_a_snapshot_reopens_consistent(tmp_path, rng, monkeypatch):
