@@ -5,7 +5,8 @@ without Ray (threads and blocking sockets; tested with real shards and sockets).
 
 The gateway calls ``ServedShard.replicate(op, wait, epoch, peers, timeout)`` on a shard's
 primary. The primary applies the op (``LocalShard.apply`` with the epoch: refused if a newer
-primary exists), then hands the logged record to one *link* per peer replica. A link is a
+primary exists), then hands the logged record to one *link* per peer replica, and makes it
+durable (``sync_log``, for ``wait``) while the peers make it durable on their side. A link is a
 thread with one connection to its peer (Unix socket on this machine, authenticated TCP
 elsewhere: ``cluster.wire``) that sends the records in sequence order, in batches, and
 records the highest sequence the peer has applied. ``replicate`` returns once every peer has
@@ -215,19 +216,18 @@ class Replicator:
 
     def replicate(self, op: dict, wait: bool, epoch: int, peers: list[Peer], timeout: float) -> WriteOutcome:
         with self._order:
-            seq = self.shard.apply(op, wait, epoch=epoch)
-            if not peers:
-                if self._links:
-                    with self._cond:
-                        self._retire(set())
-                return WriteOutcome(seq)
-            record = codec.encode(op)
+            seq = self.shard.apply(op, False, epoch=epoch)
+            record = codec.encode(op) if peers else b""
             with self._cond:
                 self._retire({p.replica for p in peers})
                 links = [self._link(p) for p in peers]
                 for link in links:
                     link.hand_over(seq, record, epoch, wait)
                 self._cond.notify_all()
+        if wait:  # durable here while the peers make it durable there
+            self.shard.sync_log()
+        if not links:
+            return WriteOutcome(seq)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -294,8 +294,8 @@ class ServedShard:
 
     def apply_replicated_batch(self, records: list[tuple[int, bytes]], epoch: int, wait: bool) -> int:
         """Apply the primary's records in order; the last seq applied (no records:
-        where the replica is). Only the last record's log write is fsynced when
-        ``wait`` (it makes the earlier ones durable too). SequenceGap, StaleEpoch
+        where the replica is). With ``wait`` the log is fsynced once, after them
+        (also when they were all applied already: the first send may not have waited). SequenceGap, StaleEpoch
         and a refused op propagate to the sender; TransferInProgress while a
         transfer replaces this replica (records applied now would be thrown away
         with the old state: the link retries, and finds the replica where the
@@ -303,8 +303,10 @@ class ServedShard:
         if self._replacing.locked():
             raise TransferInProgress("this replica is being replaced by a transfer; it takes records once that is done")
         applied = self._shard.seq
-        for i, (seq, record) in enumerate(records):
-            applied = self._shard.apply_replicated(seq, record, epoch, wait=wait and i == len(records) - 1)
+        for seq, record in records:
+            applied = self._shard.apply_replicated(seq, record, epoch, wait=False)
+        if wait:
+            self._shard.sync_log()
         return applied
 
     def transfer_from(self, source: Peer, timeout: float) -> int:

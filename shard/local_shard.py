@@ -1,8 +1,9 @@
 """One shard: points, vectors, payloads, graphs, and the log that makes them durable.
 
-Write path (``apply``): validate → append to the write-ahead log (fsync when the
-caller waits) → apply to memory → return the operation's sequence number. A
-rejected operation raises before anything is logged, so it changes nothing.
+Write path (``apply``): validate → append to the write-ahead log → apply to memory
+→ fsync when the caller waits (outside the shard lock, shared by writers waiting at
+once: ``sync_log``) → return the operation's sequence number. A rejected operation
+raises before anything is logged, so it changes nothing.
 
 Graphs are built in the background (``shard.background``): a point is searchable the
 moment its write returns (scored exactly until the indexer has put it into the
@@ -224,6 +225,7 @@ class LocalShard(WriteOps, Background):
         With ``wait`` the log is fsynced before returning, so the write survives a
         power loss; without, it survives the death of every process (the bytes are
         in the OS's page cache) and is fsynced by the next waiting write or snapshot.
+        The fsync is ``sync_log``'s: reads see the write before it is durable.
 
         ``epoch``: a primary's write, tagged with the epoch its sender knows.
         StaleEpoch, and nothing logged, when the shard has seen a newer one; a newer
@@ -235,10 +237,18 @@ class LocalShard(WriteOps, Background):
             if epoch is not None:
                 self._check_epoch(epoch)
             self._validate(op)
-            seq = self._commit(op, codec.encode(op), wait, epoch)
+            seq = self._commit(op, codec.encode(op), False, epoch)
+        if wait:
+            self.sync_log()
         if self._snapshot_due and self._indexer is None:
             self.snapshot()  # no background thread to take it
         return seq
+
+    def sync_log(self) -> None:
+        """fsync every logged write, without the shard lock held meanwhile (never
+        call it holding it): searches and writes go on, and writers waiting at
+        once share one fsync (``WriteAheadLog.flush_outside``)."""
+        self.wal.flush_outside(self._lock)
 
     def apply_replicated(self, seq: int, op: Op | bytes, epoch: int, wait: bool = True) -> int:
         """Apply the primary's write number ``seq`` on this replica, logged under

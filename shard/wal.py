@@ -38,7 +38,9 @@ Crash handling, decided deliberately:
 
 Threading: one writer. ``append``, ``append_many``, ``append_at``, ``flush``,
 ``truncate_before`` and ``close`` must be called by one thread at a time (the shard
-holds its update lock). ``replay`` reads through its own file handles and may run
+holds its update lock). ``flush_outside(lock)`` is the exception: given that lock, it
+holds it only around its bookkeeping, so writes go on during the fdatasync, and
+concurrent callers share one (group commit). ``replay`` reads through its own file handles and may run
 while appends continue (it stops at the records that existed when it was called),
 but not during ``truncate_before``, which deletes files.
 
@@ -156,6 +158,7 @@ class WriteAheadLog:
         self._synced_seq = 0
         self._broken: BaseException | None = None
         self._marking = threading.Lock()  # concurrent replays extend a segment's marks
+        self._syncing = threading.Lock()  # one ``flush_outside`` fdatasync at a time
         self._open()
 
     # -- properties ---------------------------------------------------------
@@ -354,6 +357,32 @@ class WriteAheadLog:
             last = self.last_seq
             self._fsync()
             self._synced_seq = last
+
+    def flush_outside(self, lock: threading.RLock | threading.Lock) -> None:
+        """``flush()`` for a caller whose ``lock`` guards this log: the lock is held
+        to look and to record, not during the fdatasync (of a duplicate of the active
+        segment's descriptor), so appends and reads go on meanwhile. Group commit:
+        one fdatasync at a time, and a caller that waited for another's usually
+        finds its records synced by it. Must be called without ``lock`` held.
+        A segment rolled meanwhile was fsynced by the roll; one deleted meanwhile
+        is synced as harmlessly as before."""
+        with self._syncing:
+            with lock:
+                self._check_writable()
+                last = self.last_seq
+                if self._synced_seq >= last:
+                    return
+                fd = os.dup(self._fd)
+            try:
+                os.fdatasync(fd)
+            except OSError as e:
+                with lock:
+                    self._broken = e
+                raise WalError(f"write-ahead log fsync failed: {e}") from e
+            finally:
+                os.close(fd)
+            with lock:
+                self._synced_seq = max(self._synced_seq, last)
 
     def _fsync(self) -> None:
         """fdatasync the active segment. A failed fsync leaves the log unusable: the

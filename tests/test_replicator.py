@@ -76,10 +76,14 @@ def test_a_write_reaches_every_peer_before_it_returns(nodes):
         outcome = primary.replicate(upsert(range(i * 10, i * 10 + 10), seed=i), True, 1, peers(nodes, "a", "b"))
         assert outcome.seq == i + 1
         assert sorted(outcome.acked) == ["a", "b"] and outcome.failed == {} and not outcome.stale
-        # Acknowledged means applied on the peer already, not merely sent.
+        # Acknowledged means applied on the peer already, not merely sent; and, with
+        # wait, durable on the primary and on every peer.
         assert nodes["a"].shard.seq == nodes["b"].shard.seq == i + 1
+        assert [nodes[n].shard.wal.synced_seq for n in "pab"] == [i + 1] * 3
+    outcome = primary.replicate(upsert([99]), False, 1, peers(nodes, "a", "b"))
+    assert nodes["p"].shard.wal.synced_seq == outcome.seq - 1  # without wait: logged, not fsynced
     same(nodes["p"].shard, nodes["a"].shard, nodes["b"].shard)
-    assert nodes["a"].shard.digest().points_count == 50
+    assert nodes["a"].shard.digest().points_count == 51
 
 
 def test_concurrent_writes_to_the_same_points_leave_every_replica_identical(nodes):

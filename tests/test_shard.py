@@ -212,6 +212,25 @@ def test_reads_and_writes_go_on_while_a_snapshot_is_published(tmp_path, rng, mon
     again.close()
 
 
+def test_searches_go_on_while_a_waiting_write_is_fsynced(tmp_path, rng, monkeypatch):
+    """``apply(wait=True)`` answers once its record is fsynced, but holds no shard
+    lock during the fsync: a search meanwhile answers (and sees the write)."""
+    data = rng.normal(size=(10, DIM)).astype(np.float32)
+    shard = LocalShard(tmp_path, config(), background_indexing=False)
+    syncing = Paused(os.fdatasync)
+    monkeypatch.setattr(os, "fdatasync", syncing)
+    write = in_thread(lambda: shard.apply(upsert(range(10), data)))
+    assert syncing.started.wait(30)
+    assert shard.wal.synced_seq == 0 and write.is_alive()
+    found = []
+    in_thread(lambda: found.append(shard.search_batch([SearchRequest(NearestQuery(data[3]), limit=1)]))).join(30)
+    assert found and found[0][0][0].id == 3, "the shard lock was held during the fsync"
+    syncing.release.set()
+    write.join(30)
+    assert not write.is_alive() and shard.wal.synced_seq == 1
+    shard.close(take_snapshot=False)
+
+
 def test_the_background_thread_runs_at_the_indexing_niceness(tmp_path):
     """Graph building yields the CPU to searches and writes: the background thread's
     own nice value is raised, the rest of the process keeps its own."""

@@ -217,6 +217,60 @@ def test_flush_tracks_what_is_synced_and_is_cheap_when_nothing_is_pending(tmp_pa
         assert wal.synced_seq == 1
 
 
+def test_flush_outside_syncs_without_the_writers_lock_and_shares_one_fsync(tmp_path, monkeypatch):
+    """The fdatasync runs with the caller's lock free (a writer appends meanwhile),
+    and callers waiting on one fdatasync mostly find their records synced by it."""
+    import threading
+
+    lock, calls, inside, release = threading.Lock(), [], threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        calls.append(lock.locked())
+        inside.set()
+        release.wait(10)
+        real(fd)
+
+    with WriteAheadLog(tmp_path) as wal:
+        with lock:
+            wal.append(rec(1))
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        first = threading.Thread(target=wal.flush_outside, args=(lock,))
+        first.start()
+        assert inside.wait(10)
+        with lock:  # free while the first fdatasync runs: a writer goes on
+            wal.append(rec(2))
+        others = [threading.Thread(target=wal.flush_outside, args=(lock,)) for _ in range(4)]
+        for t in others:
+            t.start()
+        time.sleep(0.05)
+        release.set()
+        for t in [first, *others]:
+            t.join(10)
+        assert wal.synced_seq == 2
+        assert calls == [False, False]  # one for record 1, one shared by the four that waited for it
+        wal.flush_outside(lock)  # nothing pending: no fdatasync
+        assert len(calls) == 2
+
+
+def test_a_failed_flush_outside_leaves_the_log_refusing_writes(tmp_path, monkeypatch):
+    import threading
+
+    def fdatasync(fd):
+        raise OSError(5, "Input/output error")
+
+    lock = threading.Lock()
+    with WriteAheadLog(tmp_path) as wal:
+        wal.append(rec(1))
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        with pytest.raises(WalError, match="fsync failed"):
+            wal.flush_outside(lock)
+        assert wal.synced_seq == 0
+        with pytest.raises(WalError, match="unusable"):
+            wal.append(rec(2))
+        monkeypatch.undo()
+
+
 def test_replay_does_not_see_records_appended_after_it_started(tmp_path):
     with WriteAheadLog(tmp_path) as wal:
         wal.append_many([rec(i) for i in range(1, 4)])
