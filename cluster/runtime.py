@@ -546,10 +546,12 @@ async def endpoints(actor):
 
 
 async def destroy(actor) -> None:
-    """End the actor and have it delete its storage first (on its own node)."""
+    """End the actor and have it delete its storage first (on its own node). A
+    failure there is logged: the actor ends all the same, and what it left is removed
+    with its collection's folder."""
     try:
         await asyncio.wait_for(actor.destroy.remote(), CLOSE_TIMEOUT)
-    except (RayActorError, ActorUnschedulableError, asyncio.TimeoutError) as exc:
+    except (RayActorError, ActorUnschedulableError, RayTaskError, asyncio.TimeoutError) as exc:
         log.warning("shard actor could not delete its storage (%s): it is removed with its collection",
                     _first_line(exc) or type(exc).__name__)
     ray.kill(actor, no_restart=True)

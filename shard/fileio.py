@@ -83,13 +83,21 @@ def contained(root: str | os.PathLike, path: str | os.PathLike) -> Path:
 def remove_tree(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     """Deletes the directory ``path`` with everything in it, only if it lies inside
     ``root`` (OutsideRoot, and nothing deleted, otherwise). False if it did not exist.
-    ``shutil.rmtree`` removes links inside the tree without following them."""
+    ``shutil.rmtree`` removes links inside the tree without following them. What
+    another deleter removes meanwhile is gone as wanted, not an error (a replica's
+    actor and its collection's gateway may delete the same folder at once)."""
     if not os.path.lexists(path):
         return False
     target = contained(root, path)
-    shutil.rmtree(target)
-    fsync_dir(target.parent)
+    shutil.rmtree(target, onerror=_unless_gone)
+    if os.path.lexists(target.parent):
+        fsync_dir(target.parent)
     return True
+
+
+def _unless_gone(function, path, exc_info) -> None:
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
 
 
 def _fsync_file(path: Path) -> None:

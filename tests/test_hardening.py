@@ -6,6 +6,8 @@ JSON nesting limit (``gateway.models.jsontext.too_deep``)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import orjson
 import pytest
@@ -102,6 +104,26 @@ def test_remove_tree_deletes_nothing_outside_its_root(tmp_path):
     assert remove_tree(root, root / "a") is True
     assert not (root / "a").exists() and (victim / "keep").exists()
     assert remove_tree(root, root / "a") is False
+
+
+def test_remove_tree_finishes_when_another_deleter_removes_parts_meanwhile(tmp_path, monkeypatch):
+    """A replica's actor and its collection's gateway may delete one folder at once:
+    what the other removed first is gone as wanted, not an error."""
+    root = tmp_path / "storage"
+    (root / "shard" / "wal").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (root / "shard" / "wal" / name).write_text("x")
+    real_unlink, raced = os.unlink, []
+
+    def unlink(path, *args, **kwargs):
+        if not raced:  # the other deleter takes the whole folder first
+            raced.append(path)
+            shutil.rmtree(root / "shard" / "wal")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert remove_tree(root, root / "shard") is True
+    assert raced and not (root / "shard").exists()
 
 
 # ---------------------------------------------------------------- query params
