@@ -1,10 +1,12 @@
 """Quantized search against float32 search on one shard, with recall@10 beside every
 speed and the memory each mode holds.
 
-The first ``--n`` points of wordnet-minilm-384 (100,000 x 384, Cosine) go into two
+The first ``--n`` points of wordnet-minilm-384 (100,000 x 384, Cosine) go into three
 shards, built once and closed (snapshot: vectors, graph): one plain (hnswlib's graph
 over float32, ``shard.hnsw``), one with ``scalar`` int8 quantization (usearch's graph
-over int8, ``shard.quantized``). Then a fresh process per mode opens its shard and runs
+over int8, ``shard.quantized``), one with ``product`` quantization at x16 (faiss's HNSW
+over 96-byte PQ codes, ``shard.product``, its codebooks trained on the first 10,000
+vectors: the build's indexing chunk). Then a fresh process per mode opens its shard and runs
 the 1,000 queries (limit 10, ``hnsw_ef`` 64), one query per ``search_batch`` call (as
 one REST request asks a shard) and in batches of 50, and reports recall@10, searches/s
 and ``RssAnon`` (the process's own memory: vectors in RAM and graph) after opening.
@@ -13,13 +15,16 @@ Modes: ``float32``; ``int8`` with ``rescore`` and ``oversampling`` 2 (the quanti
 graph's candidates scored again with the stored vectors: the mode the issue's target is
 for); ``int8`` without rescoring (Qdrant's default for scalar); ``int8 on_disk`` (the
 same, its float32 vectors in a map file: only the int8 copy and the graph stay in the
-process's memory, as Qdrant's ``always_ram`` quantized vectors beside on-disk originals).
+process's memory, as Qdrant's ``always_ram`` quantized vectors beside on-disk originals);
+``product x16`` with ``rescore`` and ``oversampling`` 2 (the least that keeps recall@10 at
+0.95 or more: the graph's own top 10, the row without rescoring, holds about 0.84 of
+it), without rescoring (Qdrant's default for product too), and ``on_disk``.
 
 References measured in the same run, in the same kind of fresh process: raw hnswlib
 (float32, the library Shoal's plain graph is) and raw usearch (int8), one ``knn_query`` /
 ``search`` per query, one thread.
 
-    python -m bench.quantized                  # ~4 min on 2 cores, most of it two graph builds
+    python -m bench.quantized                  # ~6 min on 2 cores, most of it three graph builds
     python -m bench.quantized --n 20000
 """
 
@@ -51,25 +56,33 @@ from shard.types import (
 
 K, EF, M, EF_CONSTRUCT = 10, 64, 16, 100
 QUERY_BATCH = 50
-SCALAR = Quantization("scalar", quantile=0.99, always_ram=True)
-MODES = {  # name -> (quantized shard?, on_disk, search params)
-    "float32": (False, False, None),
-    "int8, rescore, oversampling 2": (True, False, QuantizationParams(rescore=True, oversampling=2.0)),
-    "int8, no rescore": (True, False, None),
-    "int8 on_disk, rescore, oversampling 2": (True, True, QuantizationParams(rescore=True, oversampling=2.0)),
+SHARDS = {  # shard (its folder) -> (its quantization, the kind of graph it gets)
+    "float32": (None, "hnsw"),
+    "int8": (Quantization("scalar", quantile=0.99, always_ram=True), "scalar"),
+    "product": (Quantization("product", compression="x16", always_ram=True), "product"),
+}
+RESCORED = QuantizationParams(rescore=True, oversampling=2.0)  # enough for int8 and product x16
+MODES = {  # name -> (shard, on_disk, search params)
+    "float32": ("float32", False, None),
+    "int8, rescore, oversampling 2": ("int8", False, RESCORED),
+    "int8, no rescore": ("int8", False, None),
+    "int8 on_disk, rescore, oversampling 2": ("int8", True, RESCORED),
+    "product x16, rescore, oversampling 2": ("product", False, RESCORED),
+    "product x16, no rescore": ("product", False, None),
+    "product x16 on_disk, rescore, oversampling 2": ("product", True, RESCORED),
 }
 
 
-def shard_config(quantized: bool, on_disk: bool, dim: int) -> ShardConfig:
+def shard_config(shard: str, on_disk: bool, dim: int) -> ShardConfig:
     return ShardConfig(vectors={"": VectorParams(dim, Distance.COSINE, on_disk=on_disk)},
-                       quantization=SCALAR if quantized else None)
+                       quantization=SHARDS[shard][0])
 
 
-def build(folder: str, data_dir: str, n: int, quantized: bool) -> float:
+def build(folder: str, data_dir: str, n: int, shard_name: str) -> float:
     """The shard, written and closed (snapshotted); seconds to a built graph."""
     dim = np.load(os.path.join(data_dir, "queries.f16.npy"), mmap_mode="r").shape[1]
     started = time.perf_counter()
-    shard = filled(folder, data_dir, n, shard_config(quantized, False, dim))
+    shard = filled(folder, data_dir, n, shard_config(shard_name, False, dim))
     while shard.index_step(max_rows=10_000):
         pass
     took = time.perf_counter() - started
@@ -88,11 +101,11 @@ def _searches(search, queries: np.ndarray, truth: np.ndarray) -> dict:
 
 def measure(folder: str, data_dir: str, mode: str, truth_file: str) -> dict:
     """In a fresh process: open the shard, search, report memory, speed and recall."""
-    quantized, on_disk, params = MODES[mode]
+    shard_name, on_disk, params = MODES[mode]
     queries = np.load(os.path.join(data_dir, "queries.f16.npy")).astype(np.float32)
     truth = np.load(truth_file)
-    shard = LocalShard(folder, shard_config(quantized, on_disk, queries.shape[1]), background_indexing=False)
-    assert shard.graphs[""] is not None and shard.graphs[""].kind == ("scalar" if quantized else "hnsw")
+    shard = LocalShard(folder, shard_config(shard_name, on_disk, queries.shape[1]), background_indexing=False)
+    assert shard.graphs[""] is not None and shard.graphs[""].kind == SHARDS[shard_name][1]
     after_open = memory()
 
     def one(q):
@@ -162,8 +175,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="shoal-quantized-")
     try:
         n, dim, truth_file = dataset.saved_truth(args.dataset, args.n, K, work)
-        built = {q: build(os.path.join(work, "int8" if q else "float32"), args.dataset, n, q) for q in (False, True)}
-        results = {mode: _child({"folder": os.path.join(work, "int8" if MODES[mode][0] else "float32"),
+        built = {name: build(os.path.join(work, name), args.dataset, n, name) for name in SHARDS}
+        results = {mode: _child({"folder": os.path.join(work, MODES[mode][0]),
                                  "data_dir": args.dataset, "mode": mode, "truth_file": truth_file})
                    for mode in MODES}
         refs = {kind: _child({"reference": kind, "data_dir": args.dataset, "n": n, "truth_file": truth_file})
@@ -172,16 +185,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     base = results["float32"]
     print(f"\n{n:,} x {dim} Cosine, HNSW m {M}, ef_construct {EF_CONSTRUCT}, hnsw_ef {EF}, limit {K}; one thread")
-    print(f"graph built in {built[False]:.0f} s (float32), {built[True]:.0f} s (int8)\n")
-    head = f"{'mode':<40} | {'recall@10':>9} | {'1 query/call':>12} | {'vs float32':>10} | {'50/call':>8} | {'RssAnon':>8}"
+    print("graph built in " + ", ".join(f"{took:.0f} s ({name})" for name, took in built.items()) + "\n")
+    head = f"{'mode':<44} | {'recall@10':>9} | {'1 query/call':>12} | {'vs float32':>10} | {'50/call':>8} | {'RssAnon':>8}"
     print(head)
     print("-" * len(head))
     for mode, r in results.items():
-        print(f"{mode:<40} | {r['single']['recall']:>9.4f} | {r['single']['qps']:>8,.0f} q/s | "
+        print(f"{mode:<44} | {r['single']['recall']:>9.4f} | {r['single']['qps']:>8,.0f} q/s | "
               f"{r['single']['qps'] / base['single']['qps']:>9.2f}x | {r['batched_qps']:>8,.0f} | "
               f"{_mb(r['memory']['RssAnon']):>8}")
     for kind, r in refs.items():
-        print(f"{'reference: raw ' + kind:<40} | {r['single']['recall']:>9.4f} | {r['single']['qps']:>8,.0f} q/s | "
+        print(f"{'reference: raw ' + kind:<44} | {r['single']['recall']:>9.4f} | {r['single']['qps']:>8,.0f} q/s | "
               f"{r['single']['qps'] / base['single']['qps']:>9.2f}x | {'':>8} | +{_mb(r['index_rss']):>7}")
     target = results["int8, rescore, oversampling 2"]["single"]
     ratio = target["qps"] / base["single"]["qps"]

@@ -72,10 +72,11 @@ class Background:
                 if self._closed or not self._graph_wanted(name):
                     continue
                 graph = self.graphs[name]
-                pending = self._pending(name)[:max_rows]
+                pending = self._pending(name)
                 if graph is None:
-                    graph = self.graphs[name] = graphs.new(self.config, name, self.indexing_threads,
-                                                           max(self.size, 1024), self.vectors[name].data[pending])
+                    graph = self.graphs[name] = graphs.new(self.config, name, self.indexing_threads, max(self.size, 1024),
+                                                           self.vectors[name].data[pending[:graphs.SAMPLE]])
+                pending = pending[:max_rows]
                 stale = self._stale_labels(name, graph)
                 if len(pending) == 0 and len(stale) == 0:
                     continue

@@ -1,17 +1,18 @@
 """Which graph a dense vector gets, made and loaded in one place.
 
-hnswlib's over float32 vectors (``shard.hnsw``), or, when the vector's quantization
-is scalar or binary, usearch's over quantized copies (``shard.quantized``). Both
-answer the same calls (add, remove, search, labels, save). A graph's ``kind``
-("hnsw", "scalar", "binary") is written beside it in a snapshot, with the scale of a
-scalar one, so that a graph saved under another quantization is not loaded but
-rebuilt from the vectors.
+hnswlib's over float32 vectors (``shard.hnsw``), or, when the vector has a
+quantization, usearch's over scalar or binary copies (``shard.quantized``) or faiss's
+over product-quantized codes (``shard.product``). All answer the same calls (add,
+remove, search, labels, save). A graph's ``kind`` ("hnsw", "scalar", "binary",
+"product") is written beside it in a snapshot, with its quantization and the scale of
+a scalar one, so that a graph saved under another quantization (or another
+compression, quantile...) is not loaded but rebuilt from the vectors.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -19,7 +20,14 @@ from shard.hnsw import HnswIndex
 from shard.quantized import QuantizedIndex, choose_scale
 from shard.types import ShardConfig
 
-Graph = Union[HnswIndex, QuantizedIndex]
+if TYPE_CHECKING:
+    from shard.product import ProductIndex
+
+Graph = Union[HnswIndex, QuantizedIndex, "ProductIndex"]
+# ``ProductIndex.kind``. shard.product, and faiss with it (~15 MB, 0.1 s), load with the
+# first product graph: the gateway's processes import the shard's modules, never a graph.
+PRODUCT = "product"
+SAMPLE = 10_000  # vectors a new graph is given (a scalar one's scale, a product one's codebooks)
 
 
 def kind_for(config: ShardConfig, name: str) -> str:
@@ -37,11 +45,15 @@ def matches(graph: Graph, config: ShardConfig, name: str) -> bool:
 
 def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.ndarray) -> Graph:
     """An empty graph for vector ``name``; ``sample``, some of its vectors, sets the
-    scale of a scalar one."""
+    scale of a scalar one and trains the codebooks of a product one."""
     params, quantization = config.vectors[name], config.quantization_for(name)
     kind = kind_for(config, name)
     if kind == HnswIndex.kind:
         return HnswIndex(params.size, params.distance, config.hnsw_for(name), threads=threads, capacity=capacity)
+    if kind == PRODUCT:
+        from shard.product import ProductIndex
+
+        return ProductIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, sample)
     scale = choose_scale(sample, quantization.quantile) if kind == "scalar" else None
     return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, scale)
 
@@ -65,6 +77,11 @@ def load(path: Path, config: ShardConfig, name: str, about: dict | None, labels:
     if about["kind"] == HnswIndex.kind:
         return HnswIndex.load(path, params.size, params.distance, config.hnsw_for(name), labels, threads)
     if about.get("quantization") != quantization.to_json():
-        return None  # the same kind, other parameters (a quantile)
+        return None  # the same kind, other parameters (a quantile, a compression)
+    if about["kind"] == PRODUCT:
+        from shard.product import ProductIndex
+
+        return ProductIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
+                                 threads)
     return QuantizedIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
                                about.get("scale"), threads)

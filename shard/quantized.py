@@ -1,4 +1,5 @@
-"""The one module that imports usearch: a graph over quantized vectors.
+"""The one module that imports usearch: a graph over scalar or binary quantized vectors
+(product quantization's graph is faiss's: ``shard.product``).
 
 ``QuantizedIndex`` has ``HnswIndex``'s interface (labels are shard offsets; add,
 remove, search, save, load) but holds each vector quantized, never its float32 copy

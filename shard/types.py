@@ -198,11 +198,14 @@ class Quantization:
     - binary: one bit per dimension, its sign (``encoding`` other than ``one_bit`` and
       ``query_encoding`` are kept and reported: the graph uses one bit, and so do
       queries);
-    - product: kept and reported, not applied yet (the graph keeps float32).
+    - product: PQ codes, one byte per sub-vector of ``dim * 4 / compression`` ones
+      (``compression`` x4 to x64 of the float32 bytes), scored by asymmetric distance
+      (``shard.product``).
 
     ``always_ram`` is kept and reported: the quantized copy always lives in RAM.
     Scores of a quantized graph are approximations; ``rescore`` (on by default for
-    binary only, as in Qdrant) scores its candidates again with the stored vectors."""
+    binary only, as in Qdrant, whose ``default_rescoring`` is off for product too)
+    scores its candidates again with the stored vectors."""
 
     kind: str
     quantile: float | None = None
@@ -213,7 +216,7 @@ class Quantization:
 
     @property
     def applied(self) -> bool:
-        return self.kind in ("scalar", "binary")
+        return self.kind in QUANTIZATION_KINDS
 
     @property
     def default_rescore(self) -> bool:

@@ -31,7 +31,8 @@ def test_no_upward_imports(layer):
     assert {f: b for f, b in bad.items() if b} == {}
 
 
-@pytest.mark.parametrize("library, module", [("hnswlib", "hnsw.py"), ("usearch", "quantized.py")])
+@pytest.mark.parametrize("library, module", [("hnswlib", "hnsw.py"), ("usearch", "quantized.py"),
+                                             ("faiss", "product.py")])
 def test_only_one_module_imports_each_graph_library(library, module):
     users = [f for f in (ROOT / "shard").rglob("*.py") if library in imported_roots(f)]
     assert [f.name for f in users] == [module]

@@ -2,6 +2,7 @@
 and binary graphs are built instead of hnswlib's, answer with approximate scores,
 rescore with the stored vectors when asked (by default for binary), oversample,
 survive a snapshot and a reopen, and are rebuilt when the quantization changes.
+Product quantization's graph (``shard.product``): tests/test_product_quantization.py.
 
 Speed and memory are the benchmark's (bench/quantized.py); here only behaviour.
 """
@@ -55,6 +56,13 @@ def filled(path, cfg: ShardConfig, rows: np.ndarray) -> LocalShard:
     while shard.index_step():
         pass
     return shard
+
+
+def reopened(shard: LocalShard, cfg: ShardConfig) -> LocalShard:
+    """``shard`` snapshotted, closed and opened again under ``cfg``."""
+    shard.snapshot()
+    shard.close()
+    return LocalShard(shard.path, cfg, background_indexing=False)
 
 
 def search(shard: LocalShard, q: np.ndarray, params: QuantizationParams | None = None, exact: bool = False,
@@ -142,9 +150,7 @@ def test_a_vectors_own_quantization_wins_and_the_graph_survives_a_reopen(tmp_pat
     shard = filled(tmp_path / "s", cfg, rows)
     scale = shard.graphs[""].scale
     before = search(shard, q)
-    shard.snapshot()
-    shard.close()
-    shard = LocalShard(tmp_path / "s", cfg, background_indexing=False)
+    shard = reopened(shard, cfg)
     try:
         graph = shard.graphs[""]
         assert isinstance(graph, QuantizedIndex) and graph.scale == scale and len(graph) == N
@@ -166,11 +172,11 @@ def test_a_graph_from_before_quantized_graphs_is_rebuilt_under_a_quantized_confi
     meta = orjson.loads(meta_file.read_bytes())
     del meta["settings"], meta["graphs"]
     meta_file.write_bytes(orjson.dumps(meta))
-    for quantization, kind in [(Quantization("binary"), "binary"), (Quantization("product", compression="x16"), "hnsw")]:
+    product = Quantization("product", compression="x16")
+    for quantization, kind in [(Quantization("binary"), "binary"), (product, "product")]:
         shard = LocalShard(tmp_path / "s", config(quantization), background_indexing=False)
         try:
-            if kind != "hnsw":
-                assert shard.graphs[""] is None  # not loaded: every vector is pending, and searched exactly
+            assert shard.graphs[""] is None  # not loaded: every vector is pending, and searched exactly
             assert search(shard, q)[0] == search(shard, q, exact=True)[0]
             while shard.index_step():
                 pass

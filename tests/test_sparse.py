@@ -567,9 +567,11 @@ def test_warm_up_compiles_every_loop():
 
 def test_processes_that_never_search_do_not_load_numba():
     """The gateway imports this module for its checks; the compiled loops, and
-    numba with them (~60 MB), load only when a shard first searches."""
+    numba with them (~60 MB), load only when a shard first searches. As faiss
+    (``shard.product``) loads only with a product-quantized graph."""
     import subprocess
     import sys
 
-    code = "import sys, gateway.app, shard.sparse; assert 'numba' not in sys.modules, 'numba imported'"
+    code = ("import sys, gateway.app, shard.sparse, shard.local_shard; "
+            "assert not {'numba', 'faiss'} & set(sys.modules), 'numba or faiss imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

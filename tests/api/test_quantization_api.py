@@ -1,5 +1,5 @@
-"""Quantization through qdrant-client 1.15.1: set at create (for the collection or one
-vector) or by PATCH, reported as Qdrant reports it, and applied: once the graph is
+"""Quantization through qdrant-client 1.15.1 (scalar, binary, product): set at create
+(for the collection or one vector) or by PATCH, reported as Qdrant reports it, and applied: once the graph is
 built, a search without rescoring answers with the quantized scores (near the exact
 ones, not equal); with ``rescore`` (and ``oversampling``) every point found has the
 exact score ``QdrantClient(":memory:")`` gives it, and nearly all of its top 10 are
@@ -24,6 +24,8 @@ DIM, N = 24, 1500
 SCALAR = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8,
                                                                            quantile=0.99, always_ram=True))
 BINARY = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+PRODUCT = models.ProductQuantization(product=models.ProductQuantizationConfig(
+    compression=models.CompressionRatio.X16, always_ram=True))
 # The graph is built at once (10 KB of vectors), as Qdrant's optimizer does past its threshold.
 SMALL_THRESHOLD = models.OptimizersConfigDiff(indexing_threshold=10)
 
@@ -45,11 +47,11 @@ def rescored(oversampling: float) -> models.SearchParams:
 
 
 def check(shoal, memory, name: str, using: str | None, oversampling: float, approximate: bool,
-          rescore: bool | None = True) -> None:
+          rescore: bool | None = True, near: float = 0.1) -> None:
     """Rescored: the points found have their exact scores (the :memory: ones), best
     first, and are nearly all of Qdrant's top 10 (the graph is approximate: a point
     it misses is missed with or without quantization). Not rescored
-    (``approximate``): scores near the exact ones, not equal."""
+    (``approximate``): scores within ``near`` of the exact ones, not equal."""
     found, differ = 0, 0
     params = models.SearchParams(hnsw_ef=256, quantization=models.QuantizationSearchParams(
         rescore=rescore, oversampling=oversampling))
@@ -62,7 +64,7 @@ def check(shoal, memory, name: str, using: str | None, oversampling: float, appr
         found += len({p.id for p in hits} & set(best))
         plain = shoal.query_points(name, query=q, using=using, limit=10,
                                    search_params=models.SearchParams(hnsw_ef=256)).points
-        assert np.allclose([p.score for p in plain], [exact[p.id] for p in plain], atol=0.1)
+        assert np.allclose([p.score for p in plain], [exact[p.id] for p in plain], atol=near)
         differ += any(abs(p.score - exact[p.id]) > 1e-6 for p in plain)
     assert found >= 0.9 * 50, found
     assert bool(differ) is approximate, differ
@@ -92,6 +94,23 @@ def test_scalar_then_binary_then_none_by_patch(shoal, memory, collection_names, 
     assert shoal.get_collection(name).config.quantization_config is None
     indexed(shoal, name)
     check(shoal, memory, name, None, 1.0, approximate=False)  # float32 again: exact scores
+    assert shoal.delete_collection(name) is True
+
+
+def test_product_by_patch(shoal, memory, collection_names, shard_number, shoal_server):
+    """x16 of 24 dimensions: 6 one-byte codes a vector (faiss's graph over them), of
+    random dimensions: the quantized cosines are further off than scalar's."""
+    if shoal_server is None:
+        pytest.skip("the :memory: twin does not quantize")
+    name = collection_names("quantized_product")
+    create_both(shoal, memory, name, models.VectorParams(size=DIM, distance=models.Distance.COSINE), shard_number,
+                optimizers_config=SMALL_THRESHOLD)
+    upsert_both(shoal, memory, name, make_points(N, DIM))
+    indexed(shoal, name)
+    assert shoal.update_collection(name, quantization_config=PRODUCT) is True
+    assert shoal.get_collection(name).config.quantization_config == PRODUCT
+    indexed(shoal, name)
+    check(shoal, memory, name, None, 8.0, approximate=True, near=0.2)  # no rescoring by default, as Qdrant
     assert shoal.delete_collection(name) is True
 
 
