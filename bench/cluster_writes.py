@@ -7,7 +7,11 @@ two workers with one CPU each, which host the replicas, and a client host whose 
 has no CPU, where the gateway runs with a cluster secret (it dials the primaries over
 TCP, and each primary forwards to its peers over TCP). The client (this process) runs
 in the root namespace and reaches the gateway over the run's bridge; nothing leaves
-the network (checked, and written to the JSON).
+the network (checked, and written to the JSON). Every node and the gateway is a session
+of its own; the kernel's session autogrouping is turned off for the run (``--autogroup``,
+restored after), so that a shard's graph building, at a lower priority
+(``storage.indexing_niceness``), yields the CPU to every node's writes as it would on a
+machine of its own, not only to those of its own session (``bench.machine.autogroup``).
 
 1. Write cost: for replication_factor 1, 2 and 3 (``--shards`` shards, a collection
    each), ``PUT /points?wait=true`` in batches of ``--batch`` points of the dataset,
@@ -73,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--indexing-threshold", type=int, default=None,
                    help="optimizers_config.indexing_threshold (KB) of the write runs' collections; 0: no graph is "
                         "built during them (default: Qdrant's, 20000)")
+    p.add_argument("--autogroup", choices=("off", "on"), default="off",
+                   help="the kernel's session autogrouping during the run, restored after (default: %(default)s; "
+                   "see bench/README.md)")
     p.add_argument("--skip-rebuild", action="store_true", help="measure the write runs only")
     p.add_argument("--skip-writes", action="store_true", help="measure the rebuild only")
     p.add_argument("--node-grace", type=float, default=5.0, help="SHOAL__CLUSTER__NODE_GRACE_S of the gateway (default: %(default)s)")
@@ -346,15 +353,16 @@ def _run(args, cfg: BenchConfig, ds: dataset.Dataset) -> dict:
     # Shard actors at normal priority, as Shoal's own Ray starts them (see bench.remote_search);
     # the GCS checks every node each second, as raynodes.running does by default.
     env = {**FAST_HEALTH_CHECKS, "RAY_worker_niceness": "0"}
-    with running([1, 1, 1, 0], env=env) as cluster:
+    with machine.autogroup(args.autogroup == "on") as grouped, running([1, 1, 1, 0], env=env) as cluster:
         network = cluster.network
         print(f"network {network.subnet}: Ray head {network.hosts[0].address}, workers {network.hosts[1].address} "
-              f"and {network.hosts[2].address} (1 CPU each), gateway on {network.hosts[3].address} (no CPU)", flush=True)
+              f"and {network.hosts[2].address} (1 CPU each), gateway on {network.hosts[3].address} (no CPU); "
+              f"session autogrouping {'n/a' if grouped is None else ('on' if grouped else 'off')}", flush=True)
         gateway = gateways.launch(cluster, network.hosts[3], PORT, network.scratch / "storage", secret,
                                   env={"SHOAL__CLUSTER__NODE_GRACE_S": f"{args.node_grace:g}"})
         try:
             url = gateway.wait_ready().url
-            out: dict = {"cpu_probe_start": timing.cpu_probe(), "writes": {}}
+            out: dict = {"cpu_probe_start": timing.cpu_probe(), "autogroup": grouped, "writes": {}}
             with network_only(network), machine.LoadMeter() as meter:
                 client = RestClient(url)
                 try:

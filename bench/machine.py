@@ -5,19 +5,46 @@ and a benchmark that competes for CPU measures the competition. ``LoadMeter`` re
 over one side's run, the machine's busy CPU and the benchmark's own (this process, its
 reaped and live descendants, and a server's process tree when given); the difference,
 ``foreign_cores``, is what other work took. ``wait_for_quiet`` holds a side back until
-the machine is idle.
+the machine is idle. ``autogroup`` sets the kernel's scheduling of sessions as groups
+for the length of a run (the cluster benchmarks, whose "machines" are sessions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from bench import procmem
 
 # Above this many cores of other work on average, a side's figures are flagged.
 QUIET_CORES = 0.25
+AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+@contextlib.contextmanager
+def autogroup(enabled: bool) -> Iterator[bool | None]:
+    """Linux's session autogrouping (``kernel.sched_autogroup_enabled``) set to
+    ``enabled`` meanwhile, then back as it was; yields what is in effect (None: the
+    kernel has no such knob). With it on, CPU is shared out evenly among sessions
+    first and nice values count only within one session, so processes started as
+    sessions of their own (a benchmark's Ray nodes and gateway) cannot yield to one
+    another by priority as the threads of one machine do. Changing it takes root."""
+    try:
+        before = AUTOGROUP.read_text().strip() == "1"
+    except OSError:
+        yield None
+        return
+    if before != enabled:
+        AUTOGROUP.write_text("1" if enabled else "0")
+    try:
+        yield enabled
+    finally:
+        if before != enabled:
+            AUTOGROUP.write_text("1" if before else "0")
 
 
 class LoadMeter:

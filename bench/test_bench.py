@@ -91,6 +91,21 @@ def test_process_tree_includes_children_and_sums_memory():
         child.wait()
 
 
+def test_autogroup_is_set_for_the_run_and_restored():
+    from bench import machine
+
+    if not os.access(machine.AUTOGROUP, os.W_OK):
+        pytest.skip("no session autogrouping to set here (or not root)")
+
+    def state() -> bool:
+        return machine.AUTOGROUP.read_text().strip() == "1"
+
+    before = state()
+    with machine.autogroup(not before) as grouped:
+        assert grouped is (not before) and state() is (not before)
+    assert state() is before
+
+
 def test_load_generation_is_loopback_only():
     loadgen.check_loopback("http://127.0.0.1:6333/collections/c/points/search")
     with pytest.raises(ValueError):
