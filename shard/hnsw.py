@@ -29,6 +29,12 @@ def supported(distance: Distance) -> bool:
     return distance in SPACES
 
 
+def no_hits(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` empty hits for each of ``m`` queries, label -1 and similarity -inf: what
+    every graph's ``search`` answers, or pads a row of fewer hits with."""
+    return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
+
+
 def save_locked(lock: threading.Lock, outer: threading.RLock, read: Callable[[], T], write: Callable[[], None]) -> T:
     """``write()`` a graph guarded by ``lock``, and return ``read()``, called while
     the graph is locked, so that what it reads about the graph holds for the file.
@@ -121,7 +127,7 @@ class HnswIndex:
             size = len(self._labels)
             k = min(k, size)
             if k <= 0:
-                return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
+                return no_hits(m, 0)
             self._index.set_ef(max(ef, k))
             try:
                 labels, dist = self._index.knn_query(queries, k=k, num_threads=threads)
@@ -132,10 +138,8 @@ class HnswIndex:
         return labels.astype(np.int64), self._to_similarity(dist)
 
     def _search_fewer(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        m = queries.shape[0]
-        labels_out = np.full((m, k), -1, dtype=np.int64)
-        sims_out = np.full((m, k), -np.inf, dtype=np.float32)
-        for i in range(m):
+        labels_out, sims_out = no_hits(queries.shape[0], k)
+        for i in range(len(queries)):
             kk = k
             while kk > 0:
                 try:

@@ -53,7 +53,7 @@ from typing import Callable, TypeVar
 import faiss
 import numpy as np
 
-from shard.hnsw import save_locked
+from shard.hnsw import no_hits, save_locked
 from shard.types import Distance, HnswConfig, Quantization
 
 T = TypeVar("T")
@@ -230,7 +230,7 @@ class ProductIndex:
         with self._lock:
             k = min(k, len(self._slot))
             if k <= 0:
-                return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
+                return no_hits(m, 0)
             params = faiss.SearchParametersHNSW(efSearch=max(ef, k))
             bitmap = self._bitmap()
             if bitmap is not None:
@@ -238,9 +238,8 @@ class ProductIndex:
             _threads(threads)
             dist, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
             found = ids >= 0
-            labels = np.full((m, k), -1, dtype=np.int64)
+            labels, sims = no_hits(m, k)
             labels[found] = self._owner[ids[found]]
-        sims = np.full((m, k), -np.inf, dtype=np.float32)
         # faiss gives inner products, or squared L2 distances: Shoal's Euclid is their negation
         sims[found] = -dist[found] if self.distance is Distance.EUCLID else dist[found]
         return labels, sims

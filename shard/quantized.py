@@ -31,7 +31,7 @@ from typing import Callable, TypeVar
 import numpy as np
 from usearch.index import Index
 
-from shard.hnsw import save_locked
+from shard.hnsw import no_hits, save_locked
 from shard.types import Distance, HnswConfig, Quantization
 
 T = TypeVar("T")
@@ -115,15 +115,14 @@ class QuantizedIndex:
         with self._lock:
             k = min(k, len(self._labels))
             if k <= 0:
-                return np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0), dtype=np.float32)
+                return no_hits(m, 0)
             self._index.expansion_search = max(ef, k)
             found = self._index.search(self.encode(queries), k, threads=threads)
         keys = np.asarray(found.keys, dtype=np.int64).reshape(m, -1)
         dist = np.asarray(found.distances, dtype=np.float32).reshape(m, -1)
         # One query gives usearch's Matches (its hits only), several its BatchMatches.
         counts = np.asarray(found.counts).reshape(m) if m > 1 else np.array([keys.shape[1]])
-        labels = np.full((m, k), -1, dtype=np.int64)
-        sims = np.full((m, k), -np.inf, dtype=np.float32)
+        labels, sims = no_hits(m, k)
         for i, count in enumerate(counts.tolist()):
             labels[i, :count] = keys[i, :count]
             sims[i, :count] = self._to_similarity(dist[i, :count])
