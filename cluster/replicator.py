@@ -295,11 +295,11 @@ class ServedShard:
     def apply_replicated_batch(self, records: list[tuple[int, bytes]], epoch: int, wait: bool) -> int:
         """Apply the primary's records in order; the last seq applied (no records:
         where the replica is). With ``wait`` the log is fsynced once, after them
-        (also when they were all applied already: the first send may not have waited). SequenceGap, StaleEpoch
-        and a refused op propagate to the sender; TransferInProgress while a
-        transfer replaces this replica (records applied now would be thrown away
-        with the old state: the link retries, and finds the replica where the
-        transfer left it)."""
+        (also when they were all applied already: the first send may not have
+        waited). SequenceGap, StaleEpoch and a refused op propagate to the sender;
+        TransferInProgress while a transfer replaces this replica (records applied
+        now would be thrown away with the old state: the link retries, and finds
+        the replica where the transfer left it)."""
         if self._replacing.locked():
             raise TransferInProgress("this replica is being replaced by a transfer; it takes records once that is done")
         applied = self._shard.seq

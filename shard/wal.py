@@ -40,9 +40,9 @@ Threading: one writer. ``append``, ``append_many``, ``append_at``, ``flush``,
 ``truncate_before`` and ``close`` must be called by one thread at a time (the shard
 holds its update lock). ``flush_outside(lock)`` is the exception: given that lock, it
 holds it only around its bookkeeping, so writes go on during the fdatasync, and
-concurrent callers share one (group commit). ``replay`` reads through its own file handles and may run
-while appends continue (it stops at the records that existed when it was called),
-but not during ``truncate_before``, which deletes files.
+concurrent callers share one (group commit). ``replay`` reads through its own file
+handles and may run while appends continue (it stops at the records that existed
+when it was called), but not during ``truncate_before``, which deletes files.
 
 Startup protocol for a shard: open the log, load the snapshot (covering seq S, or
 S = 0), ``truncate_before(S, keep_bytes)`` (guarantees new seqs > S even if a power cut
@@ -374,22 +374,19 @@ class WriteAheadLog:
                     return
                 fd = os.dup(self._fd)
             try:
-                os.fdatasync(fd)
-            except OSError as e:
-                with lock:
-                    self._broken = e
-                raise WalError(f"write-ahead log fsync failed: {e}") from e
+                self._fsync(fd)
             finally:
                 os.close(fd)
             with lock:
                 self._synced_seq = max(self._synced_seq, last)
 
-    def _fsync(self) -> None:
-        """fdatasync the active segment. A failed fsync leaves the log unusable: the
-        kernel may have dropped the dirty pages it could not write, so a retry could
-        "succeed" over lost data (PostgreSQL's fsync lesson)."""
+    def _fsync(self, fd: int | None = None) -> None:
+        """fdatasync the active segment (through ``fd``, a duplicate of its descriptor,
+        when given). A failed fsync leaves the log unusable: the kernel may have
+        dropped the dirty pages it could not write, so a retry could "succeed" over
+        lost data (PostgreSQL's fsync lesson)."""
         try:
-            os.fdatasync(self._fd)
+            os.fdatasync(self._fd if fd is None else fd)
         except OSError as e:
             self._broken = e
             raise WalError(f"write-ahead log fsync failed: {e}") from e
