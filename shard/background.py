@@ -111,7 +111,10 @@ class Background:
         capacity, else moves pending vectors into the graphs (module docstring)."""
         if self.indexing_niceness > 0:
             tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.indexing_niceness))
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.indexing_niceness))
+            except OSError as exc:  # a sandbox that forbids it: index at the same priority, never not at all
+                log.warning("shard %s: cannot lower the indexer's priority (%s)", self.path.name, exc)
         while True:
             with self._lock:
                 if self._closed:

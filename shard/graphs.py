@@ -27,7 +27,7 @@ Graph = Union[HnswIndex, QuantizedIndex, "ProductIndex"]
 # ``ProductIndex.kind``. shard.product, and faiss with it (~15 MB, 0.1 s), load with the
 # first product graph: the gateway's processes import the shard's modules, never a graph.
 PRODUCT = "product"
-SAMPLE = 10_000  # vectors a new graph is given (a scalar one's scale, a product one's codebooks)
+SAMPLE = 10_000  # vectors a new graph is given: a scalar one's scale, a product one's codebooks (shard.product)
 
 
 def kind_for(config: ShardConfig, name: str) -> str:

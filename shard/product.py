@@ -109,7 +109,7 @@ class ProductIndex:
         self.sub_vectors = sub_vectors(dim, quantization.compression)
         self._lock = threading.Lock()
         self._index: faiss.IndexHNSWPQ | None = None  # made by ``_train``, at the first add
-        self._sample = sample[:SAMPLE] if sample is not None and len(sample) else None  # trained on at the first add
+        self._sample = sample if sample is not None and len(sample) else None  # trained on at the first add
         self._owner = np.zeros(0, dtype=np.int64)  # faiss id -> label
         self._live = np.zeros(0, dtype=bool)  # faiss id -> current
         self._slot: dict[int, int] = {}  # label -> its live faiss id

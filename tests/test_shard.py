@@ -248,6 +248,20 @@ def test_the_background_thread_runs_at_the_indexing_niceness(tmp_path):
         shard.close(take_snapshot=False)
 
 
+def test_a_machine_that_forbids_the_niceness_still_indexes(tmp_path, rng, monkeypatch):
+    def forbidden(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", forbidden)
+    data = rng.normal(size=(50, DIM)).astype(np.float32)
+    shard = LocalShard(tmp_path, config(indexing_threshold=1), indexing_niceness=7)
+    try:
+        shard.apply(upsert(range(50), data))
+        assert shard.wait_indexed(30) and shard._indexer.is_alive()
+    finally:
+        shard.close(take_snapshot=False)
+
+
 def test_a_graph_that_moves_during_a_snapshot_reopens_consistent(tmp_path, rng, monkeypatch):
     """The graph is written after the rest of the snapshot; deletions indexed in
     between, and offsets reused after, must not leave points the graph hides."""
