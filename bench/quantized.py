@@ -6,10 +6,11 @@ shards, built once and closed (snapshot: vectors, graph): one plain (hnswlib's g
 over float32, ``shard.hnsw``), one with ``scalar`` int8 quantization (usearch's graph
 over int8, ``shard.quantized``), one with ``product`` quantization at x16 (faiss's HNSW
 over 96-byte PQ codes, ``shard.product``, its codebooks trained on the first 10,000
-vectors: the build's indexing chunk). Then a fresh process per mode opens its shard and runs
-the 1,000 queries (limit 10, ``hnsw_ef`` 64), one query per ``search_batch`` call (as
-one REST request asks a shard) and in batches of 50, and reports recall@10, searches/s
-and ``RssAnon`` (the process's own memory: vectors in RAM and graph) after opening.
+vectors, as a shard's are), each graph added 10,000 vectors at a time. Then a fresh
+process per mode opens its shard and runs the 1,000 queries (limit 10, ``hnsw_ef`` 64),
+one query per ``search_batch`` call (as one REST request asks a shard) and in batches of
+50, and reports recall@10, searches/s and ``RssAnon`` (the process's own memory:
+vectors in RAM and graph) after opening.
 
 Modes: ``float32``; ``int8`` with ``rescore`` and ``oversampling`` 2 (the quantized
 graph's candidates scored again with the stored vectors: the mode the issue's target is
