@@ -40,6 +40,7 @@ from tests.conftest import REPO_ROOT, _proc_table
 HEAD_PORT = 6379  # each host has ports of its own: no free-port search needed
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # small stores: five nodes share one machine's /dev/shm
 STARTED = "Ray runtime started"  # what `ray start` prints once its node has joined
+STOP_GRACE = 2.0  # s between SIGTERM and SIGKILL when a test's cluster is torn down (``stop``)
 
 
 def session_pids(leader: int) -> set[int]:
@@ -208,11 +209,14 @@ class RayCluster:
 
     def stop(self) -> None:
         """End the drivers, the other nodes, then the head (SIGTERM, then SIGKILL):
-        a node whose head is gone first waits for it until killed."""
-        end(*self.drivers, grace=5)
-        end(*(n.proc for n in self.nodes[1:] if n.proc is not None))
+        a node whose head is gone first waits for it until killed. The cluster is
+        done with, so a node's graceful stop is not waited out: measured, the
+        nodes and then the head each outlasted a 10 s grace (20 s of every
+        module's teardown), and SIGKILL followed all the same."""
+        end(*self.drivers, grace=STOP_GRACE)
+        end(*(n.proc for n in self.nodes[1:] if n.proc is not None), grace=STOP_GRACE)
         if self.head.proc is not None:
-            end(self.head.proc)
+            end(self.head.proc, grace=STOP_GRACE)
 
     def log(self, node: RayNode) -> Path:
         return self.network.scratch / f"{node.name}.log"
