@@ -67,9 +67,10 @@ def kill_session(leader: int, sig: int = signal.SIGKILL, wait: float = 15.0) -> 
 
 def end(*procs: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM each ``proc``, then SIGKILL what is left of its session after
-    ``grace`` s, all together. SIGTERM goes to the leader alone: ``ray start
-    --block`` then stops its node's processes in order within ~2 s, while a
-    SIGTERM to all of them at once leaves the head waiting for the whole grace."""
+    ``grace`` s, all together. SIGTERM goes to the leader alone, for ``ray start
+    --block`` to stop its node's processes in order (a SIGTERM to all of them at
+    once leaves the head waiting for the whole grace). Measured with Ray 2.60 at a
+    module's teardown, that orderly stop outlasted 10 s and was killed: see ``stop``."""
     running = [p for p in procs if p.poll() is None]
     for proc in running:
         proc.terminate()
