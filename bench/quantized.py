@@ -3,8 +3,8 @@ speed and the memory each mode holds.
 
 The first ``--n`` points of wordnet-minilm-384 (100,000 x 384, Cosine) go into three
 shards, built once and closed (snapshot: vectors, graph): one plain (hnswlib's graph
-over float32, ``shard.hnsw``), one with ``scalar`` int8 quantization (usearch's graph
-over int8, ``shard.quantized``), one with ``product`` quantization at x16 (faiss's HNSW
+over float32, ``shard.hnsw``), one with ``scalar`` int8 quantization (Shoal's own graph
+over int8, ``shard.scalar_graph``), one with ``product`` quantization at x16 (faiss's HNSW
 over 96-byte PQ codes, ``shard.product``, its codebooks trained on the first 10,000
 vectors, as a shard's are), each graph added 10,000 vectors at a time. Then a fresh
 process per mode opens its shard and runs the 1,000 queries (limit 10, ``hnsw_ef`` 64),
@@ -22,7 +22,8 @@ process's memory, as Qdrant's ``always_ram`` quantized vectors beside on-disk or
 it), without rescoring (Qdrant's default for product too), and ``on_disk``.
 
 References measured in the same run, in the same kind of fresh process: raw hnswlib
-(float32, the library Shoal's plain graph is) and raw usearch (int8), one ``knn_query`` /
+(float32, the library Shoal's plain graph is) and raw usearch (int8, a library's int8
+graph, which Shoal's scalar graph was until it had its own), one ``knn_query`` /
 ``search`` per query, one thread.
 
     python -m bench.quantized                  # ~6 min on 2 cores, most of it three graph builds
@@ -124,7 +125,8 @@ def measure(folder: str, data_dir: str, mode: str, truth_file: str) -> dict:
 
 
 def reference(kind: str, data_dir: str, n: int, truth_file: str) -> dict:
-    """Raw hnswlib (float32) or usearch (int8) over the same vectors, one thread."""
+    """Raw hnswlib (float32) or usearch (int8) over the same vectors, one thread (usearch
+    quantizes float32 rows to int8 itself, by its own fixed scale)."""
     base = dataset.normalise(np.load(os.path.join(data_dir, "base.f16.npy"))[:n].astype(np.float32))
     queries = dataset.normalise(np.load(os.path.join(data_dir, "queries.f16.npy")).astype(np.float32))
     truth = np.load(truth_file)

@@ -1,12 +1,15 @@
 """Which graph a dense vector gets, made and loaded in one place.
 
 hnswlib's over float32 vectors (``shard.hnsw``), or, when the vector has a
-quantization, usearch's over scalar or binary copies (``shard.quantized``) or faiss's
-over product-quantized codes (``shard.product``). All answer the same calls (add,
+quantization, Shoal's own over int8 copies (``shard.scalar_graph``), usearch's over
+binary ones (``shard.quantized``) or faiss's over product-quantized codes
+(``shard.product``). All answer the same calls (add,
 remove, search, labels, save). A graph's ``kind`` ("hnsw", "scalar", "binary",
 "product") is written beside it in a snapshot, with its quantization and the scale of
 a scalar one, so that a graph saved under another quantization (or another
-compression, quantile...) is not loaded but rebuilt from the vectors.
+compression, quantile...) is not loaded but rebuilt from the vectors; so is a graph
+saved in another ``format`` than its class writes (a scalar graph from before
+Shoal's own: usearch's).
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from shard.hnsw import HnswIndex
-from shard.quantized import QuantizedIndex, choose_scale
+from shard.quantized import QuantizedIndex
+from shard.scalar_graph import ScalarIndex, choose_scale
 from shard.types import ShardConfig
 
 if TYPE_CHECKING:
     from shard.product import ProductIndex
 
-Graph = Union[HnswIndex, QuantizedIndex, "ProductIndex"]
+Graph = Union[HnswIndex, ScalarIndex, QuantizedIndex, "ProductIndex"]
 # ``ProductIndex.kind``. shard.product, and faiss with it (~15 MB, 0.1 s), load with the
 # first product graph: the gateway's processes import the shard's modules, never a graph.
 PRODUCT = "product"
@@ -54,15 +58,20 @@ def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.
         from shard.product import ProductIndex
 
         return ProductIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, sample)
-    scale = choose_scale(sample, quantization.quantile) if kind == "scalar" else None
-    return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, scale)
+    if kind == ScalarIndex.kind:
+        return ScalarIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads,
+                           choose_scale(sample, quantization.quantile), capacity)
+    return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads)
 
 
 def describe(graph: Graph) -> dict:
     """What a snapshot's meta.json says of a graph, for ``load``."""
     if graph.kind == HnswIndex.kind:
         return {"kind": graph.kind}
-    return {"kind": graph.kind, "quantization": graph.quantization.to_json(), "scale": graph.scale}
+    about = {"kind": graph.kind, "quantization": graph.quantization.to_json(), "scale": graph.scale}
+    if getattr(graph, "format", None):
+        about["format"] = graph.format
+    return about
 
 
 def load(path: Path, config: ShardConfig, name: str, about: dict | None, labels: np.ndarray,
@@ -83,5 +92,13 @@ def load(path: Path, config: ShardConfig, name: str, about: dict | None, labels:
 
         return ProductIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
                                  threads)
+    if about["kind"] == ScalarIndex.kind:
+        if about.get("format") != ScalarIndex.format:
+            return None
+        try:
+            return ScalarIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
+                                    about.get("scale"), threads)
+        except ValueError:
+            return None  # not a whole graph: built again from the vectors
     return QuantizedIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
-                               about.get("scale"), threads)
+                               threads)

@@ -1,25 +1,15 @@
-"""The one module that imports usearch: a graph over scalar or binary quantized vectors
-(product quantization's graph is faiss's: ``shard.product``).
+"""The one module that imports usearch: a graph over binary quantized vectors (a
+scalar one is Shoal's own, ``shard.scalar_graph``; product quantization's is faiss's,
+``shard.product``).
 
 ``QuantizedIndex`` has ``HnswIndex``'s interface (labels are shard offsets; add,
-remove, search, save, load) but holds each vector quantized, never its float32 copy
-(that stays in the shard's vector store, for rescoring and for answers):
-
-- scalar (``Quantization.kind == "scalar"``): int8. Every value is multiplied by one
-  ``scale`` and rounded; the scale maps the ``quantile`` of the absolute values of a
-  sample of the vectors (``choose_scale``: all the values when unset) to 127, and
-  larger values clip.
-  One scale for every dimension keeps the dot product a dot product: usearch scores
-  two int8 rows by their integer dot product (Cosine and Dot) or squared L2 distance
-  (Euclid), and dividing by ``scale**2`` gives the float similarity back, approximately.
-  A quarter of the bytes, and SIMD kernels over int8.
-- binary: one bit per dimension (its sign), scored by Hamming distance; the
-  similarity reported is ``1 - 2 * hamming / dim`` (the cosine of two vectors whose
-  bits agree that often, to first order; for Euclid, ``2 * that - 2``, the
-  negated squared distance of unit vectors with that cosine). A thirty-second of the bytes: candidates
-  are meant to be rescored (Qdrant's default for binary).
-
-usearch has no space for Manhattan: such vectors get no graph (``hnsw.supported``).
+remove, search, save, load) but holds each vector as one bit per dimension (its
+sign), never its float32 copy (that stays in the shard's vector store, for
+rescoring and for answers). Two rows are scored by their Hamming distance; the
+similarity reported is ``1 - 2 * hamming / dim`` (the cosine of two vectors whose
+bits agree that often, to first order; for Euclid, ``2 * that - 2``, the negated
+squared distance of unit vectors with that cosine). A thirty-second of the bytes:
+candidates are meant to be rescored (Qdrant's default for binary).
 """
 
 from __future__ import annotations
@@ -35,46 +25,28 @@ from shard.hnsw import no_hits, save_locked
 from shard.types import Distance, HnswConfig, Quantization
 
 T = TypeVar("T")
-METRICS = {Distance.COSINE: "ip", Distance.DOT: "ip", Distance.EUCLID: "l2sq"}
-SAMPLE = 4096  # vectors a scalar graph's scale is chosen from
-
-
-def choose_scale(sample: np.ndarray, quantile: float | None) -> float:
-    """The scale of a scalar graph: the ``quantile`` of the absolute values of
-    ``sample`` (its largest when unset) times it is 127."""
-    values = np.abs(np.asarray(sample, dtype=np.float32)[:SAMPLE]).ravel()
-    if len(values) == 0:
-        return 1.0
-    top = float(values.max() if quantile is None or quantile >= 1 else np.quantile(values, quantile))
-    return 127.0 / top if top > 0 else 1.0
 
 
 class QuantizedIndex:
-    """A usearch graph over quantized copies of some offsets of one vector store.
+    """A usearch graph over binary copies of some offsets of one vector store.
     Thread-safe as ``HnswIndex`` is: one lock around mutations and searches."""
 
+    kind = "binary"
+    scale = None  # only a scalar graph has one (``shard.graphs.describe``)
+
     def __init__(self, dim: int, distance: Distance, config: HnswConfig, quantization: Quantization,
-                 threads: int = 1, scale: float | None = None):
-        if quantization.kind not in ("scalar", "binary"):
-            raise ValueError(f"no quantized graph for {quantization.kind!r}")
+                 threads: int = 1):
+        if quantization.kind != "binary":
+            raise ValueError(f"no binary graph for {quantization.kind!r}")
         self.dim, self.distance, self.config, self.quantization = dim, distance, config, quantization
         self.threads = max(1, threads)
-        if quantization.kind == "scalar" and not scale:
-            raise ValueError("a scalar quantized graph needs its scale (choose_scale)")
-        self.scale = scale
         self._lock = threading.Lock()
         self._index = self._new_index()
         self._labels: set[int] = set()
 
     def _new_index(self) -> Index:
-        binary = self.quantization.kind == "binary"
-        return Index(ndim=self.dim, metric="hamming" if binary else METRICS[self.distance],
-                     dtype="b1" if binary else "i8", connectivity=self.config.m,
+        return Index(ndim=self.dim, metric="hamming", dtype="b1", connectivity=self.config.m,
                      expansion_add=self.config.ef_construct, expansion_search=64)
-
-    @property
-    def kind(self) -> str:
-        return self.quantization.kind
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -83,11 +55,8 @@ class QuantizedIndex:
         return np.fromiter(self._labels, dtype=np.int64, count=len(self._labels))
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
-        """The quantized rows of float32 ``vectors`` (n, dim)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if self.kind == "binary":
-            return np.packbits(vectors > 0, axis=-1)
-        return np.clip(np.rint(vectors * self.scale), -127, 127).astype(np.int8)
+        """The packed sign bits of float32 ``vectors`` (n, dim)."""
+        return np.packbits(np.asarray(vectors, dtype=np.float32) > 0, axis=-1)
 
     def add(self, offsets: np.ndarray, vectors: np.ndarray) -> None:
         """Insert or replace the graph entries of ``offsets``."""
@@ -129,13 +98,9 @@ class QuantizedIndex:
         return labels, sims
 
     def _to_similarity(self, dist: np.ndarray) -> np.ndarray:
-        if self.kind == "binary":
-            cosine = np.float32(1.0) - np.float32(2.0 / self.dim) * dist
-            # Euclid: -|a - b|^2 of unit vectors with that cosine
-            return cosine if self.distance is not Distance.EUCLID else np.float32(2.0) * cosine - np.float32(2.0)
-        if self.distance is Distance.EUCLID:
-            return -dist / np.float32(self.scale * self.scale)
-        return (np.float32(1.0) - dist) / np.float32(self.scale * self.scale)  # usearch "ip" on i8: 1 - dot
+        cosine = np.float32(1.0) - np.float32(2.0 / self.dim) * dist
+        # Euclid: -|a - b|^2 of unit vectors with that cosine
+        return cosine if self.distance is not Distance.EUCLID else np.float32(2.0) * cosine - np.float32(2.0)
 
     def save(self, path: Path, outer: threading.RLock, read: Callable[[], T]) -> T:
         """As ``HnswIndex.save``: the graph to ``path``, and ``read()`` under both locks."""
@@ -143,9 +108,9 @@ class QuantizedIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, distance: Distance, config: HnswConfig, quantization: Quantization,
-             labels: np.ndarray, scale: float | None, threads: int = 1) -> QuantizedIndex:
+             labels: np.ndarray, threads: int = 1) -> QuantizedIndex:
         """A saved graph; ``labels`` are the offsets current in it (the others go)."""
-        self = cls(dim, distance, config, quantization, threads, scale)
+        self = cls(dim, distance, config, quantization, threads)
         self._index.load(str(path))
         held = np.asarray(self._index.keys, dtype=np.int64)
         keep = set(labels.tolist())

@@ -11,8 +11,9 @@ by ``fileio.replace_dir`` so a crash at any step leaves one complete snapshot):
     vectors-<i>.npy     (size, dim) float32 rows of vector i
     present-<i>.npy     which rows hold vector i
     indexed-<i>.npy     which rows the graph of vector i holds current
-    hnsw-<i>.bin        that graph (only when one exists): hnswlib's, or usearch's over
-                        quantized vectors, as meta.json's "graphs" says (``shard.graphs``)
+    hnsw-<i>.bin        that graph (only when one exists): hnswlib's, or one over quantized
+                        vectors (Shoal's own int8 one, usearch's binary one, faiss's
+                        product one), as meta.json's "graphs" says (``shard.graphs``)
     sparse-<j>.npz      sparse vector j in CSR form (``SparseStore.to_arrays``); its
                         inverted index is rebuilt on load
     multi-<k>.npz       multivector k (``MultiStore.to_arrays``: row counts by offset and

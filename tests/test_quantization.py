@@ -1,8 +1,9 @@
-"""Quantized graphs on real shards (``shard.quantized``, ``shard.graphs``): scalar int8
-and binary graphs are built instead of hnswlib's, answer with approximate scores,
+"""Quantized graphs on real shards (``shard.scalar_graph``, ``shard.quantized``,
+``shard.graphs``): scalar int8 and binary graphs are built instead of hnswlib's, answer with approximate scores,
 rescore with the stored vectors when asked (by default for binary), oversample,
 survive a snapshot and a reopen, and are rebuilt when the quantization changes.
-Product quantization's graph (``shard.product``): tests/test_product_quantization.py.
+Product quantization's graph (``shard.product``): tests/test_product_quantization.py;
+the int8 graph's own properties: tests/test_scalar_graph.py.
 
 Speed and memory are the benchmark's (bench/quantized.py); here only behaviour.
 """
@@ -15,6 +16,7 @@ import pytest
 
 from shard.local_shard import LocalShard
 from shard.quantized import QuantizedIndex
+from shard.scalar_graph import ScalarIndex
 from shard.types import (
     Distance,
     NearestQuery,
@@ -89,7 +91,8 @@ def test_a_quantized_graph_is_built_and_rescoring_gives_the_stored_vectors_score
     shard = filled(tmp_path / "s", config(Quantization(kind, quantile=0.99), distance), rows)
     try:
         graph = shard.graphs[""]
-        assert isinstance(graph, QuantizedIndex) and graph.kind == kind and len(graph) == N
+        assert isinstance(graph, ScalarIndex if kind == "scalar" else QuantizedIndex)
+        assert graph.kind == kind and len(graph) == N
         # One bit per dimension keeps less of 64 dimensions than of Qdrant's usual
         # hundreds: binary is asked for more candidates, and held to less.
         rescored = QuantizationParams(rescore=True, oversampling=3.0 if kind == "scalar" else 10.0)
@@ -153,7 +156,7 @@ def test_a_vectors_own_quantization_wins_and_the_graph_survives_a_reopen(tmp_pat
     shard = reopened(shard, cfg)
     try:
         graph = shard.graphs[""]
-        assert isinstance(graph, QuantizedIndex) and graph.scale == scale and len(graph) == N
+        assert isinstance(graph, ScalarIndex) and graph.scale == scale and len(graph) == N
         assert search(shard, q)[0] == before[0] and np.allclose(search(shard, q)[1], before[1])
     finally:
         shard.close()

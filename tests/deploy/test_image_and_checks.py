@@ -92,6 +92,7 @@ def test_dockerfile_shape():
     installs = [a for i, a in steps if i == "RUN" and "pip " in a]
     assert any('".[kubernetes]"' in a for a in installs) and "kubernetes" in extras
     assert any("python -m shard.sparse" in a for a in installs)  # the numba cache filled at build time
+    assert any("python -m shard.scalar_graph" in a for a in installs)
     copied = {a.split()[0] for i, a in steps if i == "COPY" and not a.startswith("--from")}
     packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert {p.rstrip("*") for p in packages["include"]} <= copied  # every package of the project goes in
