@@ -21,16 +21,18 @@ import numpy as np
 
 from shard.hnsw import HnswIndex
 from shard.quantized import QuantizedIndex
-from shard.scalar_graph import ScalarIndex, choose_scale
 from shard.types import ShardConfig
 
 if TYPE_CHECKING:
     from shard.product import ProductIndex
+    from shard.scalar_graph import ScalarIndex
 
-Graph = Union[HnswIndex, ScalarIndex, QuantizedIndex, "ProductIndex"]
-# ``ProductIndex.kind``. shard.product, and faiss with it (~15 MB, 0.1 s), load with the
-# first product graph: the gateway's processes import the shard's modules, never a graph.
-PRODUCT = "product"
+Graph = Union[HnswIndex, "ScalarIndex", QuantizedIndex, "ProductIndex"]
+# ``ProductIndex.kind`` and ``ScalarIndex.kind``. shard.product, and faiss with it (~15 MB,
+# 0.1 s), load with the first product graph, and shard.scalar_graph, and numba with it
+# (~60 MB), with the first scalar one: the gateway's processes import the shard's
+# modules, never a graph.
+PRODUCT, SCALAR = "product", "scalar"
 SAMPLE = 10_000  # vectors a new graph is given: a scalar one's scale, a product one's codebooks (shard.product)
 
 
@@ -58,7 +60,9 @@ def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.
         from shard.product import ProductIndex
 
         return ProductIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, sample)
-    if kind == ScalarIndex.kind:
+    if kind == SCALAR:
+        from shard.scalar_graph import ScalarIndex, choose_scale
+
         return ScalarIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads,
                            choose_scale(sample, quantization.quantile), capacity)
     return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads)
@@ -92,7 +96,9 @@ def load(path: Path, config: ShardConfig, name: str, about: dict | None, labels:
 
         return ProductIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
                                  threads)
-    if about["kind"] == ScalarIndex.kind:
+    if about["kind"] == SCALAR:
+        from shard.scalar_graph import ScalarIndex
+
         if about.get("format") != ScalarIndex.format:
             return None
         try:

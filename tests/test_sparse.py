@@ -568,12 +568,13 @@ def test_warm_up_compiles_every_loop():
 def test_processes_that_never_search_do_not_load_numba():
     """The gateway imports this module for its checks; the compiled loops, and
     numba with them (~60 MB), load only when a shard first searches. As faiss
-    (``shard.product``) loads only with a product-quantized graph."""
+    (``shard.product``) loads only with a product-quantized graph, and the int8
+    graph's loops (``shard.scalar_graph``) with a scalar-quantized one."""
     import subprocess
     import sys
 
-    code = ("import sys, gateway.app, shard.sparse, shard.local_shard; "
-            "assert not {'numba', 'faiss'} & set(sys.modules), 'numba or faiss imported'")
+    code = ("import sys, gateway.app, shard.sparse, shard.local_shard, shard.graphs; "
+            "assert not {'numba', 'faiss', 'shard.scalar_graph'} & set(sys.modules), 'numba or faiss imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
