@@ -10,6 +10,8 @@ similarity reported is ``1 - 2 * hamming / dim`` (the cosine of two vectors whos
 bits agree that often, to first order; for Euclid, ``2 * that - 2``, the negated
 squared distance of unit vectors with that cosine). A thirty-second of the bytes:
 candidates are meant to be rescored (Qdrant's default for binary).
+
+Manhattan vectors get no graph of any kind (``hnsw.supported``).
 """
 
 from __future__ import annotations

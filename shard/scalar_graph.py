@@ -129,6 +129,7 @@ class ScalarIndex:
                 self._visited, self._state, self._best_s, self._best_n)
 
     def _results(self, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """The heap (scores, nodes) that a walk keeps its ``ef`` best in."""
         return np.empty(ef + 1, np.int64), np.empty(ef + 1, np.int32)
 
     # -- the interface every graph has -------------------------------------------
