@@ -15,6 +15,11 @@ every query against exact references computed here with numpy/scipy (Qdrant's ID
 RRF formulas), plainly and with ties allowed for (``hybrid_data``), and sparse scores
 against exact ones. Prints the table, writes JSON to ``--out``; exit status 1 if a side
 failed or Shoal refused a query kind (the other figures are still printed and written).
+
+``--rounds R`` runs Edge then Shoal R times, each side loaded from scratch each time, and
+the table gives the median throughputs and the median of the per-round ratios (each
+round's figures beside it): on a shared machine, one round's ratio moves by ±10 % with
+what the machine does meanwhile, and alternating the sides spreads that over both.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -61,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ready-timeout", type=float, default=180.0, help="max seconds for a started server to answer /readyz")
     p.add_argument("--quiet-wait", type=float, default=0.0,
                    help="before each side, wait up to S seconds for other processes to go idle (shared machines)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run Edge then Shoal this many times, each from scratch, and report the medians "
+                        "(the machine's drift between the two sides is what one round cannot tell apart)")
     p.add_argument("--edge-search-threads", type=int, help="Qdrant Edge's max_search_threads (default: Edge's own)")
     p.add_argument("--out", default=os.path.join("bench", "results", "hybrid.json"),
                    help="JSON output file (default: %(default)s; bench/results/ is in .gitignore)")
@@ -130,6 +139,20 @@ def rows(results: dict, checked: dict) -> list[dict]:
     return out
 
 
+def with_medians(table: list[dict], by_round: list[list[dict]]) -> list[dict]:
+    """``table`` with each throughput and ratio the median over the rounds (the
+    per-round figures kept in ``by_round``: Shoal, Edge, ratio); as it is for one round."""
+    if len(by_round) < 2:
+        return table
+    out = []
+    for i, row in enumerate(table):
+        runs = [r[i] for r in by_round]
+        medians = {key: statistics.median(vals) if (vals := [r[key] for r in runs if r[key]]) else None
+                   for key in ("shoal_qps", "edge_qps", "shoal_over_edge")}
+        out.append({**row, **medians, "by_round": [(r["shoal_qps"], r["edge_qps"], r["shoal_over_edge"]) for r in runs]})
+    return out
+
+
 def _num(x: float | None, digits: int = 0) -> str:
     return "—" if x is None else f"{x:,.{digits}f}"
 
@@ -154,6 +177,10 @@ def render(table: list[dict], results: dict, clients: int, limit: int) -> str:
     text = _grid([head] + cells)
     text.append("overlap: top-10 overlap with the exact reference, plain / tie-aware (a returned point counts when it "
                 "can be in the exact top 10 under some order of the tied exact scores)")
+    for r in table:
+        if r.get("by_round"):
+            text.append(f"{r['query']}: medians of {len(r['by_round'])} rounds; by round, Shoal / Edge q/s (ratio): "
+                        + ", ".join(f"{_num(sq)} / {_num(eq)} ({_num(ratio, 2)})" for sq, eq, ratio in r["by_round"]))
     shoal, edge = results.get("shoal", {}), results.get("edge", {})
     for kind in LABELS:
         if kind in edge:
@@ -210,25 +237,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {data.dense.n} points x {data.dense.dim}, vocabulary {data.dim:,} tokens, "
           f"{len(data.queries)} queries; exact references in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    results: dict = {}
     errors: dict = {}
-    for side in ("edge", "shoal"):
-        if side not in only:
-            continue
-        if args.quiet_wait > 0:
-            print(f"  machine load before {side}: {machine.wait_for_quiet(args.quiet_wait):.2f} cores", flush=True)
-        print(f"running {side} ...", flush=True)
-        t = time.perf_counter()
-        try:
-            results[side] = _edge(cfg, args.prefetch_limit) if side == "edge" else _shoal(args, cfg, data)
-            print(f"  {side} done in {time.perf_counter() - t:.0f}s", flush=True)
-        except Exception as exc:  # one side failing must not lose the other's figures
-            errors[side] = f"{type(exc).__name__}: {exc}"
-            print(f"  {side} FAILED: {errors[side]}", file=sys.stderr, flush=True)
-            traceback.print_exc()
+    rounds: list[dict] = []
+    for round_ in range(1, args.rounds + 1):
+        results: dict = {}
+        for side in ("edge", "shoal"):
+            if side not in only or side in errors:
+                continue
+            if args.quiet_wait > 0:
+                print(f"  machine load before {side}: {machine.wait_for_quiet(args.quiet_wait):.2f} cores", flush=True)
+            print(f"running {side} (round {round_} of {args.rounds}) ...", flush=True)
+            t = time.perf_counter()
+            try:
+                results[side] = _edge(cfg, args.prefetch_limit) if side == "edge" else _shoal(args, cfg, data)
+                print(f"  {side} done in {time.perf_counter() - t:.0f}s", flush=True)
+            except Exception as exc:  # one side failing must not lose the other's figures
+                errors[side] = f"{type(exc).__name__}: {exc}"
+                print(f"  {side} FAILED: {errors[side]}", file=sys.stderr, flush=True)
+                traceback.print_exc()
+        rounds.append(results)
 
+    results = rounds[0]  # the answers checked, the latencies shown: the first round's
     checked = checks(exact, results)
-    table = rows(results, checked)
+    table = with_medians(rows(results, checked), [rows(r, checked) for r in rounds])
     warnings = warnings_of(results, checked, len(data.queries))
     print()
     print(render(table, results, args.clients, args.prefetch_limit))
@@ -241,12 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         "config": {**asdict(cfg), "prefetch_limit": args.prefetch_limit, "clients": args.clients, "vocabulary": data.dim},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "table": table,
+        "rounds": [[{k: row[k] for k in ("query", "shoal_qps", "edge_qps", "shoal_over_edge")} for row in rows(r, checked)]
+                   for r in rounds],
         "checks": checked,
         "results": results,
         "errors": errors,
         "warnings": warnings,
     }
-    for res in results.values():  # the answers are summarised by "checks"
+    for res in (res for r in rounds for res in r.values()):  # the answers are summarised by "checks"
         for kind in hybrid_shoal.KINDS:
             res.get(kind, {}).pop("answers", None)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
