@@ -155,7 +155,7 @@ class _Posting:
         self.offsets = np.zeros(0, dtype=np.int64) if offsets is None else offsets
         self.weights = _EMPTY_V if weights is None else weights
         self.pending: dict[int, float | None] = {}  # offset -> new weight, None: removed
-        self._levels: _Levels | None = None
+        self._levels: np.ndarray | None = None  # the parts table of levels(), cached
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.pending:
@@ -168,11 +168,13 @@ class _Posting:
             self.offsets, self.weights, self.pending, self._levels = offsets[order], weights[order], {}, None
         return self.offsets, self.weights
 
-    def levels(self) -> _Levels:
+    def levels(self, arena: _Arena) -> np.ndarray:
         """The posting cut by weight into a few disjoint parts, offsets sorted in
         each: a long posting's few heavy entries (a word said three times) apart
         from its many light ones, so that the pruned search bounds each part by
-        its own highest weight. Cached until the posting changes."""
+        its own highest weight. Each part's entries are written to ``arena``;
+        the table has a row per part (columns ``sparse_kernels.START``..``HIGH``).
+        Cached until the posting changes or the store starts a new arena."""
         offsets, weights = self.arrays()  # pending writes merged first: they drop the cached levels
         if self._levels is None:
             if len(weights) < LEVEL_MIN_ENTRIES:
@@ -182,21 +184,33 @@ class _Posting:
             level = np.searchsorted(cuts, weights, side="left")  # (cuts[k-1], cuts[k]] -> k
             parts = [level == k for k in range(len(cuts) + 1)]
             parts = [mask for mask in parts if mask.any()]
-            self._levels = _Levels([offsets[m] for m in parts], [weights[m] for m in parts],
-                                   np.array([weights[m].min() for m in parts], dtype=np.float64),
-                                   np.array([weights[m].max() for m in parts], dtype=np.float64))
+            self._levels = np.array([(arena.append(offsets[m], weights[m]), np.count_nonzero(m),
+                                      weights[m].min(), weights[m].max()) for m in parts], dtype=np.float64)
         return self._levels
 
 
-@dataclass(frozen=True)
-class _Levels:
-    """A posting's parts by weight (``_Posting.levels``): the offsets and weights
-    of each, and each's lowest and highest weight."""
+class _Arena:
+    """The parts of the postings (``_Posting.levels``) in two flat arrays, which
+    the pruned search's one compiled call reads: each part is a slice, written
+    when its posting is first searched after a change and never moved. The
+    slices of a changed or dropped posting are dead: a store starts a new arena
+    once its arena holds more than twice the entries of its postings."""
 
-    offsets: list[np.ndarray]
-    weights: list[np.ndarray]
-    low: np.ndarray
-    high: np.ndarray
+    def __init__(self):
+        self.offsets = np.zeros(0, dtype=np.int64)
+        self.weights = _EMPTY_V
+        self.used = 0
+
+    def append(self, offsets: np.ndarray, weights: np.ndarray) -> int:
+        """Writes a part; returns where it begins."""
+        n, at = len(offsets), self.used
+        if at + n > len(self.offsets):
+            grown = max(at + n, len(self.offsets) * 3 // 2, 1024)
+            self.offsets = np.concatenate([self.offsets[:at], np.empty(grown - at, dtype=np.int64)])
+            self.weights = np.concatenate([self.weights[:at], np.empty(grown - at, dtype=np.float32)])
+        self.offsets[at : at + n], self.weights[at : at + n] = offsets, weights
+        self.used += n
+        return at
 
 
 class _Rows:
@@ -292,6 +306,7 @@ class SparseStore:
         self.vector_count = 0  # indexed (non-empty) vectors: N of this shard
         self.entries = 0  # (index, value) pairs stored
         self._scratch = _Scratch()  # the pruned search's arrays, reused
+        self._arena = _Arena()  # the postings' parts, as the pruned search reads them
 
     @property
     def size(self) -> int:
@@ -408,7 +423,7 @@ class SparseStore:
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)
         if sum(len(p.arrays()[0]) for p, _ in parts) >= PRUNE_MIN_ENTRIES:
-            found = _pruned_top(parts, q_idx, q_val, self.rows, limit, allowed, score_threshold, self._scratch)
+            found = _pruned_top(self, parts, q_idx, q_val, limit, allowed, score_threshold)
             if found is not None:
                 return found
         # Scores summed straight into one array by offset (offsets are unique within
@@ -425,6 +440,16 @@ class SparseStore:
             touched[len(allowed):] = False
         candidates = np.flatnonzero(touched)
         return _top(candidates, sums[candidates].astype(np.float32), limit, score_threshold)
+
+    def parts_arena(self) -> _Arena:
+        """The arena of the postings' parts: a new one, every posting's levels to be
+        written again as searches read them, once the dead slices of changed
+        postings make it more than twice their entries."""
+        if self._arena.used > 2 * self.entries + ARENA_SLACK:
+            self._arena = _Arena()
+            for posting in self.postings.values():
+                posting._levels = None
+        return self._arena
 
     def nbytes(self) -> int:
         """About what the vectors and the index take in memory, in O(1): 8 bytes a
@@ -493,6 +518,8 @@ LEVEL_MIN_ENTRIES = 256
 PRUNE_SHORT_PART = 4096
 # A search for more than this many best is scored in full.
 PRUNE_MAX_LIMIT = 1000
+# Entries a store's arena of posting parts may hold beyond twice its postings'.
+ARENA_SLACK = 4096
 LEVEL_QUANTILES = (0.5, 0.8, 0.95, 0.99)
 # (Settings measured on the hybrid benchmark's 100k texts: bench/README.md.)
 
@@ -560,9 +587,8 @@ class _Scratch:
 _NOTHING = np.zeros(0, dtype=bool)
 
 
-def _pruned_top(parts: list, q_idx: np.ndarray, q_val: np.ndarray, rows: _Rows, limit: int,
-                allowed: np.ndarray | None, score_threshold: float | None,
-                scratch: _Scratch) -> tuple[np.ndarray, np.ndarray] | None:
+def _pruned_top(store: SparseStore, parts: list, q_idx: np.ndarray, q_val: np.ndarray, limit: int,
+                allowed: np.ndarray | None, score_threshold: float | None) -> tuple[np.ndarray, np.ndarray] | None:
     """The exact top ``limit`` found without reading every posting in full
     (after MaxScore, Turtle and Flood 1995), or None where pruning does not pay.
 
@@ -579,60 +605,18 @@ def _pruned_top(parts: list, q_idx: np.ndarray, q_val: np.ndarray, rows: _Rows, 
     (``sparse_kernels.best_of``). Scores are bit-identical to the full scan's."""
     if limit > PRUNE_MAX_LIMIT:
         return None
-    kernels = _kernels()
-    use_allowed = allowed is not None
-    mask = allowed if use_allowed else _NOTHING
-    levels = [posting.levels() for posting, _ in parts]
-    counts = [len(level.low) for level in levels]
-    w = np.repeat(np.array([float(w) for _, w in parts]), counts)
-    bounds = np.maximum(np.maximum(w * np.concatenate([level.low for level in levels]),
-                                   w * np.concatenate([level.high for level in levels])), 0.0)
-    order = np.argsort(-bounds, kind="stable")
-    offsets = [o for level in levels for o in level.offsets]
-    weights = [x for level in levels for x in level.weights]
-    query_w = [w for (_, w), count in zip(parts, counts) for _ in range(count)]
-    pieces = [(offsets[k], weights[k], query_w[k]) for k in order.tolist()]  # by falling bound
-    bounds = bounds[order]
-    lengths = np.array([len(o) for o, _, _ in pieces], dtype=np.int64)
-    rest = np.concatenate([np.cumsum(bounds[::-1])[::-1], [0.0]])  # rest[j]: bound of pieces[j:]
-
-    epoch, found, taken = scratch.next(rows.size), 0, 0
-    while taken < len(pieces) and found < limit:
-        found = kernels.collect(pieces[taken][0], mask, use_allowed, scratch.stamp, epoch, scratch.out, found)
-        taken += 1
-    if found < limit:
-        return None
-    threshold = _threshold(_score_rows(rows, scratch.out[:found], q_idx, q_val), limit, score_threshold)
-    if threshold == -np.inf:
-        return None
-    enough = kernels.below(rest, threshold)  # falls with j: False ... True, or never True
-    if not enough[-1]:
-        return None
-    essential = max(taken, int(np.argmax(enough)))
-    if lengths[:essential].sum() > PRUNE_MAX_SHARE * lengths.sum():
-        return None
-    # Beyond the essential parts, the short ones are read too: reading an entry
-    # costs far less than scoring a vector exactly, and each part read lowers
-    # the bound of every vector it does not hold.
-    short = lengths <= PRUNE_SHORT_PART
-    short[:essential] = True
-    epoch, found = scratch.next(rows.size), 0
-    for k in np.flatnonzero(short).tolist():
-        o, x, w = pieces[k]
-        found = kernels.accumulate(o, x, w, mask, use_allowed, scratch.stamp, epoch, scratch.acc, scratch.out, found)
-    unread = float(bounds[~short].sum())
-    return _top(*kernels.best_of(scratch.out[:found], scratch.acc, unread, threshold, limit, rows.start,
-                                 rows.length, rows.indices, rows.values, q_idx, q_val), limit, score_threshold)
-
-
-def _threshold(scores: np.ndarray, limit: int, score_threshold: float | None) -> float:
-    """The least score a vector must beat to enter the top: the ``limit``-th best
-    of ``scores`` (exact scores of some vectors), or ``score_threshold`` if
-    higher; -inf when neither says anything."""
-    if score_threshold is not None:
-        scores = scores[scores > np.float32(score_threshold)]
-    threshold = float(np.partition(scores, len(scores) - limit)[len(scores) - limit]) if len(scores) >= limit else -np.inf
-    return threshold if score_threshold is None else max(threshold, float(score_threshold))
+    arena = store.parts_arena()
+    tables = [posting.levels(arena) for posting, _ in parts]
+    part_w = np.repeat(np.array([w for _, w in parts], dtype=np.float32), [len(t) for t in tables])
+    scratch, rows = store._scratch, store.rows
+    epochs = (scratch.next(rows.size), scratch.next(rows.size))
+    has_threshold = score_threshold is not None
+    ok, offsets, scores = _kernels().pruned_top(
+        np.concatenate(tables), part_w, arena.offsets, arena.weights, _NOTHING if allowed is None else allowed,
+        allowed is not None, scratch.stamp, epochs, scratch.acc, scratch.out, rows.start, rows.length, rows.indices,
+        rows.values, q_idx, q_val, limit, float(score_threshold) if has_threshold else 0.0, has_threshold,
+        PRUNE_MAX_SHARE, PRUNE_SHORT_PART)
+    return _top(offsets, scores, limit, score_threshold) if ok else None
 
 
 def warm_up() -> None:
@@ -642,21 +626,12 @@ def warm_up() -> None:
     its first sparse search does not wait seconds for the compiler. A shard actor
     with sparse vectors runs it as it starts (``cluster.actor``): with the cache
     there, it loads the loops (~0.4 s) before the first search needs them."""
-    kernels = _kernels()
     store = SparseStore()
     store.set([0, 1, 2], [([1, 2], [1.0, 2.0]), ([2, 3], [1.0, 1.0]), ([1], [3.0])])
-    offsets, weights = store.postings[2].arrays()
     q_idx, q_val = store.weights([1, 2], [1.0, 1.0], LOCAL_IDF)
-    scratch = store._scratch
-    for allowed in (_NOTHING, np.ones(3, dtype=bool)):
-        epoch = scratch.next(store.size)
-        found = kernels.collect(offsets, allowed, len(allowed) > 0, scratch.stamp, epoch, scratch.out, 0)
-        epoch = scratch.next(store.size)
-        found = kernels.accumulate(offsets, weights, q_val[1], allowed, len(allowed) > 0, scratch.stamp, epoch,
-                                   scratch.acc, scratch.out, 0)
-    rows = store.rows
-    kernels.best_of(scratch.out[:found], scratch.acc, 0.5, 1.0, 2, rows.start, rows.length, rows.indices,
-                    rows.values, q_idx, q_val)
+    parts = [(store.postings[i], w) for i, w in zip(q_idx.tolist(), q_val)]
+    for allowed in (None, np.ones(3, dtype=bool)):
+        _pruned_top(store, parts, q_idx, q_val, 2, allowed, None)
     store.score([1, 2], [1.0, 1.0], [0, 1, 2])
 
 

@@ -1,9 +1,13 @@
 """The inner loops of the sparse search, compiled by numba.
 
-Each loop walks one posting (or one list of candidates) of a query: a few
+Each loop walks one posting part (or one list of candidates) of a query: a few
 hundred to fifty thousand entries, where numpy would spend more in its calls
-and temporary arrays than in the arithmetic. Kept apart from ``shard.sparse``,
-which decides what to walk; every function here is a plain loop over arrays.
+and temporary arrays than in the arithmetic. ``pruned_top`` runs a whole pruned
+search (``shard.sparse._pruned_top``) in one call, over the table of the query's
+posting parts and the arena that holds their entries: one call instead of one
+per part, and no Python between them. Kept apart from ``shard.sparse``, which
+keeps the postings and decides when to prune; every function here is a plain
+loop over arrays.
 
 Scores are summed as the full scan of ``SparseStore.search`` sums them: each
 gain is the f32 product of an f32 weight and the f32 query weight, added in
@@ -69,6 +73,16 @@ def accumulate(offsets, weights, w, allowed, use_allowed, stamp, epoch, acc, out
             out[n] = o
             n += 1
     return n
+
+
+@njit(cache=True, nogil=False)
+def add_to_found(offsets, weights, w, stamp, epoch, acc):
+    """Adds each entry's gain to ``acc`` where its offset was found in this
+    ``epoch`` (by ``accumulate``); the others are no candidates."""
+    for k in range(offsets.size):
+        o = offsets[k]
+        if stamp[o] == epoch:
+            acc[o] += np.float64(weights[k] * w)
 
 
 @njit(cache=True, nogil=False, inline="always")
@@ -156,3 +170,94 @@ def best_of(found, acc, unread, threshold, limit, start, length, indices, values
                 left += 1
         m = left
     return offsets[:scored], scores[:scored]
+
+
+# The columns of a query's parts table (``shard.sparse``: one row per part of the
+# query's postings): where the part's entries begin in the arena, how many there
+# are, and their lowest and highest weight.
+START, LENGTH, LOW, HIGH = 0, 1, 2, 3
+
+
+@njit(cache=True, nogil=False, inline="always")
+def _threshold(scores, limit, score_threshold, has_threshold):
+    """The least score a vector must beat to enter the top: the ``limit``-th best
+    of ``scores`` (exact scores of some vectors), or ``score_threshold`` if
+    higher; -inf when neither says anything."""
+    if has_threshold:
+        scores = scores[scores > np.float32(score_threshold)]
+    threshold = -np.inf
+    if scores.size >= limit:
+        threshold = np.float64(np.partition(scores, scores.size - limit)[scores.size - limit])
+    return max(threshold, score_threshold) if has_threshold else threshold
+
+
+@njit(cache=True, nogil=False)
+def pruned_top(parts, part_w, arena_offsets, arena_weights, allowed, use_allowed, stamp, epochs, acc, out,
+               start, length, indices, values, q_idx, q_val, limit, score_threshold, has_threshold,
+               max_share, short_part):
+    """The pruned search of ``shard.sparse._pruned_top``, in one call:
+    ``(True, offsets, f32 scores)`` of the vectors that can make the top, or
+    ``(False, ...)`` where pruning does not pay. ``parts``: the table of the
+    query's posting parts (columns ``START``..``HIGH``), ``part_w`` their query
+    weights (f32); ``epochs``: two unused stamps (``shard.sparse._Scratch``)."""
+    nothing = (False, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
+    p = parts.shape[0]
+    bounds = np.empty(p)  # the most each part can add to a score
+    for k in range(p):
+        w = np.float64(part_w[k])
+        bounds[k] = max(w * parts[k, LOW], w * parts[k, HIGH], 0.0)
+    order = np.argsort(-bounds, kind="mergesort")  # by falling bound, stable
+    bounds = bounds[order]
+    first = np.empty(p, dtype=np.int64)
+    size = np.empty(p, dtype=np.int64)
+    for j in range(p):
+        first[j], size[j] = np.int64(parts[order[j], START]), np.int64(parts[order[j], LENGTH])
+
+    # The first parts give a few vectors; their limit-th best exact score is a threshold.
+    found, taken = 0, 0
+    while taken < p and found < limit:
+        span = slice(first[taken], first[taken] + size[taken])
+        found = collect(arena_offsets[span], allowed, use_allowed, stamp, epochs[0], out, found)
+        taken += 1
+    if found < limit:
+        return nothing
+    scores = np.empty(found, dtype=np.float32)
+    score_rows(out[:found], start, length, indices, values, q_idx, q_val, scores)
+    threshold = _threshold(scores, limit, score_threshold, has_threshold)
+    if threshold == -np.inf:
+        return nothing
+
+    # Essential: the parts whose bounds sum to more than the threshold leaves.
+    rest = np.zeros(p + 1)  # rest[j]: the bound of the parts from j on
+    for j in range(p - 1, -1, -1):
+        rest[j] = rest[j + 1] + bounds[j]
+    essential = -1
+    for j in range(p + 1):
+        if _below(rest[j], threshold):
+            essential = j
+            break
+    if essential < 0:
+        return nothing
+    essential = max(taken, essential)
+    if size[:essential].sum() > max_share * size.sum():
+        return nothing
+
+    # Only a vector in an essential part can make the top: the others score at most
+    # what the threshold leaves. The essential parts are read, then the short
+    # others for the vectors found (each part read lowers their bounds: reading
+    # an entry costs far less than scoring a vector exactly); the hopeful ones
+    # are then scored exactly.
+    found = 0
+    for j in range(essential):
+        span = slice(first[j], first[j] + size[j])
+        found = accumulate(arena_offsets[span], arena_weights[span], part_w[order[j]], allowed, use_allowed,
+                           stamp, epochs[1], acc, out, found)
+    unread = 0.0
+    for j in range(essential, p):
+        if size[j] <= short_part:
+            span = slice(first[j], first[j] + size[j])
+            add_to_found(arena_offsets[span], arena_weights[span], part_w[order[j]], stamp, epochs[1], acc)
+        else:
+            unread += bounds[j]
+    offsets, scores = best_of(out[:found], acc, unread, threshold, limit, start, length, indices, values, q_idx, q_val)
+    return True, offsets, scores

@@ -485,7 +485,7 @@ def test_pruning_reads_less_and_follows_writes():
                 idf = Idf(store.vector_count, store.document_frequencies(query[0]))
                 q_idx, q_val = store.weights(*query, idf)
                 parts = [(store.postings[i], w) for i, w in zip(q_idx.tolist(), q_val) if i in store.postings]
-                found = sparse_module._pruned_top(parts, q_idx, q_val, store.rows, 10, None, None, store._scratch)
+                found = sparse_module._pruned_top(store, parts, q_idx, q_val, 10, None, None)
                 pruned += found is not None
                 want = _full_scan(store, *query, limit=10, idf=idf)
                 got = store.search(*query, limit=10, idf=idf)
@@ -541,6 +541,28 @@ def test_rows_survive_overwrites_and_compaction():
     assert all(copy.get(o)[1].tolist() == store.get(o)[1].tolist() for o in model)
 
 
+def test_the_arena_of_posting_parts_is_renewed_as_writes_leave_it_dead():
+    """The pruned search reads the postings' parts from one arena, where a changed
+    posting's parts are written again when next searched. Rounds of overwrites and
+    searches leave dead slices; the store starts a new arena once they make it
+    more than twice the postings' entries, and every answer stays the full scan's."""
+    docs = skewed_corpus(5, 800)
+    store, _ = build(docs)
+    queries = [docs[i] for i in range(0, 800, 80)]
+    arenas = set()
+    with _Pruning(min_entries=0):
+        for step in range(12):
+            for query in queries:
+                want = _full_scan(store, *query, limit=5)
+                got = store.search(*query, limit=5)
+                assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+                arena = store.parts_arena()
+                assert arena.used <= 2 * store.entries + sparse_module.ARENA_SLACK
+                arenas.add(id(arena))
+            store.set(list(range(800)), skewed_corpus(50 + step, 800))
+    assert len(arenas) > 1
+
+
 def test_warm_up_compiles_every_loop():
     """``python -m shard.sparse`` (run by the container image's build) leaves every
     compiled loop with the argument types searches use, so none compiles again."""
@@ -551,9 +573,9 @@ def test_warm_up_compiles_every_loop():
 
     subprocess.run([sys.executable, "-m", "shard.sparse"], check=True, timeout=300)
     sparse_module.warm_up()
-    kernels = [sparse_kernels.collect, sparse_kernels.accumulate, sparse_kernels.score_rows, sparse_kernels.best_of]
+    kernels = [sparse_kernels.pruned_top, sparse_kernels.score_rows]
     before = [len(k.signatures) for k in kernels]
-    assert before == [1, 1, 1, 1]
+    assert before == [1, 1]
     docs = skewed_corpus(11, 3000)
     store, _ = build(docs)
     with _Pruning(min_entries=0):
@@ -600,7 +622,7 @@ def test_a_sparse_shards_actor_loads_the_compiled_loops_ahead(tmp_path):
         loaded = "shard.sparse_kernels" in sys.modules
         if loaded:
             from shard import sparse_kernels as k
-            assert all(len(f.signatures) == 1 for f in (k.collect, k.accumulate, k.score_rows, k.best_of))
+            assert all(len(f.signatures) == 1 for f in (k.pruned_top, k.score_rows))
         assert loaded == sparse and ("numba" in sys.modules) == sparse, (loaded, sparse)
         actor.close(take_snapshot=False)
     """
