@@ -597,12 +597,15 @@ def _pruned_top(store: SparseStore, parts: list, q_idx: np.ndarray, q_val: np.nd
     (rare, high-IDF dimensions; heavy entries) give a handful of vectors, scored
     exactly, whose ``limit``-th best score is a threshold. A vector found in none
     of the parts whose bounds sum to more than what the threshold leaves can
-    never reach it, so only those "essential" parts are read; the long postings
-    of common words, light entries, are not. Each vector found gets an upper
-    bound, its partial score plus the bounds of the parts not read, and the
-    vectors are then scored exactly from their own rows by falling bound,
-    the threshold rising as they go, until the next bound falls below it
-    (``sparse_kernels.best_of``). Scores are bit-identical to the full scan's."""
+    never reach it, so only the vectors of those "essential" parts are
+    candidates. The short other parts are read too, for those vectors only (each
+    part read lowers their bounds); the long postings of common words, light
+    entries, are not. Each candidate gets an upper bound, its partial score plus
+    the bounds of the parts not read, and the candidates are then scored exactly
+    from their own rows by falling bound, the threshold rising as they go, until
+    the next bound falls below it (``sparse_kernels.best_of``). All of it is one
+    compiled call (``sparse_kernels.pruned_top``) over the query's table of parts
+    in the store's arena. Scores are bit-identical to the full scan's."""
     if limit > PRUNE_MAX_LIMIT:
         return None
     arena = store.parts_arena()
