@@ -1,8 +1,8 @@
 """Quantized search against float32 search on one shard, with recall@10 beside every
 speed and the memory each mode holds.
 
-The first ``--n`` points of wordnet-minilm-384 (100,000 x 384, Cosine) go into three
-shards, built once and closed (snapshot: vectors, graph): one plain (hnswlib's graph
+The first ``--n`` points of wordnet-minilm-384 (100,000 x 384, Cosine) go into shards,
+built once and closed (snapshot: vectors, graph): one plain (hnswlib's graph
 over float32, ``shard.hnsw``), one with ``scalar`` int8 quantization (Shoal's own graph
 over int8, ``shard.scalar_graph``), one with ``product`` quantization at x16 (faiss's HNSW
 over 96-byte PQ codes, ``shard.product``, its codebooks trained on the first 10,000
@@ -19,14 +19,16 @@ same, its float32 vectors in a map file: only the int8 copy and the graph stay i
 process's memory, as Qdrant's ``always_ram`` quantized vectors beside on-disk originals);
 ``product x16`` with ``rescore`` and ``oversampling`` 2 (the least that keeps recall@10 at
 0.95 or more: the graph's own top 10, the row without rescoring, holds about 0.84 of
-it), without rescoring (Qdrant's default for product too), and ``on_disk``.
+it), without rescoring (Qdrant's default for product too), and ``on_disk``; ``binary``
+in each of Qdrant's encodings (one bit, one and a half, two; two with the query in 8 bits),
+rescored from ``oversampling`` 4 (usearch's graphs over the bits, ``shard.quantized``).
 
 References measured in the same run, in the same kind of fresh process: raw hnswlib
 (float32, the library Shoal's plain graph is) and raw usearch (int8, a library's int8
 graph, which Shoal's scalar graph was until it had its own), one ``knn_query`` /
 ``search`` per query, one thread.
 
-    python -m bench.quantized                  # ~6 min on 2 cores, most of it three graph builds
+    python -m bench.quantized                  # ~8 min on 2 cores, most of it the graph builds
     python -m bench.quantized --n 20000
 """
 
@@ -62,8 +64,13 @@ SHARDS = {  # shard (its folder) -> (its quantization, the kind of graph it gets
     "float32": (None, "hnsw"),
     "int8": (Quantization("scalar", quantile=0.99, always_ram=True), "scalar"),
     "product": (Quantization("product", compression="x16", always_ram=True), "product"),
+    "binary1": (Quantization("binary", always_ram=True), "binary"),
+    "binary15": (Quantization("binary", always_ram=True, encoding="one_and_half_bits"), "binary"),
+    "binary2": (Quantization("binary", always_ram=True, encoding="two_bits"), "binary"),
+    "binary2q8": (Quantization("binary", always_ram=True, encoding="two_bits", query_encoding="scalar8bits"), "binary"),
 }
 RESCORED = QuantizationParams(rescore=True, oversampling=2.0)  # enough for int8 and product x16
+BINARY_RESCORED = QuantizationParams(rescore=True, oversampling=4.0)
 MODES = {  # name -> (shard, on_disk, search params)
     "float32": ("float32", False, None),
     "int8, rescore, oversampling 2": ("int8", False, RESCORED),
@@ -72,6 +79,10 @@ MODES = {  # name -> (shard, on_disk, search params)
     "product x16, rescore, oversampling 2": ("product", False, RESCORED),
     "product x16, no rescore": ("product", False, None),
     "product x16 on_disk, rescore, oversampling 2": ("product", True, RESCORED),
+    "binary 1 bit, rescore, oversampling 4": ("binary1", False, BINARY_RESCORED),
+    "binary 1.5 bits, rescore, oversampling 4": ("binary15", False, BINARY_RESCORED),
+    "binary 2 bits, rescore, oversampling 4": ("binary2", False, BINARY_RESCORED),
+    "binary 2 bits, 8-bit query, rescore, ovs. 4": ("binary2q8", False, BINARY_RESCORED),
 }
 
 

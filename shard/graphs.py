@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from shard.hnsw import HnswIndex
-from shard.quantized import QuantizedIndex
+from shard.quantized import QuantizedIndex, element_stats
 from shard.types import ShardConfig
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ Graph = Union[HnswIndex, "ScalarIndex", QuantizedIndex, "ProductIndex"]
 # (~60 MB), with the first scalar one: the gateway's processes import the shard's
 # modules, never a graph.
 PRODUCT, SCALAR = "product", "scalar"
-SAMPLE = 10_000  # vectors a new graph is given: a scalar one's scale, a product one's codebooks (shard.product)
+SAMPLE = 10_000  # vectors a new graph is given: a scalar one's scale, a product one's codebooks (shard.product),
+# a two-bit binary one's statistics
 
 
 def kind_for(config: ShardConfig, name: str) -> str:
@@ -51,7 +52,8 @@ def matches(graph: Graph, config: ShardConfig, name: str) -> bool:
 
 def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.ndarray) -> Graph:
     """An empty graph for vector ``name``; ``sample``, some of its vectors, sets the
-    scale of a scalar one and trains the codebooks of a product one."""
+    scale of a scalar one, trains the codebooks of a product one and gives a binary
+    one with two-bit codes its statistics."""
     params, quantization = config.vectors[name], config.quantization_for(name)
     kind = kind_for(config, name)
     if kind == HnswIndex.kind:
@@ -65,7 +67,8 @@ def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.
 
         return ScalarIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads,
                            choose_scale(sample, quantization.quantile), capacity)
-    return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads)
+    stats = element_stats(sample) if len(sample) and (quantization.encoding or "one_bit") != "one_bit" else None
+    return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, stats)
 
 
 def describe(graph: Graph) -> dict:
@@ -75,6 +78,8 @@ def describe(graph: Graph) -> dict:
     about = {"kind": graph.kind, "quantization": graph.quantization.to_json(), "scale": graph.scale}
     if getattr(graph, "format", None):
         about["format"] = graph.format
+    if getattr(graph, "stats", None) is not None:
+        about["stats"] = graph.stats_json()
     return about
 
 
@@ -106,5 +111,8 @@ def load(path: Path, config: ShardConfig, name: str, about: dict | None, labels:
                                     about.get("scale"), threads)
         except ValueError:
             return None  # not a whole graph: built again from the vectors
-    return QuantizedIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
-                               threads)
+    try:
+        return QuantizedIndex.load(path, params.size, params.distance, config.hnsw_for(name), quantization, labels,
+                                   threads, about.get("stats"))
+    except ValueError:
+        return None  # bits of another encoding, or two-bit statistics missing: built again

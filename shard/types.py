@@ -195,9 +195,9 @@ class Quantization:
 
     - scalar: int8, each value times one scale, chosen so that the ``quantile`` of the
       absolute values (all of them when unset) maps to 127; the rest are clipped;
-    - binary: one bit per dimension, its sign (``encoding`` other than ``one_bit`` and
-      ``query_encoding`` are kept and reported: the graph uses one bit, and so do
-      queries);
+    - binary: bits, one per dimension (its sign), two or one and a half by
+      ``encoding``; ``query_encoding`` ``scalar4bits`` / ``scalar8bits`` scores the
+      graph's candidates with the query in 4 or 8 bits (``shard.quantized``);
     - product: PQ codes, one byte per sub-vector of ``dim * 4 / compression`` ones
       (``compression`` x4 to x64 of the float32 bytes), scored by asymmetric distance
       (``shard.product``).

@@ -97,6 +97,31 @@ def test_scalar_then_binary_then_none_by_patch(shoal, memory, collection_names, 
     assert shoal.delete_collection(name) is True
 
 
+def test_binary_encodings_at_create_and_by_patch(shoal, memory, collection_names, shard_number, shoal_server):
+    """Two bits a dimension with an 8-bit query, then one and a half with a 4-bit one:
+    reported as given, and rescored (binary's default) to the exact scores."""
+    if shoal_server is None:
+        pytest.skip("the :memory: twin does not quantize")
+    two_bits = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(
+        encoding=models.BinaryQuantizationEncoding.TWO_BITS,
+        query_encoding=models.BinaryQuantizationQueryEncoding.SCALAR8BITS))
+    one_and_half = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(
+        always_ram=True, encoding=models.BinaryQuantizationEncoding.ONE_AND_HALF_BITS,
+        query_encoding=models.BinaryQuantizationQueryEncoding.SCALAR4BITS))
+    name = collection_names("quantized_encodings")
+    create_both(shoal, memory, name, models.VectorParams(size=DIM, distance=models.Distance.COSINE), shard_number,
+                quantization_config=two_bits, optimizers_config=SMALL_THRESHOLD)
+    upsert_both(shoal, memory, name, make_points(N, DIM))
+    indexed(shoal, name)
+    assert shoal.get_collection(name).config.quantization_config == two_bits
+    check(shoal, memory, name, None, 100.0, approximate=False, rescore=None)
+    assert shoal.update_collection(name, quantization_config=one_and_half) is True
+    assert shoal.get_collection(name).config.quantization_config == one_and_half
+    indexed(shoal, name)
+    check(shoal, memory, name, None, 100.0, approximate=False, rescore=None)
+    assert shoal.delete_collection(name) is True
+
+
 def test_product_by_patch(shoal, memory, collection_names, shard_number, shoal_server):
     """x16 of 24 dimensions: 6 one-byte codes a vector (faiss's graph over them), of
     random dimensions: the quantized cosines are further off than scalar's."""
