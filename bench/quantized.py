@@ -28,7 +28,7 @@ References measured in the same run, in the same kind of fresh process: raw hnsw
 graph, which Shoal's scalar graph was until it had its own), one ``knn_query`` /
 ``search`` per query, one thread.
 
-    python -m bench.quantized                  # ~8 min on 2 cores, most of it the graph builds
+    python -m bench.quantized                  # ~2 min on 2 cores, most of it the graph builds
     python -m bench.quantized --n 20000
 """
 

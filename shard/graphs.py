@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from shard.hnsw import HnswIndex
-from shard.quantized import QuantizedIndex, element_stats
+from shard.quantized import QuantizedIndex, element_stats, needs_stats
 from shard.types import ShardConfig
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def new(config: ShardConfig, name: str, threads: int, capacity: int, sample: np.
 
         return ScalarIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads,
                            choose_scale(sample, quantization.quantile), capacity)
-    stats = element_stats(sample) if len(sample) and (quantization.encoding or "one_bit") != "one_bit" else None
+    stats = element_stats(sample) if len(sample) and needs_stats(quantization) else None
     return QuantizedIndex(params.size, params.distance, config.hnsw_for(name), quantization, threads, stats)
 
 

@@ -47,6 +47,12 @@ SIGMAS = 2.0 / 3.0  # the middle code of two bits: z-scores strictly between -SI
 QUERY_BITS = {"scalar4bits": 4, "scalar8bits": 8}  # Qdrant's query_encodings; the default: the storage's
 
 
+def needs_stats(quantization: Quantization) -> bool:
+    """Whether a binary graph under ``quantization`` codes by z-scores (two bits, one
+    and a half), and so needs each dimension's mean and standard deviation."""
+    return (quantization.encoding or "one_bit") != "one_bit"
+
+
 def element_stats(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each dimension's mean and standard deviation over ``sample`` (n, dim), f32."""
     sample = np.asarray(sample, dtype=np.float64)
@@ -74,7 +80,7 @@ class QuantizedIndex:
         self.bits = {"one_bit": dim, "two_bits": 2 * dim, "one_and_half_bits": dim + (dim + 1) // 2}[self.encoding]
         self.query_bits = QUERY_BITS.get(quantization.query_encoding)
         self.stats = None
-        if stats is not None and self.encoding != "one_bit":
+        if stats is not None and needs_stats(quantization):
             mean, std = (np.asarray(x, dtype=np.float32) for x in stats)
             if mean.shape != (dim,) or std.shape != (dim,) or not (np.isfinite(mean).all() and np.isfinite(std).all()):
                 raise ValueError("binary graph statistics of another shape, or not finite")
@@ -214,7 +220,7 @@ class QuantizedIndex:
         ``stats``: what ``stats_json`` wrote. ValueError when the file's bits are not
         the encoding's, or the two-bit statistics are missing or malformed (the
         graph is then built again from the vectors)."""
-        if (quantization.encoding or "one_bit") != "one_bit":
+        if needs_stats(quantization):
             if not isinstance(stats, dict) or not isinstance(stats.get("mean"), list) \
                     or not isinstance(stats.get("stddev"), list):
                 raise ValueError("a two-bit graph without its statistics")

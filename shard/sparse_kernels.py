@@ -27,14 +27,11 @@ import numpy as np
 from numba import njit
 
 
-def below(upper, threshold):
+@njit(cache=True, nogil=False, inline="always")
+def _below(upper, threshold):
     """A score of at most ``upper`` surely stays under ``threshold``, with a margin
-    for f32 rounding (a vector that only ties could still win by its offset).
-    Numbers or numpy arrays; ``_below`` is the same, compiled for the loops."""
+    for f32 rounding (a vector that only ties could still win by its offset)."""
     return upper + 1e-5 * (abs(upper) + abs(threshold)) + 1e-30 < threshold
-
-
-_below = njit(cache=True, nogil=False, inline="always")(below)
 
 
 @njit(cache=True, nogil=False, inline="always")
